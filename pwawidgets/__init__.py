@@ -1,0 +1,28 @@
+"""pwawidgets: the exact piece-wise affine decomposition of ReLU networks, with a course and widgets."""
+
+from .core import IMAGENET_NORMALIZATION, Decomposition, decompose
+from .exactness import AuditReport, ExactnessWarning, audit, exact_math, region_radius, verify
+from .images import ImageLoadError, ImageWarning, display_image, load_image
+from .layers import layer_presets
+from .models import WeightsUnavailableError, imagenet_categories, load_model
+
+__all__ = [
+    "IMAGENET_NORMALIZATION",
+    "AuditReport",
+    "Decomposition",
+    "ExactnessWarning",
+    "ImageLoadError",
+    "ImageWarning",
+    "WeightsUnavailableError",
+    "audit",
+    "decompose",
+    "display_image",
+    "exact_math",
+    "imagenet_categories",
+    "layer_presets",
+    "load_image",
+    "load_model",
+    "region_radius",
+    "verify",
+]
+__version__ = "0.1.0"

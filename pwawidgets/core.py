@@ -1,0 +1,261 @@
+"""The exact piece-wise affine decomposition (Chen et al., ICIP 2019).
+
+At an input X, a network made of ReLU, max/avg pooling, eval BatchNorm, convolutions and linear layers is
+affine on the region around X. For any layer tensor h and class c:
+
+    score_c = sum_i w_i h_i + b,    w = d score_c / d h,    b = score_c - w . h
+
+``w_i h_i`` is the contribution of unit i (signed, on the score's scale); ``b`` is the part of the score that
+no unit of that layer explains. One forward pass serves every layer; one backward pass per class.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .exactness import ExactnessWarning, audit, exact_math
+from .layers import LayerCapture, LayerSpec, resolve_layers
+
+Target = int | Sequence[int] | torch.Tensor | None
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class Decomposition:
+    """Result of :func:`decompose`.
+
+    Shapes: with one class per example, ``score`` is ``(B,)``, ``contributions[name]`` has the shape of the
+    layer tensor ``(B, ...)`` and ``bias[name]`` is ``(B,)``. With ``k`` classes per example (a ``(B, k)``
+    target), a class axis follows the batch axis: ``(B, k)``, ``(B, k, ...)``, ``(B, k)``.
+    """
+
+    layers: list[str]
+    score: torch.Tensor
+    target: torch.Tensor
+    logits: torch.Tensor
+    contributions: dict[str, torch.Tensor]
+    bias: dict[str, torch.Tensor]
+    activations: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor] | None = None
+    reference: str = "normalized"
+    per_class: bool = False
+    residual: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def maps(self, name: str, size: int | tuple[int, int] | None = None, mode: str = "bilinear") -> torch.Tensor:
+        """Pixel map of a layer: contributions summed over channels, ``(B, [k,] H_l, W_l)``.
+
+        With ``size`` the map is resized (bilinear by default) for overlays: the values stay per layer cell,
+        they are not rescaled, so rank on the layer grid (``size=None``) when counting cells.
+        """
+        contrib = self._get(self.contributions, name)
+        lead = 2 if self.per_class else 1
+        if contrib.dim() < lead + 3:
+            raise ValueError(f"layer {name!r} has shape {tuple(contrib.shape)}: no spatial map (need C x H x W)")
+        summed = contrib.sum(dim=lead)
+        if size is None:
+            return summed
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        flat = summed.reshape(-1, 1, *summed.shape[-2:])
+        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        resized = F.interpolate(flat, size=size, mode=mode, **kwargs)
+        return resized.reshape(*summed.shape[:-2], *size)
+
+    def bias_ratio(self, name: str) -> torch.Tensor:
+        """``bias / score`` at one layer; NaN where the score is zero (a ratio of nothing)."""
+        score = self.score
+        ratio = self._get(self.bias, name) / score
+        return torch.where(score == 0, torch.full_like(ratio, math.nan), ratio)
+
+    def total(self, name: str) -> torch.Tensor:
+        """Sum of all contributions of a layer (so ``total + bias == score``)."""
+        contrib = self._get(self.contributions, name)
+        lead = 2 if self.per_class else 1
+        return contrib.flatten(lead).sum(-1)
+
+    def _get(self, table: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        if name not in table:
+            raise KeyError(f"layer {name!r} was not decomposed; decomposed layers: {self.layers}")
+        return table[name]
+
+
+def _model_device_dtype(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters(), None)
+    if param is None:
+        param = next(model.buffers(), None)
+    if param is None:
+        return inputs.device, inputs.dtype
+    dtype = param.dtype if param.is_floating_point() else inputs.dtype
+    return param.device, dtype
+
+
+def _check_precision(dtype: torch.dtype, strict: bool) -> None:
+    if dtype in (torch.float16, torch.bfloat16):
+        msg = (
+            f"{dtype} loses exactness: the decomposition is only as exact as the arithmetic. "
+            "Use model.float() (or .double()) for exact contributions."
+        )
+        if strict:
+            raise ValueError(msg)
+        warnings.warn(msg, ExactnessWarning, stacklevel=3)
+
+
+def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Targets as a ``(B, k)`` long tensor, and whether the caller asked for a class axis."""
+    batch, n_classes = logits.shape
+    if target is None:
+        t = logits.argmax(dim=1, keepdim=True)
+        per_class = False
+    else:
+        t = torch.as_tensor(target, device=logits.device)
+        if t.is_floating_point():
+            raise TypeError("target must hold integer class indices")
+        if t.dim() == 0:
+            t, per_class = t.expand(batch, 1), False
+        elif t.dim() == 1:
+            if t.numel() != batch:
+                raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
+            t, per_class = t[:, None], False
+        elif t.dim() == 2 and t.shape[0] == batch:
+            per_class = True
+        else:
+            raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k)")
+    t = t.long()
+    if (t < 0).any() or (t >= n_classes).any():
+        raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
+    return t, per_class
+
+
+def _raw_pixel_view(
+    x: torch.Tensor, grad: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map input and gradient from normalised to raw pixels: ``x = (p - mean)/std``."""
+    mean = torch.as_tensor(normalization[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(normalization[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * std + mean, grad / std.unsqueeze(1)
+
+
+def decompose(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layers: str | Sequence[str] | None = None,
+    *,
+    reference: str = "normalized",
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    keep_gradients: bool = False,
+    allow_non_affine: bool = False,
+    strict: bool = False,
+) -> Decomposition:
+    """Exact decomposition ``score = sum(contributions) + bias`` at each requested layer.
+
+    Args:
+        model: a classifier returning logits ``(B, C)``; piece-wise affine (see :func:`pwawidgets.audit`)
+            and in eval mode. Its mode and ``requires_grad`` flags are left as found.
+        inputs: ``(B, ...)`` batch, moved to the model's device and dtype.
+        target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each
+            (e.g. the top-5), or None for the predicted class. The score is the logit (pre-softmax).
+        layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"`` (default); see
+            :mod:`pwawidgets.layers`.
+        reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
+            receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
+            ``normalization`` or a model carrying a ``normalization`` attribute). The bias absorbs the
+            difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
+        keep_gradients: also return ``w`` per layer in ``.gradients``.
+        allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
+        strict: raise instead of warning when exactness is lost (fp16/bf16).
+    """
+    if reference not in ("normalized", "raw"):
+        raise ValueError("reference must be 'normalized' or 'raw'")
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
+    report = audit(model)
+    if not report.ok:
+        if not allow_non_affine:
+            raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
+        warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 2)
+    specs, wants_all = resolve_layers(model, layers)
+    device, dtype = _model_device_dtype(model, inputs)
+    _check_precision(dtype, strict)
+    x = inputs.detach().to(device=device, dtype=dtype).requires_grad_(True)
+
+    with exact_math(device), torch.enable_grad(), LayerCapture(model, specs, wants_all) as capture:
+        logits = model(x)
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
+            raise ValueError("the model must return logits of shape (batch, classes)")
+        if wants_all:
+            specs = specs + [s for s in capture.relu_specs() if s.name not in {p.name for p in specs}]
+        tensors = [x if s.module is None else capture.tensor(s) for s in specs]
+        targets, per_class = _targets(target, logits.detach())
+        scores = logits.gather(1, targets)
+        grads = _gradients_per_class(scores, tensors)
+
+    return _assemble(specs, tensors, grads, scores, targets, logits, per_class, reference,
+                     _normalization(model, normalization, reference), keep_gradients)
+
+
+def _gradients_per_class(scores: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``d score_j / d h`` for every tensor, stacked on a class axis: each ``(B, k, ...)``."""
+    k = scores.shape[1]
+    per_class: list[list[torch.Tensor]] = [[] for _ in tensors]
+    for j in range(k):
+        # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
+        grads = torch.autograd.grad(scores[:, j].sum(), tensors, retain_graph=j < k - 1, allow_unused=True)
+        for slot, g, h in zip(per_class, grads, tensors, strict=True):
+            slot.append(torch.zeros_like(h) if g is None else g)
+    return [torch.stack(gs, dim=1) for gs in per_class]
+
+
+def _normalization(model: nn.Module, normalization, reference: str):
+    if reference != "raw":
+        return None
+    norm = normalization or getattr(model, "normalization", None)
+    if norm is None:
+        raise ValueError(
+            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
+            "pwawidgets.core.IMAGENET_NORMALIZATION for torchvision models"
+        )
+    return norm
+
+
+def _assemble(specs: list[LayerSpec], tensors, grads, scores, targets, logits, per_class, reference,
+              norm, keep_gradients) -> Decomposition:
+    contributions, biases, activations, gradients = {}, {}, {}, {}
+    score = scores.detach()
+    worst = 0.0
+    for spec, h, g in zip(specs, tensors, grads, strict=True):
+        h = h.detach()
+        if spec.module is None and norm is not None:
+            h, g = _raw_pixel_view(h, g, norm)
+        contrib = g * h.unsqueeze(1)
+        total = contrib.flatten(2).sum(-1, dtype=torch.float64)
+        bias = (score.double() - total).to(score.dtype)
+        err = ((total + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
+        worst = max(worst, float(err.max()))
+        squeeze = (lambda t: t) if per_class else (lambda t: t.squeeze(1))
+        contributions[spec.name] = squeeze(contrib)
+        biases[spec.name] = squeeze(bias)
+        activations[spec.name] = h
+        if keep_gradients:
+            gradients[spec.name] = squeeze(g)
+    squeeze = (lambda t: t) if per_class else (lambda t: t.squeeze(1))
+    return Decomposition(
+        layers=[s.name for s in specs],
+        score=squeeze(score),
+        target=squeeze(targets),
+        logits=logits.detach(),
+        contributions=contributions,
+        bias=biases,
+        activations=activations,
+        gradients=gradients if keep_gradients else None,
+        reference=reference,
+        per_class=per_class,
+        residual=worst,
+    )

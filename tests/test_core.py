@@ -1,0 +1,227 @@
+"""decompose(): exactness against independent computations, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import LayerGradientXActivation
+from conftest import no_inplace, small_cnn_layers
+from torch import nn
+
+import pwawidgets as pw
+
+
+def test_tiny_mlp_matches_hand_computed_affine_map():
+    torch.manual_seed(0)
+    w1, b1 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    w2, b2 = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
+    with torch.no_grad():
+        model[0].weight.copy_(w1), model[0].bias.copy_(b1), model[2].weight.copy_(w2), model[2].bias.copy_(b2)
+    x = torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64)
+    mask = ((w1 @ x[0] + b1) > 0).double()
+    assert 0 < mask.sum() < 4, "pick an x where the ReLU pattern is mixed"
+    W = w2 @ torch.diag(mask) @ w1  # noqa: N806 -- the paper's W and b
+    b = w2 @ (mask * b1) + b2
+    for c in range(2):
+        d = pw.decompose(model, x, c, ["input", "1"])
+        torch.testing.assert_close(d.contributions["input"][0], W[c] * x[0], rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(d.bias["input"][0], b[c], rtol=1e-14, atol=1e-14)
+        # at the hidden layer: W_hidden = w2[c], b_hidden = b2[c]
+        hidden = torch.relu(w1 @ x[0] + b1)
+        torch.testing.assert_close(d.contributions["1"][0], w2[c] * hidden, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(d.bias["1"][0], b2[c], rtol=1e-13, atol=1e-13)
+        assert d.residual <= 1e-12
+
+
+def test_small_cnn_matches_jacrev_at_every_layer(small_cnn):
+    layers = small_cnn_layers()  # same seed, same weights
+    reference = nn.Sequential(*layers).double().eval()
+    reference.load_state_dict(small_cnn.state_dict())
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    names = ["input"] + [str(i) for i in range(len(layers) - 1)]
+    target = torch.tensor([1, 3])
+    d = pw.decompose(small_cnn, x, target, names, keep_gradients=True)
+    assert d.residual <= 1e-12
+    for name in names:
+        start = 0 if name == "input" else int(name) + 1
+        head = no_inplace(reference[:start]) if start else nn.Identity()
+        tail = no_inplace(reference[start:])
+        for b in range(2):
+            h = head(x[b : b + 1]).detach()
+            jac = torch.func.jacrev(lambda v, b=b, tail=tail: tail(v)[0, target[b]])(h)
+            score = tail(h)[0, target[b]].detach()
+            torch.testing.assert_close(d.activations[name][b], h[0], rtol=0, atol=1e-13)
+            torch.testing.assert_close(d.gradients[name][b], jac[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(d.contributions[name][b], (jac * h)[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(d.bias[name][b], score - (jac * h).sum(), rtol=1e-10, atol=1e-11)
+
+
+def test_inplace_relu_sees_value_before_overwrite(vgg11, images64):
+    """features.0 is a conv whose output torchvision's ReLU(inplace=True) overwrites."""
+    x = images64[:1]
+    d = pw.decompose(vgg11, x, 7, ["features.0", "features.3", "conv2"], keep_gradients=True)
+    ref = pw.decompose(no_inplace(vgg11), x, 7, ["features.0", "features.3", "conv2"], keep_gradients=True)
+    conv_out = vgg11.features[0](x)
+    assert (d.activations["features.0"] < 0).any()  # a ReLU'd tensor would have no negative value
+    torch.testing.assert_close(d.activations["features.0"], conv_out.detach(), rtol=0, atol=1e-12)
+    for name in ref.layers:
+        torch.testing.assert_close(d.contributions[name], ref.contributions[name], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(d.bias[name], ref.bias[name], rtol=1e-12, atol=1e-12)
+
+
+def test_resnet_block_add_inplace(resnet18, images64):
+    """layer1.0.bn2's output is overwritten by ``out += identity``: compare with a hand-written tail."""
+    model, x = resnet18, images64[:1]
+    d = pw.decompose(model, x, 11, ["layer1.0.bn2"], keep_gradients=True)
+    with torch.no_grad():
+        identity = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        block = model.layer1[0]
+        h = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(identity)))))
+
+    def tail(v):
+        out = torch.relu(v + identity)
+        out = model.layer1[1](out)
+        for stage in (model.layer2, model.layer3, model.layer4):
+            out = stage(out)
+        return model.fc(torch.flatten(model.avgpool(out), 1))[0, 11]
+
+    jac = torch.func.jacrev(tail)(h)
+    torch.testing.assert_close(d.activations["layer1.0.bn2"], h, rtol=0, atol=1e-12)
+    torch.testing.assert_close(d.gradients["layer1.0.bn2"], jac, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(d.bias["layer1.0.bn2"][0], tail(h) - (jac * h).sum(), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
+def test_batch_equals_one_by_one_and_k_classes_equal_k_calls(name, request, images64):
+    model = request.getfixturevalue(name)
+    targets = torch.tensor([[3, 10, 500], [0, 999, 42], [7, 7, 8]])
+    d = pw.decompose(model, images64, targets, ["input", "blocks"])
+    assert d.per_class and d.score.shape == (3, 3)
+    for b in range(3):
+        for j in range(3):
+            single = pw.decompose(model, images64[b : b + 1], int(targets[b, j]), ["input", "blocks"])
+            torch.testing.assert_close(d.score[b, j], single.score[0], rtol=1e-12, atol=1e-12)
+            for layer in single.layers:
+                torch.testing.assert_close(d.contributions[layer][b, j], single.contributions[layer][0],
+                                           rtol=1e-10, atol=1e-13)
+                torch.testing.assert_close(d.bias[layer][b, j], single.bias[layer][0], rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
+def test_agrees_with_captum_layer_gradient_x_activation(name, request, images64):
+    model = request.getfixturevalue(name)
+    blocks = pw.layer_presets(model)["blocks"]
+    modules = dict(model.named_modules())
+    x, target = images64[:2], torch.tensor([4, 321])
+    ours = pw.decompose(model, x, target, list(blocks))
+    captum = LayerGradientXActivation(model, [modules[m] for m in blocks.values()])
+    theirs = captum.attribute(x, target=target)
+    assert len(theirs) == len(blocks)
+    for alias, attr in zip(blocks, theirs, strict=True):
+        torch.testing.assert_close(ours.contributions[alias], attr, rtol=1e-10, atol=1e-13)
+
+
+def test_raw_pixel_reference_moves_mean_into_bias(vgg11, images64):
+    norm = ((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    x = images64[:1]
+    normed = pw.decompose(vgg11, x, 2, keep_gradients=True)
+    raw = pw.decompose(vgg11, x, 2, reference="raw", normalization=norm, keep_gradients=True)
+    mean = torch.tensor(norm[0], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(norm[1], dtype=torch.float64).view(1, 3, 1, 1)
+    pixels, w = x * std + mean, normed.gradients["input"]
+    torch.testing.assert_close(raw.contributions["input"], w / std * pixels, rtol=1e-12, atol=1e-14)
+    expected_bias = normed.bias["input"] - (w * mean / std).sum()
+    torch.testing.assert_close(raw.bias["input"], expected_bias, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(raw.score, normed.score)
+    with pytest.raises(ValueError, match="normalization"):
+        pw.decompose(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).double(), x[:, :, :2, :2], 0, reference="raw")
+
+
+def test_all_preset_names_every_relu_call(resnet18, images64):
+    d = pw.decompose(resnet18, images64[:1], 0, "all")
+    relus = [n for n in d.layers if "relu" in n]
+    assert len(relus) == len(d.layers) == 1 + 8 * 2  # stem ReLU + two ReLU calls in each of 8 blocks
+    assert "layer1.0.relu@0" in d.layers and "layer1.0.relu@1" in d.layers
+    for name in d.layers:
+        assert (d.activations[name] >= 0).all()
+    with pytest.raises(ValueError, match="ran 2 times"):
+        pw.decompose(resnet18, images64[:1], 0, ["layer1.0.relu"])
+
+
+def test_maps_target_none_and_errors(vgg11, images64):
+    d = pw.decompose(vgg11, images64[:2], None, ["input", "conv3"])
+    torch.testing.assert_close(d.target, d.logits.argmax(1))
+    assert d.maps("conv3").shape == (2, 16, 16)
+    torch.testing.assert_close(d.maps("conv3").sum((1, 2)), d.total("conv3"))
+    assert d.maps("conv3", size=64).shape == (2, 64, 64)
+    torch.testing.assert_close(d.total("conv3") + d.bias["conv3"], d.score, rtol=1e-12, atol=1e-12)
+    with pytest.raises(KeyError, match="conv5"):
+        d.maps("conv5")
+    with pytest.raises(ValueError, match="unknown layer 'conv9'"):
+        pw.decompose(vgg11, images64[:1], 0, ["conv9"])
+    with pytest.raises(ValueError, match=r"\[0, 999\]"):
+        pw.decompose(vgg11, images64[:1], 1000)
+    with pytest.raises(ValueError, match="one per example"):
+        pw.decompose(vgg11, images64[:2], [1, 2, 3])
+
+
+def test_hooks_removed_and_model_state_untouched(vgg11, images64):
+    vgg11.features[0].weight.requires_grad_(False)
+    flags = [p.requires_grad for p in vgg11.parameters()]
+    with pytest.raises(ValueError):
+        pw.decompose(vgg11, images64[:1], 5000, ["conv1", "conv2", "all"])  # fails after the forward pass
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in vgg11.modules())
+    pw.decompose(vgg11, images64[:1], 1, "all")
+    assert all(not m._forward_hooks for m in vgg11.modules())
+    assert [p.requires_grad for p in vgg11.parameters()] == flags
+    assert all(p.grad is None for p in vgg11.parameters())
+    assert not vgg11.training
+    vgg11.features[0].weight.requires_grad_(True)
+
+
+def test_model_raising_inside_forward_leaves_no_hook():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            self.relu(self.lin(x))
+            raise RuntimeError("boom")
+
+    model = Broken().eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        pw.decompose(model, torch.zeros(1, 2), 0, ["relu"])
+    assert not model.relu._forward_hooks
+
+
+def test_low_precision_warns_or_raises():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to(torch.bfloat16).eval()
+    x = torch.randn(2, 4)
+    with pytest.warns(pw.ExactnessWarning, match="loses exactness"):
+        d = pw.decompose(model, x, 0)
+    assert d.contributions["input"].dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="loses exactness"):
+        pw.decompose(model, x, 0, strict=True)
+
+
+def test_tf32_flags_restored_after_decompose(small_cnn):
+    matmul = torch.backends.cuda.matmul
+    conv = torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    try:
+        matmul.fp32_precision, conv.fp32_precision = "tf32", "tf32"
+        seen = []
+        hook = small_cnn[0].register_forward_hook(
+            lambda *a: seen.append((matmul.fp32_precision, conv.fp32_precision)))
+        pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
+        hook.remove()
+        assert seen == [("ieee", "ieee")]
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        with pytest.raises(RuntimeError, match="inside"), pw.exact_math():
+            raise RuntimeError("inside")
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
