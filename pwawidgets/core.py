@@ -230,22 +230,24 @@ def _assemble(specs: list[LayerSpec], tensors, grads, scores, targets, logits, p
     contributions, biases, activations, gradients = {}, {}, {}, {}
     score = scores.detach()
     worst = 0.0
+
+    def squeeze(t: torch.Tensor) -> torch.Tensor:  # drop the class axis when one class per example was asked
+        return t if per_class else t.squeeze(1)
+
     for spec, h, g in zip(specs, tensors, grads, strict=True):
         h = h.detach()
         if spec.module is None and norm is not None:
             h, g = _raw_pixel_view(h, g, norm)
         contrib = g * h.unsqueeze(1)
-        total = contrib.flatten(2).sum(-1, dtype=torch.float64)
-        bias = (score.double() - total).to(score.dtype)
-        err = ((total + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
+        total = contrib.flatten(2).sum(-1)  # pairwise summation in the working dtype
+        bias = score - total
+        err = ((total.double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
         worst = max(worst, float(err.max()))
-        squeeze = (lambda t: t) if per_class else (lambda t: t.squeeze(1))
         contributions[spec.name] = squeeze(contrib)
         biases[spec.name] = squeeze(bias)
         activations[spec.name] = h
         if keep_gradients:
             gradients[spec.name] = squeeze(g)
-    squeeze = (lambda t: t) if per_class else (lambda t: t.squeeze(1))
     return Decomposition(
         layers=[s.name for s in specs],
         score=squeeze(score),
