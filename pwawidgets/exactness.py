@@ -502,3 +502,31 @@ def verify(
     noise = 1000 * torch.finfo(dtype).eps * dec.score.abs()
     return VerifyReport(radius=radius, steps=tuple(steps), abs_error=torch.stack(abs_errors, 1),
                         predicted=torch.stack(predicted, 1), noise=noise, tol=tol, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# TF32 on a CPU, for teaching
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round float32 values to TF32 (10 explicit mantissa bits, nearest, ties away from zero)."""
+    if t.dtype != torch.float32:
+        raise TypeError("TF32 rounding applies to float32 tensors")
+    bits = t.contiguous().view(torch.int32)
+    rounded = (bits + 0x1000) & ~0x1FFF
+    return torch.where(torch.isfinite(t), rounded.view(torch.float32), t)
+
+
+def simulate_tf32(model: nn.Module) -> nn.Module:
+    """A float32 copy of ``model`` whose convolutions and linear layers compute as TF32 tensor cores do.
+
+    Weights are rounded once and inputs at every call to TF32, products accumulate in float32. This lets a
+    CPU show what a GPU's default TF32 convolutions do to the decomposition's exactness.
+    """
+    copy_ = copy.deepcopy(model).float()
+    with torch.no_grad():
+        for module in copy_.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                module.weight.copy_(round_to_tf32(module.weight))
+                module.register_forward_pre_hook(lambda mod, args: (round_to_tf32(args[0]), *args[1:]))
+    return copy_

@@ -168,3 +168,15 @@ def test_audit_reports_untraceable_code_as_unverified():
 
     report = pw.audit(Dynamic().eval())
     assert report.ok and not report.traced and "could not be traced" in str(report)
+
+
+def test_tf32_rounding_and_simulation(vgg11, images64):
+    x = torch.tensor([1.0, 1.0 + 2**-10, 1.0 + 2**-11 + 2**-13, 1.0 + 2**-12, 3.14159265], dtype=torch.float32)
+    got = pw.exactness.round_to_tf32(x)
+    assert got.tolist()[:4] == [1.0, 1.0 + 2**-10, 1.0 + 2**-10, 1.0]
+    assert abs(got[4].item() - 3.14159265) <= 2**-10 * 2  # 10 mantissa bits at exponent 1
+    tf32 = pw.exactness.simulate_tf32(vgg11)
+    exact = pw.verify(vgg11, images64[:1], 2, dtype=torch.float32, steps=(0.5,))
+    rounded = pw.verify(tf32, images64[:1], 2, dtype=torch.float32, steps=(0.5,))
+    # TF32 rounding makes the affine prediction of small steps much worse than plain float32
+    assert rounded.rel_error.max() > 10 * exact.rel_error.max()
