@@ -1,10 +1,12 @@
 """pwawidgets: the exact piece-wise affine decomposition of ReLU networks, with a course and widgets."""
 
+from . import data, metrics, zoo
 from .core import IMAGENET_NORMALIZATION, Decomposition, decompose
 from .exactness import AuditReport, ExactnessWarning, audit, exact_math, region_radius, verify
 from .images import ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
+from .regions import enumerate_regions, train_toy
 
 __all__ = [
     "IMAGENET_NORMALIZATION",
@@ -16,13 +18,18 @@ __all__ = [
     "WeightsUnavailableError",
     "audit",
     "decompose",
+    "data",
     "display_image",
+    "enumerate_regions",
     "exact_math",
     "imagenet_categories",
     "layer_presets",
     "load_image",
     "load_model",
+    "metrics",
     "region_radius",
+    "train_toy",
     "verify",
+    "zoo",
 ]
 __version__ = "0.1.0"

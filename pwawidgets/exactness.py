@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import operator
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,12 @@ class AuditReport:
         return "\n".join(lines)
 
 
-def _module_finding(name: str, module: nn.Module) -> tuple[str, Finding] | None:
+def _computed(node_args: tuple) -> int:
+    """How many arguments are values computed from the input (not constants, parameters or buffers)."""
+    return sum(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in node_args)
+
+
+def _module_finding(name: str, module: nn.Module, traced: bool) -> tuple[str, Finding] | None:
     kind = type(module).__name__
     if isinstance(module, _MODE_MODULES):
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
@@ -158,6 +164,8 @@ def _module_finding(name: str, module: nn.Module) -> tuple[str, Finding] | None:
         return None
     if isinstance(module, _SMOOTH_MODULES):
         return "offending", Finding(name, kind, "smooth non-linearity or normalisation, not piece-wise affine")
+    if traced and not type(module).__module__.startswith("torch.nn"):
+        return None  # a custom module: the trace went through its forward and checked every operation
     return "unverified", Finding(name, kind, "unknown module type")
 
 
@@ -190,7 +198,7 @@ def _graph_findings(model: nn.Module) -> tuple[list[tuple[str, Finding]], bool]:
             if fn in _AFFINE_FUNCTIONS or fn in _PIECEWISE_FUNCTIONS:
                 continue
             if fn in (operator.mul, operator.truediv, torch.mul, operator.imul):
-                if sum(isinstance(a, torch.fx.Node) for a in node.args) > 1:
+                if _computed(node.args) > 1:
                     findings.append(("unverified", Finding(node.name, label, "product of two computed values")))
                 continue
             status = "offending" if fn in _SMOOTH_FUNCTIONS else "unverified"
@@ -200,7 +208,7 @@ def _graph_findings(model: nn.Module) -> tuple[list[tuple[str, Finding]], bool]:
             if node.target in _AFFINE_METHODS:
                 continue
             if node.target in ("mul", "mul_", "div", "div_"):
-                if sum(isinstance(a, torch.fx.Node) for a in node.args) > 1:
+                if _computed(node.args) > 1:
                     findings.append(("unverified", Finding(node.name, f".{node.target}()",
                                                            "product of two computed values")))
                 continue
@@ -218,13 +226,13 @@ def audit(model: nn.Module) -> AuditReport:
     (custom code); they are exact only if they are piece-wise affine themselves.
     """
     report = AuditReport()
+    findings, report.traced = _graph_findings(model)
     for name, module in model.named_modules():
         if any(True for _ in module.children()):
             continue
-        found = _module_finding(name or type(model).__name__, module)
+        found = _module_finding(name or type(model).__name__, module, report.traced)
         if found:
             getattr(report, found[0]).append(found[1])
-    findings, report.traced = _graph_findings(model)
     for status, finding in findings:
         getattr(report, status).append(finding)
     return report
@@ -367,7 +375,9 @@ def region_radius(
         for name, module in model.named_modules():
             if isinstance(module, watched):
                 handles.append(module.register_forward_pre_hook(pre_hook(name, module)))
-        with exact_math(device), torch.no_grad(), fwAD.dual_level():
+        with exact_math(device), torch.no_grad(), fwAD.dual_level(), warnings.catch_warnings():
+            # PyTorch loads its forward-AD decompositions through torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
             if layer is None or layer == "input":
                 model(fwAD.make_dual(x, direction))
             else:
@@ -378,8 +388,6 @@ def region_radius(
         for handle in handles:
             handle.remove()
     if skipped:
-        import warnings
-
         warnings.warn(f"region radius ignores pools it cannot model: {sorted(set(skipped))}", ExactnessWarning, 2)
     if not steps:
         return torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=device)

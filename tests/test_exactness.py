@@ -180,3 +180,21 @@ def test_tf32_rounding_and_simulation(vgg11, images64):
     rounded = pw.verify(tf32, images64[:1], 2, dtype=torch.float32, steps=(0.5,))
     # TF32 rounding makes the affine prediction of small steps much worse than plain float32
     assert rounded.rel_error.max() > 10 * exact.rel_error.max()
+
+
+def test_audit_checks_inside_custom_modules():
+    class Centre(nn.Module):  # custom, but only affine operations with a constant buffer
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.full((1, 4), 0.5))
+
+        def forward(self, x):
+            return (x - self.mean) / self.mean
+
+    class Squash(nn.Module):  # custom, with a smooth operation inside
+        def forward(self, x):
+            return torch.tanh(x)
+
+    assert str(pw.audit(nn.Sequential(Centre(), nn.Linear(4, 2)).eval())).startswith("piece-wise affine")
+    report = pw.audit(nn.Sequential(nn.Linear(4, 4), Squash(), nn.Linear(4, 2)).eval())
+    assert not report.ok and "tanh" in str(report)
