@@ -210,7 +210,7 @@ def _gradients_per_class(scores: torch.Tensor, tensors: list[torch.Tensor]) -> l
         grads = torch.autograd.grad(scores[:, j].sum(), tensors, retain_graph=j < k - 1, allow_unused=True)
         for slot, g, h in zip(per_class, grads, tensors, strict=True):
             slot.append(torch.zeros_like(h) if g is None else g)
-    return [torch.stack(gs, dim=1) for gs in per_class]
+    return [gs[0].unsqueeze(1) if k == 1 else torch.stack(gs, dim=1) for gs in per_class]
 
 
 def _normalization(model: nn.Module, normalization, reference: str):
