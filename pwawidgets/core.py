@@ -23,7 +23,7 @@ from torch import nn
 from .exactness import ExactnessWarning, audit, exact_math
 from .layers import LayerCapture, LayerSpec, resolve_layers
 
-Target = int | Sequence[int] | torch.Tensor | None
+Target = int | Sequence[int] | torch.Tensor | str | None
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -80,6 +80,12 @@ class Decomposition:
         lead = 2 if self.per_class else 1
         return contrib.flatten(lead).sum(-1)
 
+    def gradient(self, name: str) -> torch.Tensor:
+        """``w`` at one layer (needs ``keep_gradients=True``)."""
+        if self.gradients is None:
+            raise ValueError("gradients were not kept: decompose(..., keep_gradients=True)")
+        return self._get(self.gradients, name)
+
     def _get(self, table: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         if name not in table:
             raise KeyError(f"layer {name!r} was not decomposed; decomposed layers: {self.layers}")
@@ -113,6 +119,11 @@ def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if target is None:
         t = logits.argmax(dim=1, keepdim=True)
         per_class = False
+    elif isinstance(target, str):
+        k = int(target[3:]) if target.startswith("top") and target[3:].isdigit() else 0
+        if not 0 < k <= n_classes:
+            raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
+        t, per_class = logits.topk(k, dim=1).indices, True
     else:
         t = torch.as_tensor(target, device=logits.device)
         if t.is_floating_point():
@@ -134,12 +145,12 @@ def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def _raw_pixel_view(
-    x: torch.Tensor, grad: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]]
+    x: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map input and gradient from normalised to raw pixels: ``x = (p - mean)/std``."""
+    """Raw pixels ``p = x * std + mean`` of a normalised input, and ``std`` (``d/dp = d/dx / std``)."""
     mean = torch.as_tensor(normalization[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(normalization[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x * std + mean, grad / std.unsqueeze(1)
+    return x * std + mean, std
 
 
 def decompose(
@@ -160,8 +171,9 @@ def decompose(
         model: a classifier returning logits ``(B, C)``; piece-wise affine (see :func:`pwawidgets.audit`)
             and in eval mode. Its mode and ``requires_grad`` flags are left as found.
         inputs: ``(B, ...)`` batch, moved to the model's device and dtype.
-        target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each
-            (e.g. the top-5), or None for the predicted class. The score is the logit (pre-softmax).
+        target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each,
+            ``"top5"`` (the 5 highest logits of each example, from the same forward pass; any ``"top<k>"``),
+            or None for the predicted class. The score is the logit (pre-softmax).
         layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"`` (default); see
             :mod:`pwawidgets.layers`.
         reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
@@ -181,6 +193,7 @@ def decompose(
         if not allow_non_affine:
             raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
         warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 2)
+    norm = _normalization(model, normalization, reference)
     specs, wants_all = resolve_layers(model, layers)
     device, dtype = _model_device_dtype(model, inputs)
     _check_precision(dtype, strict)
@@ -195,22 +208,30 @@ def decompose(
         tensors = [x if s.module is None else capture.tensor(s) for s in specs]
         targets, per_class = _targets(target, logits.detach())
         scores = logits.gather(1, targets)
-        grads = _gradients_per_class(scores, tensors)
+        views = [_raw_pixel_view(h.detach(), norm) if s.module is None and norm is not None else (h.detach(), None)
+                 for s, h in zip(specs, tensors, strict=True)]
+        contributions, gradients = _per_class(scores, tensors, views, keep_gradients)
 
-    return _assemble(specs, tensors, grads, scores, targets, logits, per_class, reference,
-                     _normalization(model, normalization, reference), keep_gradients)
+    return _assemble(specs, views, contributions, gradients, scores, targets, logits, per_class, reference)
 
 
-def _gradients_per_class(scores: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``d score_j / d h`` for every tensor, stacked on a class axis: each ``(B, k, ...)``."""
+def _per_class(scores: torch.Tensor, tensors: list[torch.Tensor], views, keep_gradients: bool):
+    """One backward pass per class; contributions ``(B, k, ...)`` filled in place, class by class."""
     k = scores.shape[1]
-    per_class: list[list[torch.Tensor]] = [[] for _ in tensors]
+    contributions = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views]
+    gradients = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views] if keep_gradients else None
     for j in range(k):
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
         grads = torch.autograd.grad(scores[:, j].sum(), tensors, retain_graph=j < k - 1, allow_unused=True)
-        for slot, g, h in zip(per_class, grads, tensors, strict=True):
-            slot.append(torch.zeros_like(h) if g is None else g)
-    return [gs[0].unsqueeze(1) if k == 1 else torch.stack(gs, dim=1) for gs in per_class]
+        for i, (g, (h, scale)) in enumerate(zip(grads, views, strict=True)):
+            if g is None:
+                g = torch.zeros_like(h)
+            elif scale is not None:
+                g = g / scale
+            torch.mul(g, h, out=contributions[i][:, j])
+            if gradients is not None:
+                gradients[i][:, j] = g
+    return contributions, gradients
 
 
 def _normalization(model: nn.Module, normalization, reference: str):
@@ -225,38 +246,34 @@ def _normalization(model: nn.Module, normalization, reference: str):
     return norm
 
 
-def _assemble(specs: list[LayerSpec], tensors, grads, scores, targets, logits, per_class, reference,
-              norm, keep_gradients) -> Decomposition:
-    contributions, biases, activations, gradients = {}, {}, {}, {}
+def _assemble(specs: list[LayerSpec], views, contributions, gradients, scores, targets, logits, per_class,
+              reference) -> Decomposition:
     score = scores.detach()
+    contrib_table, bias_table, activation_table, gradient_table = {}, {}, {}, {}
     worst = 0.0
 
     def squeeze(t: torch.Tensor) -> torch.Tensor:  # drop the class axis when one class per example was asked
         return t if per_class else t.squeeze(1)
 
-    for spec, h, g in zip(specs, tensors, grads, strict=True):
-        h = h.detach()
-        if spec.module is None and norm is not None:
-            h, g = _raw_pixel_view(h, g, norm)
-        contrib = g * h.unsqueeze(1)
-        total = contrib.flatten(2).sum(-1)  # pairwise summation in the working dtype
+    for i, (spec, (h, _)) in enumerate(zip(specs, views, strict=True)):
+        total = contributions[i].flatten(2).sum(-1)  # pairwise summation in the working dtype
         bias = score - total
         err = ((total.double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
         worst = max(worst, float(err.max()))
-        contributions[spec.name] = squeeze(contrib)
-        biases[spec.name] = squeeze(bias)
-        activations[spec.name] = h
-        if keep_gradients:
-            gradients[spec.name] = squeeze(g)
+        contrib_table[spec.name] = squeeze(contributions[i])
+        bias_table[spec.name] = squeeze(bias)
+        activation_table[spec.name] = h
+        if gradients is not None:
+            gradient_table[spec.name] = squeeze(gradients[i])
     return Decomposition(
         layers=[s.name for s in specs],
         score=squeeze(score),
         target=squeeze(targets),
         logits=logits.detach(),
-        contributions=contributions,
-        bias=biases,
-        activations=activations,
-        gradients=gradients if keep_gradients else None,
+        contributions=contrib_table,
+        bias=bias_table,
+        activations=activation_table,
+        gradients=gradient_table if gradients is not None else None,
         reference=reference,
         per_class=per_class,
         residual=worst,

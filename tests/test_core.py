@@ -225,3 +225,15 @@ def test_tf32_flags_restored_after_decompose(small_cnn):
         assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
     finally:
         matmul.fp32_precision, conv.fp32_precision = before
+
+
+def test_top_k_string_target_matches_explicit_classes(vgg11, images64):
+    d = pw.decompose(vgg11, images64[:2], "top3", ["conv2"], keep_gradients=True)
+    explicit = pw.decompose(vgg11, images64[:2], d.logits.topk(3, dim=1).indices, ["conv2"])
+    assert d.per_class and torch.equal(d.target, explicit.target)
+    torch.testing.assert_close(d.contributions["conv2"], explicit.contributions["conv2"], rtol=0, atol=0)
+    assert d.gradient("conv2").shape == d.contributions["conv2"].shape
+    with pytest.raises(ValueError, match="keep_gradients"):
+        explicit.gradient("conv2")
+    with pytest.raises(ValueError, match="top1"):
+        pw.decompose(vgg11, images64[:1], "best")

@@ -1,0 +1,294 @@
+"""ContributionExplorer: set controls in Python, check what is rendered; slider moves never recompute a pass."""
+
+from __future__ import annotations
+
+import datetime
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import pwawidgets as pw
+from pwawidgets import data, viz
+from pwawidgets import images as images_module
+from pwawidgets.baselines import gradcam_from, resize_maps
+from pwawidgets.widgets.contribution_explorer import ContributionExplorer, preprocessing_for
+
+CONTROLS = ("layer", "target", "method", "sign", "threshold", "opacity", "upload")
+
+
+@pytest.fixture(scope="module")
+def mini() -> nn.Module:
+    torch.manual_seed(0)
+    return pw.load_model("mini_vgg_bn", pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 80 * 96 * 3).reshape(80, 96, 3)
+    return np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def explorer(mini: nn.Module, photo: np.ndarray) -> ContributionExplorer:
+    return ContributionExplorer(mini, photo)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="png")
+    return buf.getvalue()
+
+
+def _upload(explorer: ContributionExplorer, content: bytes, name: str = "file.png") -> None:
+    explorer.controls["upload"].value = ({"name": name, "type": "image/png", "size": len(content),
+                                          "content": memoryview(content),
+                                          "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def _independent_input(photo: np.ndarray) -> torch.Tensor:
+    return pw.load_image(photo, size=64, crop=64, normalize=False)
+
+
+def test_surface_and_first_picture(explorer: ContributionExplorer) -> None:
+    for name in CONTROLS:
+        assert name in explorer.controls
+    assert explorer.message == ""
+    snap = explorer.snapshot()
+    assert snap.dtype == np.uint8 and snap.ndim == 3 and snap.shape[2] == 3
+    assert snap.std() > 10
+    assert explorer.state.stats["forwards"] == 1 and explorer.state.stats["decompositions"] == 1
+    assert explorer.controls["layer"].options == ("input", "conv1", "conv2", "conv3", "conv4")
+    assert len(explorer.controls["target"].options) == 5
+    assert "untrained" in explorer.info.value
+
+
+def test_preprocessing_is_decided_from_the_model(mini: nn.Module, vgg11: nn.Module) -> None:
+    p = preprocessing_for(mini)
+    assert (p.size, p.crop, p.normalize) == (64, 64, False)
+    assert p.display == 256
+    vgg = vgg11
+    p = preprocessing_for(vgg)
+    assert (p.size, p.crop, p.normalize) == (256, 224, True)
+    assert p.normalization == pw.IMAGENET_NORMALIZATION
+    assert preprocessing_for(vgg, image_size=32).crop == 32
+
+
+def test_cached_maps_equal_an_independent_decomposition(explorer: ContributionExplorer, mini: nn.Module,
+                                                        photo: np.ndarray) -> None:
+    from captum.attr import LayerGradCam
+
+    x = _independent_input(photo)
+    top = mini(x).topk(5).indices[0]
+    assert explorer.state.top == top.tolist()
+    dec = pw.decompose(mini, x, top[None], ["conv2", "conv4"], keep_gradients=True)
+    for j, c in enumerate(top.tolist()):
+        ex = explorer.state.explained[c]
+        torch.testing.assert_close(ex.maps[("ours", "conv2")], dec.maps("conv2")[0, j])
+        torch.testing.assert_close(ex.maps[("gradient", "conv4")], dec.gradients["conv4"][0, j].sum(0))
+        assert ex.score == pytest.approx(float(dec.score[0, j]), rel=1e-5)
+        assert ex.bias["conv4"] == pytest.approx(float(dec.bias["conv4"][0, j]), rel=1e-4, abs=1e-6)
+    captum = LayerGradCam(mini, mini.get_submodule(mini.block_layers["conv4"])).attribute(
+        x, target=int(top[1]), relu_attributions=False)[0, 0]
+    torch.testing.assert_close(explorer.state.explained[int(top[1])].maps[("gradcam", "conv4")], captum.detach(),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gradcam_from(dec, "conv4")[0, 1], captum.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_snapshot_is_the_overlay_of_the_chosen_map(explorer: ContributionExplorer, mini: nn.Module,
+                                                   photo: np.ndarray) -> None:
+    c = explorer.controls
+    c["layer"].value, c["method"].value, c["sign"].value = "conv2", "ours", "positive"
+    c["threshold"].value, c["opacity"].value = 100, 1.0
+    x = _independent_input(photo)
+    target = explorer.state.target
+    independent = pw.decompose(mini, x, target, ["conv2"]).maps("conv2")[0]
+    values = resize_maps(independent, 256).numpy()
+    expected, _ = viz.render_map(explorer.state.picture, values, "positive", 100, 1.0)
+    shown = explorer.snapshot()[18:18 + 256, :256]  # under the title strip
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    assert (shown != viz.to_uint8(explorer.state.picture)).any(axis=-1).mean() > 0.2  # a map is drawn
+
+
+def test_every_control_changes_the_picture_without_a_new_pass(explorer: ContributionExplorer) -> None:
+    c = explorer.controls
+    moves = [("layer", "conv1"), ("layer", "input"), ("method", "gradcam"), ("method", "gradient"),
+             ("method", "side"), ("sign", "negative"), ("sign", "diverging"), ("sign", "both"),
+             ("threshold", 10), ("opacity", 0.2), ("target", explorer.state.top[2])]
+    before = explorer.snapshot()
+    for key, value in moves:
+        c[key].value = value
+        after = explorer.snapshot()
+        assert explorer.message == "", (key, explorer.message)
+        assert after.shape != before.shape or not np.array_equal(after, before), f"{key}={value} changed nothing"
+        before = after
+    assert explorer.state.stats["decompositions"] == 1 and explorer.state.stats["forwards"] == 1
+    assert explorer.snapshot().shape[1] > 3 * 256  # side by side: three panels
+
+
+def test_threshold_and_opacity_act_on_pixels(explorer: ContributionExplorer) -> None:
+    c = explorer.controls
+    c["method"].value, c["sign"].value, c["opacity"].value = "ours", "both", 1.0
+    picture = viz.to_uint8(explorer.state.picture)
+    c["threshold"].value = 5
+    coloured = (explorer.snapshot()[18:18 + 256, :256] != picture).any(axis=-1).mean()
+    assert 0.02 < coloured <= 0.06
+    c["opacity"].value = 0.0
+    assert np.array_equal(explorer.snapshot()[18:18 + 256, :256], picture)
+
+
+def test_class_outside_the_top_k_is_computed_once(explorer: ContributionExplorer, mini: nn.Module,
+                                                  photo: np.ndarray) -> None:
+    s = explorer.state
+    outside = next(i for i in range(6) if i not in s.top)
+    explorer.controls["class_name"].value = s.class_names[outside]
+    assert explorer.message == "" and s.target == outside and s.stats["decompositions"] == 2
+    assert outside in [v for _, v in explorer.controls["target"].options]
+    explorer.controls["target"].value = s.top[0]
+    explorer.controls["target"].value = outside
+    explorer.controls["layer"].value = "conv3"
+    assert s.stats["decompositions"] == 2
+    x = _independent_input(photo)
+    independent = pw.decompose(mini, x, outside, ["conv3"])
+    summary = explorer.summary()
+    assert summary["score"] == pytest.approx(float(independent.score[0]), rel=1e-5)
+    assert summary["bias"] == pytest.approx(float(independent.bias["conv3"][0]), rel=1e-4, abs=1e-6)
+    assert summary["bias_ratio"] == pytest.approx(summary["bias"] / summary["score"])
+    torch.testing.assert_close(s.explained[outside].maps[("ours", "conv3")], independent.maps("conv3")[0])
+
+
+def test_unknown_class_names_are_reported_inside(explorer: ContributionExplorer) -> None:
+    before = explorer.snapshot()
+    explorer.controls["class_name"].value = "zebra"
+    assert "no class name contains 'zebra'" in explorer.message
+    assert np.array_equal(explorer.snapshot(), before)
+    explorer.controls["class_name"].value = "r"  # circle, square, triangle, star...
+    assert "classes match 'r'" in explorer.message
+    explorer.controls["layer"].value = "conv1"
+    assert explorer.message == ""
+
+
+@pytest.mark.parametrize("bad", ["text", "truncated", "empty", "huge"])
+def test_bad_uploads_show_a_message_and_keep_working(explorer: ContributionExplorer, bad: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    png = _png(Image.new("RGB", (90, 70), (10, 200, 30)))
+    content = {"text": b"not an image at all", "truncated": png[: len(png) // 2], "empty": b"",
+               "huge": png}[bad]
+    if bad == "huge":
+        monkeypatch.setattr(images_module, "MAX_PIXELS", 1000)
+    before = explorer.snapshot()
+    _upload(explorer, content)
+    assert explorer.message.startswith("Could not use this image")
+    assert {"text": "not an image", "truncated": "truncated", "empty": "empty", "huge": "too large"}[bad] \
+        in explorer.message
+    assert np.array_equal(explorer.snapshot(), before)
+    assert explorer.state.stats["decompositions"] == 1
+    assert explorer.controls["upload"].value == ()
+    explorer.controls["layer"].value = "conv2"  # still works; the error is cleared
+    assert explorer.message == ""
+    assert not np.array_equal(explorer.snapshot(), before)
+
+
+@pytest.mark.parametrize("mode, note", [("RGBA", "alpha channel dropped"), ("L", "grayscale")])
+def test_lossy_uploads_are_used_with_a_note(explorer: ContributionExplorer, mode: str, note: str) -> None:
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 255, (70, 90, 4 if mode == "RGBA" else 1), dtype=np.uint8).squeeze()
+    before = explorer.snapshot()
+    _upload(explorer, _png(Image.fromarray(array, mode)), name=f"{mode}.png")
+    assert note in explorer.message and explorer.message.startswith("Note:")
+    assert explorer.state.stats["decompositions"] == 2
+    assert "upload" in explorer.state.source
+    assert not np.array_equal(explorer.snapshot(), before)
+    explorer.controls["sign"].value = "diverging"  # the note stays while the image is shown
+    assert note in explorer.message
+
+
+def test_set_image_takes_what_the_picker_takes(explorer: ContributionExplorer, photo: np.ndarray,
+                                               tmp_path) -> None:
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    assert explorer.set_image(str(path)) and explorer.message == ""
+    from_path = explorer.state.inputs.clone()
+    assert explorer.set_image(Image.fromarray(photo)) and explorer.message == ""
+    torch.testing.assert_close(explorer.state.inputs, from_path)
+    assert explorer.set_image(_independent_input(photo)) and explorer.message == ""
+    torch.testing.assert_close(explorer.state.inputs, from_path)
+    assert explorer.set_image("shape:star")
+    assert explorer.state.class_names[explorer.state.top[0]] in data.SHAPE_CLASSES
+    explorer.controls["sample"].value = "shape:ring"
+    assert explorer.state.source == "sample 'shape:ring'"
+    assert not explorer.set_image(str(tmp_path / "missing.png"))
+    assert "no file" in explorer.message
+    explorer.controls["path"].value = str(path)
+    explorer.controls["load"].click()
+    assert explorer.message == "" and explorer.state.source == str(path)
+
+
+def test_many_moves_reuse_the_cache(explorer: ContributionExplorer) -> None:
+    rng = np.random.default_rng(0)
+    c = explorer.controls
+    choices = {"layer": list(c["layer"].options), "method": ["ours", "gradcam", "gradient", "side"],
+               "sign": ["positive", "negative", "both", "diverging"], "threshold": [1, 30, 100],
+               "opacity": [0.0, 0.5, 1.0], "target": explorer.state.top}
+    keys = list(choices)
+    for _ in range(150):
+        key = keys[rng.integers(len(keys))]
+        options = choices[key]
+        c[key].value = options[rng.integers(len(options))]
+        assert explorer.message == ""
+    assert explorer.state.stats["decompositions"] == 1
+
+
+def test_imagenet_model_names_and_probabilities(vgg11: nn.Module) -> None:
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    explorer = ContributionExplorer(vgg11, image, image_size=32)
+    assert explorer.message == ""
+    assert len(explorer.state.class_names) == 1000
+    labels = [label for label, _ in explorer.controls["target"].options]
+    assert all(": p = " in label for label in labels)
+    probabilities = torch.softmax(vgg11(explorer.state.inputs).double(), 1)[0]
+    top = probabilities.topk(5).indices.tolist()
+    assert explorer.state.top == top
+    explorer.controls["class_name"].value = "tabby"
+    assert explorer.state.target == 281 and explorer.message == ""
+    assert explorer.summary()["name"] == "tabby"
+    assert explorer.controls["layer"].options == ("input", "conv1", "conv2", "conv3", "conv4", "conv5")
+
+
+def test_resnet_layers(resnet18: nn.Module) -> None:
+    rng = np.random.default_rng(3)
+    explorer = ContributionExplorer(resnet18, rng.random((48, 48, 3)), image_size=32, method="side")
+    assert explorer.controls["layer"].options == ("input", "stem", "layer1", "layer2", "layer3", "layer4")
+    for layer in explorer.controls["layer"].options:
+        explorer.controls["layer"].value = layer
+        assert explorer.message == ""
+        summary = explorer.summary()
+        assert summary["contributions"] + summary["bias"] == pytest.approx(summary["score"], rel=1e-9)
+
+
+def test_a_model_that_is_not_piecewise_affine_is_reported_inside() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), image_size=16)
+    assert "GELU" in explorer.message
+    assert explorer.snapshot().ndim == 3  # a placeholder picture, no traceback
+
+
+def test_close_frees_the_explorer(mini: nn.Module, photo: np.ndarray) -> None:
+    import gc
+    import weakref
+
+    explorer = ContributionExplorer(mini, photo)
+    ref = weakref.ref(explorer)
+    assert explorer.image.comm is not None
+    explorer.close()
+    assert explorer.image.comm is None and explorer.controls["layer"].comm is None
+    assert explorer.state.explained == {} and explorer.state.inputs is None
+    del explorer
+    gc.collect()
+    assert ref() is None  # nothing (no widget callback) keeps it alive
