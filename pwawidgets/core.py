@@ -125,7 +125,10 @@ def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
             raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
         t, per_class = logits.topk(k, dim=1).indices, True
     else:
-        t = torch.as_tensor(target, device=logits.device)
+        t = torch.as_tensor(target)
+        if t.device.type == "cpu":  # check here, before anything waits on the device
+            _check_range(t, n_classes)
+        t = t.to(logits.device)
         if t.is_floating_point():
             raise TypeError("target must hold integer class indices")
         if t.dim() == 0:
@@ -138,10 +141,12 @@ def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
             per_class = True
         else:
             raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k)")
-    t = t.long()
-    if (t < 0).any() or (t >= n_classes).any():
+    return t.long(), per_class
+
+
+def _check_range(t: torch.Tensor, n_classes: int) -> None:
+    if t.numel() and not t.is_floating_point() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
         raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
-    return t, per_class
 
 
 def _raw_pixel_view(
@@ -207,10 +212,17 @@ def decompose(
             specs = specs + [s for s in capture.relu_specs() if s.name not in {p.name for p in specs}]
         tensors = [x if s.module is None else capture.tensor(s) for s in specs]
         targets, per_class = _targets(target, logits.detach())
+        in_range = None
+        if isinstance(target, torch.Tensor) and target.device.type != "cpu":
+            # checked after the backward passes, so that nothing waits on the device before them
+            in_range = ((targets >= 0) & (targets < logits.shape[1])).all()
+            targets = targets.clamp(0, logits.shape[1] - 1)
         scores = logits.gather(1, targets)
         views = [_raw_pixel_view(h.detach(), norm) if s.module is None and norm is not None else (h.detach(), None)
                  for s, h in zip(specs, tensors, strict=True)]
         contributions, gradients = _per_class(scores, tensors, views, keep_gradients)
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
 
     return _assemble(specs, views, contributions, gradients, scores, targets, logits, per_class, reference)
 
@@ -250,7 +262,7 @@ def _assemble(specs: list[LayerSpec], views, contributions, gradients, scores, t
               reference) -> Decomposition:
     score = scores.detach()
     contrib_table, bias_table, activation_table, gradient_table = {}, {}, {}, {}
-    worst = 0.0
+    errors = []
 
     def squeeze(t: torch.Tensor) -> torch.Tensor:  # drop the class axis when one class per example was asked
         return t if per_class else t.squeeze(1)
@@ -259,7 +271,7 @@ def _assemble(specs: list[LayerSpec], views, contributions, gradients, scores, t
         total = contributions[i].flatten(2).sum(-1)  # pairwise summation in the working dtype
         bias = score - total
         err = ((total.double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
-        worst = max(worst, float(err.max()))
+        errors.append(err.max())
         contrib_table[spec.name] = squeeze(contributions[i])
         bias_table[spec.name] = squeeze(bias)
         activation_table[spec.name] = h
@@ -276,5 +288,5 @@ def _assemble(specs: list[LayerSpec], views, contributions, gradients, scores, t
         gradients=gradient_table if gradients is not None else None,
         reference=reference,
         per_class=per_class,
-        residual=worst,
+        residual=float(torch.stack(errors).max()) if errors else 0.0,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import operator
 import warnings
 import weakref
@@ -174,6 +175,7 @@ class _LeafTracer(torch.fx.Tracer):
 
 
 _TRACE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_AUDIT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _graph_findings(model: nn.Module) -> tuple[list[tuple[str, Finding]], bool]:
@@ -225,9 +227,15 @@ def audit(model: nn.Module) -> AuditReport:
     BatchNorm or Dropout in training mode. Unverified: module types or operations this audit does not know
     (custom code); they are exact only if they are piece-wise affine themselves.
     """
+    named = list(model.named_modules())
+    signature = tuple((id(m), m.training) for _, m in named)
+    cached = _AUDIT_CACHE.get(model)
+    if cached is not None and cached[0] == signature:
+        return dataclasses.replace(cached[1], offending=list(cached[1].offending),
+                                   unverified=list(cached[1].unverified))
     report = AuditReport()
     findings, report.traced = _graph_findings(model)
-    for name, module in model.named_modules():
+    for name, module in named:
         if any(True for _ in module.children()):
             continue
         found = _module_finding(name or type(model).__name__, module, report.traced)
@@ -235,7 +243,8 @@ def audit(model: nn.Module) -> AuditReport:
             getattr(report, found[0]).append(found[1])
     for status, finding in findings:
         getattr(report, status).append(finding)
-    return report
+    _AUDIT_CACHE[model] = (signature, report)
+    return dataclasses.replace(report, offending=list(report.offending), unverified=list(report.unverified))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -431,15 +440,17 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         idx = self.inside
-        if not idx:
-            return False
+        if not idx or bool((self.radius == 0).any()):
+            return False  # no step inside, or the point lies on a region edge
         allowed = torch.maximum(self.tol * self.predicted[:, idx].abs(), self.noise[:, None])
         return bool((self.abs_error[:, idx] <= allowed).all())
 
     def __str__(self) -> str:
         rows = [f"  step {s:g} x radius: relative error {float(self.rel_error[:, i].max()):.2e}"
                 for i, s in enumerate(self.steps)]
-        if not self.ok:
+        if bool((self.radius == 0).any()):
+            verdict = f"on a region edge in {self.dtype} (radius 0): no step stays inside one affine piece"
+        elif not self.ok:
             verdict = "NOT affine within tolerance"
         elif self.max_error <= self.tol:
             verdict = f"locally affine: relative error <= {self.tol:g}"
@@ -525,6 +536,14 @@ def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(t), rounded.view(torch.float32), t)
 
 
+def _tf32_inputs(module: nn.Module, args: tuple) -> tuple:
+    """Round a layer's input to TF32 in value; derivatives pass straight through (as if the rounding were
+    an error added to the input), so gradients and forward-mode tangents stay those of the layer."""
+    x = args[0]
+    rounded = round_to_tf32(x.detach())
+    return (x + (rounded - x.detach()), *args[1:])
+
+
 def simulate_tf32(model: nn.Module) -> nn.Module:
     """A float32 copy of ``model`` whose convolutions and linear layers compute as TF32 tensor cores do.
 
@@ -536,5 +555,5 @@ def simulate_tf32(model: nn.Module) -> nn.Module:
         for module in copy_.modules():
             if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
                 module.weight.copy_(round_to_tf32(module.weight))
-                module.register_forward_pre_hook(lambda mod, args: (round_to_tf32(args[0]), *args[1:]))
+                module.register_forward_pre_hook(_tf32_inputs)
     return copy_

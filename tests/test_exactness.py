@@ -176,10 +176,27 @@ def test_tf32_rounding_and_simulation(vgg11, images64):
     assert got.tolist()[:4] == [1.0, 1.0 + 2**-10, 1.0 + 2**-10, 1.0]
     assert abs(got[4].item() - 3.14159265) <= 2**-10 * 2  # 10 mantissa bits at exponent 1
     tf32 = pw.exactness.simulate_tf32(vgg11)
-    exact = pw.verify(vgg11, images64[:1], 2, dtype=torch.float32, steps=(0.5,))
-    rounded = pw.verify(tf32, images64[:1], 2, dtype=torch.float32, steps=(0.5,))
-    # TF32 rounding makes the affine prediction of small steps much worse than plain float32
+    x = images64[:1].float()
+    with torch.no_grad():  # the simulated net computes (nearly) the same logits...
+        torch.testing.assert_close(tf32(x), vgg11.float()(x), rtol=0.05, atol=0.01)
+    vgg11.double()
+    d32 = pw.decompose(tf32, x, 2, keep_gradients=True)
+    assert d32.gradients["input"].abs().sum() > 0  # gradients flow straight through the rounding
+    # ...but its affine prediction of a step along a direction is far worse than float32's
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    exact = pw.verify(vgg11, x, 2, direction=direction, dtype=torch.float32, steps=(10.0,))
+    rounded = pw.verify(tf32, x, 2, direction=direction, dtype=torch.float32, steps=(10.0,))
+    assert torch.isfinite(rounded.radius).all()
     assert rounded.rel_error.max() > 10 * exact.rel_error.max()
+
+
+def test_verify_refuses_a_point_on_a_region_edge():
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).double().eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0), model[0].bias.fill_(-1.0)
+    report = pw.verify(model, torch.tensor([[1.0]], dtype=torch.float64), 0,
+                       direction=torch.tensor([[1.0]], dtype=torch.float64))
+    assert float(report.radius[0]) == 0.0 and not report.ok and "region edge" in str(report)
 
 
 def test_audit_checks_inside_custom_modules():
