@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,7 +40,7 @@ class Decomposition:
     score: torch.Tensor
     target: torch.Tensor
     logits: torch.Tensor
-    contributions: dict[str, torch.Tensor]
+    contributions: Mapping[str, torch.Tensor]  # a dict, or computed on reading when gradients are kept
     bias: dict[str, torch.Tensor]
     activations: dict[str, torch.Tensor]
     gradients: dict[str, torch.Tensor] | None = None
@@ -185,7 +185,8 @@ def decompose(
             receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
             ``normalization`` or a model carrying a ``normalization`` attribute). The bias absorbs the
             difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
-        keep_gradients: also return ``w`` per layer in ``.gradients``.
+        keep_gradients: also return ``w`` per layer in ``.gradients``; the contributions are then computed
+            from ``w`` and ``h`` when read, so the result holds no extra full-size tensor.
         allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
         strict: raise instead of warning when exactness is lost (fp16/bf16).
     """
@@ -220,18 +221,19 @@ def decompose(
         scores = logits.gather(1, targets)
         views = [_raw_pixel_view(h.detach(), norm) if s.module is None and norm is not None else (h.detach(), None)
                  for s, h in zip(specs, tensors, strict=True)]
-        contributions, gradients = _per_class(scores, tensors, views, keep_gradients)
+        stored, totals = _per_class(scores, tensors, views, keep_gradients)
     if in_range is not None and not bool(in_range):
         raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
 
-    return _assemble(specs, views, contributions, gradients, scores, targets, logits, per_class, reference)
+    return _assemble(specs, views, stored, totals, keep_gradients, scores, targets, logits, per_class, reference)
 
 
 def _per_class(scores: torch.Tensor, tensors: list[torch.Tensor], views, keep_gradients: bool):
-    """One backward pass per class; contributions ``(B, k, ...)`` filled in place, class by class."""
+    """One backward pass per class. Fills, class by class, either the contributions or (with
+    ``keep_gradients``) the gradients, ``(B, k, ...)`` each, and the totals ``sum_i w_i h_i``, ``(B, k)``."""
     k = scores.shape[1]
-    contributions = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views]
-    gradients = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views] if keep_gradients else None
+    stored = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views]
+    totals = [h.new_empty((h.shape[0], k)) for h, _ in views]
     for j in range(k):
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
         grads = torch.autograd.grad(scores[:, j].sum(), tensors, retain_graph=j < k - 1, allow_unused=True)
@@ -240,10 +242,31 @@ def _per_class(scores: torch.Tensor, tensors: list[torch.Tensor], views, keep_gr
                 g = torch.zeros_like(h)
             elif scale is not None:
                 g = g / scale
-            torch.mul(g, h, out=contributions[i][:, j])
-            if gradients is not None:
-                gradients[i][:, j] = g
-    return contributions, gradients
+            if keep_gradients:
+                stored[i][:, j] = g
+                contrib = g * h
+            else:
+                contrib = torch.mul(g, h, out=stored[i][:, j])
+            totals[i][:, j] = contrib.flatten(1).sum(-1)  # pairwise summation in the working dtype
+    return stored, totals
+
+
+class LazyContributions(Mapping):
+    """``contributions[name] = w * h``, computed when read from the kept gradients and activations, so that a
+    decomposition with ``keep_gradients=True`` holds one full-size tensor per layer and class, not two."""
+
+    def __init__(self, gradients: dict[str, torch.Tensor], activations: dict[str, torch.Tensor], per_class: bool):
+        self._gradients, self._activations, self._per_class = gradients, activations, per_class
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        h = self._activations[name]
+        return self._gradients[name] * (h.unsqueeze(1) if self._per_class else h)
+
+    def __iter__(self):
+        return iter(self._gradients)
+
+    def __len__(self) -> int:
+        return len(self._gradients)
 
 
 def _normalization(model: nn.Module, normalization, reference: str):
@@ -258,34 +281,32 @@ def _normalization(model: nn.Module, normalization, reference: str):
     return norm
 
 
-def _assemble(specs: list[LayerSpec], views, contributions, gradients, scores, targets, logits, per_class,
+def _assemble(specs: list[LayerSpec], views, stored, totals, keep_gradients, scores, targets, logits, per_class,
               reference) -> Decomposition:
     score = scores.detach()
-    contrib_table, bias_table, activation_table, gradient_table = {}, {}, {}, {}
+    stored_table, bias_table, activation_table = {}, {}, {}
     errors = []
 
     def squeeze(t: torch.Tensor) -> torch.Tensor:  # drop the class axis when one class per example was asked
         return t if per_class else t.squeeze(1)
 
     for i, (spec, (h, _)) in enumerate(zip(specs, views, strict=True)):
-        total = contributions[i].flatten(2).sum(-1)  # pairwise summation in the working dtype
-        bias = score - total
-        err = ((total.double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
+        bias = score - totals[i]
+        err = ((totals[i].double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
         errors.append(err.max())
-        contrib_table[spec.name] = squeeze(contributions[i])
+        stored_table[spec.name] = squeeze(stored[i])
         bias_table[spec.name] = squeeze(bias)
         activation_table[spec.name] = h
-        if gradients is not None:
-            gradient_table[spec.name] = squeeze(gradients[i])
+    contributions = LazyContributions(stored_table, activation_table, per_class) if keep_gradients else stored_table
     return Decomposition(
         layers=[s.name for s in specs],
         score=squeeze(score),
         target=squeeze(targets),
         logits=logits.detach(),
-        contributions=contrib_table,
+        contributions=contributions,
         bias=bias_table,
         activations=activation_table,
-        gradients=gradient_table if gradients is not None else None,
+        gradients=stored_table if keep_gradients else None,
         reference=reference,
         per_class=per_class,
         residual=float(torch.stack(errors).max()) if errors else 0.0,
