@@ -194,18 +194,19 @@ def decompose(
         raise ValueError("reference must be 'normalized' or 'raw'")
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
-    report = audit(model)
+    modules = dict(model.named_modules())
+    report = audit(model, modules)
     if not report.ok:
         if not allow_non_affine:
             raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
         warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 2)
     norm = _normalization(model, normalization, reference)
-    specs, wants_all = resolve_layers(model, layers)
+    specs, wants_all = resolve_layers(model, layers, modules)
     device, dtype = _model_device_dtype(model, inputs)
     _check_precision(dtype, strict)
     x = inputs.detach().to(device=device, dtype=dtype).requires_grad_(True)
 
-    with exact_math(device), torch.enable_grad(), LayerCapture(model, specs, wants_all) as capture:
+    with exact_math(device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
         logits = model(x)
         if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
             raise ValueError("the model must return logits of shape (batch, classes)")

@@ -178,9 +178,9 @@ _TRACE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _AUDIT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _graph_findings(model: nn.Module) -> tuple[list[tuple[str, Finding]], bool]:
-    """Findings on the functional operations of the forward pass (fx trace), cached per model."""
-    key = tuple(id(m) for m in model.modules())
+def _graph_findings(model: nn.Module, key: tuple) -> tuple[list[tuple[str, Finding]], bool]:
+    """Findings on the functional operations of the forward pass (fx trace), cached per model and ``key``
+    (the identities of its modules)."""
     cached = _TRACE_CACHE.get(model)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -220,21 +220,22 @@ def _graph_findings(model: nn.Module) -> tuple[list[tuple[str, Finding]], bool]:
     return findings, traced
 
 
-def audit(model: nn.Module) -> AuditReport:
+def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> AuditReport:
     """Name the modules and operations that keep ``model`` from being piece-wise affine.
 
     Offending: smooth non-linearities (GELU, SiLU, sigmoid, tanh, softmax inside...), LayerNorm/GroupNorm,
     BatchNorm or Dropout in training mode. Unverified: module types or operations this audit does not know
-    (custom code); they are exact only if they are piece-wise affine themselves.
+    (custom code); they are exact only if they are piece-wise affine themselves. ``modules``:
+    ``dict(model.named_modules())`` if the caller already has it.
     """
-    named = list(model.named_modules())
+    named = list((modules if modules is not None else dict(model.named_modules())).items())
     signature = tuple((id(m), m.training) for _, m in named)
     cached = _AUDIT_CACHE.get(model)
     if cached is not None and cached[0] == signature:
         return dataclasses.replace(cached[1], offending=list(cached[1].offending),
                                    unverified=list(cached[1].unverified))
     report = AuditReport()
-    findings, report.traced = _graph_findings(model)
+    findings, report.traced = _graph_findings(model, tuple(id(m) for _, m in named))
     for name, module in named:
         if any(True for _ in module.children()):
             continue

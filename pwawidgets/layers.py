@@ -82,13 +82,16 @@ def _split_call(name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> tuple[list[LayerSpec], bool]:
-    """Turn user layer names into specs. Returns ``(specs, wants_all)``; ``"all"`` is resolved at run time."""
+def resolve_layers(
+    model: nn.Module, layers: str | Sequence[str] | None, modules: dict[str, nn.Module] | None = None
+) -> tuple[list[LayerSpec], bool]:
+    """Turn user layer names into specs. Returns ``(specs, wants_all)``; ``"all"`` is resolved at run time.
+    ``modules``: ``dict(model.named_modules())`` if the caller already has it."""
     if layers is None:
         layers = [INPUT]
     if isinstance(layers, str):
         layers = [layers]
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules()) if modules is None else modules
     presets = layer_presets(model)
     aliases = {alias: target for group in presets.values() for alias, target in group.items()}
     specs: list[LayerSpec] = []
@@ -141,8 +144,10 @@ class LayerCapture:
     exception.
     """
 
-    def __init__(self, model: nn.Module, specs: Iterable[LayerSpec], capture_all_relus: bool = False):
+    def __init__(self, model: nn.Module, specs: Iterable[LayerSpec], capture_all_relus: bool = False,
+                 modules: dict[str, nn.Module] | None = None):
         self.model = model
+        self.modules = dict(model.named_modules()) if modules is None else modules
         self.specs = [s for s in specs if s.module is not None]
         self.capture_all_relus = capture_all_relus
         self.records: dict[str, _Record] = {}
@@ -150,12 +155,13 @@ class LayerCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> LayerCapture:
-        modules = dict(self.model.named_modules())
+        modules = self.modules
         wanted = {s.module for s in self.specs}
         if self.capture_all_relus:
             wanted |= {n for n, m in modules.items() if isinstance(m, RELU_TYPES)}
         try:
-            for name in sorted(wanted, key=list(modules).index):
+            order = {name: i for i, name in enumerate(modules)}
+            for name in sorted(wanted, key=order.__getitem__):
                 self.records[name] = _Record()
                 self._handles.append(modules[name].register_forward_hook(self._hook(name)))
         except BaseException:
@@ -200,7 +206,7 @@ class LayerCapture:
 
     def relu_specs(self) -> list[LayerSpec]:
         """Every ReLU call of the forward pass, in execution order (for the ``"all"`` preset)."""
-        modules = dict(self.model.named_modules())
+        modules = self.modules
         specs = []
         for name, call in self._order:
             if not isinstance(modules[name], RELU_TYPES):
