@@ -32,6 +32,7 @@ from ..core import IMAGENET_NORMALIZATION, decompose
 from ..images import ImageLoadError, ImageWarning, display_image, load_image
 from ..layers import INPUT, layer_presets
 from ..models import imagenet_categories
+from ._sync import close_tree, holding
 
 __all__ = ["ClassExplanation", "ContributionExplorer", "ExplorerState", "Preprocess", "preprocessing_for"]
 
@@ -306,7 +307,7 @@ class ContributionExplorer:
         ipywidgets keeps each open widget (and so the explorer behind its callbacks, and the model) alive until it
         is closed: close an explorer you no longer need to give its memory back.
         """
-        _close_tree(self.widget)
+        close_tree(self.widget)
         s = self.state
         s.explained.clear()
         s.inputs = s.picture = s.probabilities = None
@@ -368,8 +369,8 @@ class ContributionExplorer:
         c["load"].on_click(lambda _: self._on_path())
         c["upload"].observe(self._on_upload, names="value")
 
-    def _hold(self) -> _Hold:
-        return _Hold(self)
+    def _hold(self):
+        return holding(self)
 
     # ------------------------------------------------------------------ callbacks
 
@@ -600,24 +601,3 @@ class ContributionExplorer:
             "<small>S = Σ w·h + b exactly at every layer. Each map has its own colour scale; keep-top-% ranks "
             "the displayed (upsampled) pixels.</small>"
         )
-
-
-def _close_tree(widget: W.Widget) -> None:
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    widget.close()
-
-
-class _Hold:
-    """Within the block, control changes made by the explorer itself do not trigger callbacks."""
-
-    def __init__(self, explorer: ContributionExplorer):
-        self.explorer = explorer
-        self.prev = False
-
-    def __enter__(self) -> None:
-        self.prev = self.explorer._syncing
-        self.explorer._syncing = True
-
-    def __exit__(self, *exc: object) -> None:
-        self.explorer._syncing = self.prev

@@ -24,6 +24,7 @@ from matplotlib.patches import Polygon
 from PIL import Image
 
 from ..regions import DATASETS, Region, RegionSet, ToyNet, enumerate_layers, region_colors, train_toy
+from ._sync import holding
 
 __all__ = ["ExplorerState", "RegionExplorer"]
 
@@ -252,8 +253,8 @@ class RegionExplorer:
         c["output"].observe(lambda _: self._on_output(), names="value")
         c["retrain"].on_click(lambda _: self._on_retrain())
 
-    def _hold(self) -> _Hold:
-        return _Hold(self)
+    def _hold(self):
+        return holding(self)
 
     # ------------------------------------------------------------------ state changes
 
@@ -428,18 +429,3 @@ def _affine_text(w: np.ndarray, b: float) -> str:
         return f"{sign}{abs(v):.2f}{name}"
 
     return term(w[0], "·x₁", True) + term(w[1], "·x₂", False) + term(b, "", False)
-
-
-class _Hold:
-    """Within the block, control changes do not trigger redraws."""
-
-    def __init__(self, explorer: RegionExplorer):
-        self.explorer = explorer
-        self.prev = False
-
-    def __enter__(self) -> None:
-        self.prev = self.explorer._syncing
-        self.explorer._syncing = True
-
-    def __exit__(self, *exc: object) -> None:
-        self.explorer._syncing = self.prev
