@@ -41,10 +41,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .core import Decomposition, decompose
+from .core import Decomposition, decompose, resize_maps
 from .exactness import exact_math
 from .layers import INPUT, layer_presets, resolve_layers
 
@@ -142,16 +141,6 @@ def _as_found(model: nn.Module) -> Iterator[None]:
         for p, g in grads:
             p.grad = g
         model.train(training)
-
-
-def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Resize maps ``(..., H, W)`` to ``size`` (bilinear by default); values are not rescaled."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(flat, size=size, mode=mode, **kwargs).reshape(*maps.shape[:-2], *size)
 
 
 # --------------------------------------------------------------------------- maps from one decomposition

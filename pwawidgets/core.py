@@ -60,13 +60,7 @@ class Decomposition:
         if contrib.dim() < lead + 3:
             raise ValueError(f"layer {name!r} has shape {tuple(contrib.shape)}: no spatial map (need C x H x W)")
         summed = contrib.sum(dim=lead)
-        if size is None:
-            return summed
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        flat = summed.reshape(-1, 1, *summed.shape[-2:])
-        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        resized = F.interpolate(flat, size=size, mode=mode, **kwargs)
-        return resized.reshape(*summed.shape[:-2], *size)
+        return summed if size is None else resize_maps(summed, size, mode)
 
     def bias_ratio(self, name: str) -> torch.Tensor:
         """``bias / score`` at one layer; NaN where the score is zero (a ratio of nothing)."""
@@ -90,6 +84,16 @@ class Decomposition:
         if name not in table:
             raise KeyError(f"layer {name!r} was not decomposed; decomposed layers: {self.layers}")
         return table[name]
+
+
+def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize maps ``(..., H, W)`` to ``size`` (bilinear by default); values are not rescaled."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(flat, size=size, mode=mode, **kwargs).reshape(*maps.shape[:-2], *size)
 
 
 def _model_device_dtype(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.device, torch.dtype]:

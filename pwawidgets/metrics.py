@@ -10,17 +10,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .core import Decomposition
+from .core import Decomposition, resize_maps
 
 
 def to_image_grid(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(B, h, w)`` maps to ``size`` (bilinear); unchanged if already that size."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps.unsqueeze(1).double(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return resize_maps(maps.double(), tuple(size))
 
 
 def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
