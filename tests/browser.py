@@ -56,6 +56,7 @@ def jupyter_lab(root: Path, timeout: float = 90.0):
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
            "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True",
+           "--JupyterNotebookApp.expose_app_in_browser=True",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     log = open(root / "server.log", "w")  # noqa: SIM115 -- closed below
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
@@ -100,9 +101,13 @@ KERNEL_IDLE = """() => {
 }"""
 
 
-def open_notebook(page, base: str, token: str, name: str, timeout_ms: int = 90_000) -> None:
-    """Open a notebook in JupyterLab and wait until its kernel is idle."""
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+FRONT_ENDS = {"jupyterlab": "lab/tree", "notebook7": "notebooks"}
+
+
+def open_notebook(page, base: str, token: str, name: str, front_end: str = "jupyterlab",
+                  timeout_ms: int = 90_000) -> None:
+    """Open a notebook in JupyterLab or Notebook 7 and wait until its kernel is idle."""
+    page.goto(f"{base}/{FRONT_ENDS[front_end]}/{name}?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_ms)
     page.wait_for_function(KERNEL_IDLE, timeout=timeout_ms)
 
