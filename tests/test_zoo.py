@@ -12,7 +12,7 @@ from torch import nn
 from pwawidgets import zoo
 from pwawidgets.data import SHAPE_CLASSES, shapes
 from pwawidgets.zoo.architectures import BasicBlock, MiniResNet, MiniVGG, Normalize
-from pwawidgets.zoo.train import TEST_SEED, TRAIN_SEED, Recipe, accuracy, train
+from pwawidgets.zoo.train import TEST_SEED, TRAIN_SEED, Recipe, accuracy, train, train_many
 
 FRESH_SEED = 12345  # never used in training (training uses 1000-1099, the card's own test uses TEST_SEED)
 FRESH_IMAGES = 2000
@@ -188,3 +188,14 @@ def test_training_is_deterministic_and_writes_loadable_files(tmp_path) -> None:
     assert cards[0]["test_accuracy"] == cards[1]["test_accuracy"]
     assert json.loads((tmp_path / "0" / "mini_vgg_bn.json").read_text())["recipe"]["epochs"] == 1
     zoo.build("mini_vgg_bn").load_state_dict(first)  # strict: every key and shape matches
+
+
+def test_training_side_by_side_equals_training_alone(tmp_path) -> None:
+    recipe = Recipe(epochs=2, images_per_epoch=128, batch_size=64)
+    names = ["mini_vgg", "mini_resnet"]
+    train_many(names, {n: recipe for n in names}, out_dir=tmp_path / "together", progress=False, test_images=60)
+    for name in names:
+        train(name, recipe, out_dir=tmp_path / name, progress=False, test_images=60)
+        alone = torch.load(tmp_path / name / f"{name}.pt", weights_only=True)
+        together = torch.load(tmp_path / "together" / f"{name}.pt", weights_only=True)
+        assert all(torch.equal(alone[k], together[k]) for k in alone), name

@@ -27,14 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from .train import RECIPES, train
+    from .train import RECIPES, train_many
 
     start = time.perf_counter()
-    for name in args.only or NAMES:
-        recipe = RECIPES[name]
-        if args.epochs is not None:
-            recipe = dataclasses.replace(recipe, epochs=args.epochs)
-        card = train(name, recipe, out_dir=args.out, progress=not args.no_progress)
+    names = list(args.only or NAMES)
+    recipes = {n: RECIPES[n] if args.epochs is None else dataclasses.replace(RECIPES[n], epochs=args.epochs)
+               for n in names}
+    cards = train_many(names, recipes, out_dir=args.out, progress=not args.no_progress)
+    for name, card in cards.items():
         print(
             f"{name}: test accuracy {card['test_accuracy']:.2%} (seed {card['data']['test_seed']}, "
             f"{card['data']['test_images']} images), {card['parameters']} parameters, "
