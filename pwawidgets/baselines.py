@@ -211,10 +211,6 @@ def gradcam(
     return gradcam_from(dec, layer, relu=relu)
 
 
-def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
-    return gradcam(model, x, t, layer)
-
-
 def _captum_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
     from captum.attr import LayerGradCam
 
@@ -281,7 +277,7 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("ours", "contributions (ours)", _ours, "layer", "score", "pwawidgets", INPUT,
                "exact contributions w.h summed over channels; score = sum + bias"),
-        Method("gradcam", "Grad-CAM", _gradcam, "layer", "score", "pwawidgets", "last",
+        Method("gradcam", "Grad-CAM", gradcam, "layer", "score", "pwawidgets", "last",
                "Grad-CAM from one decomposition pass: sum_k mean(dS/dA_k) A_k, signed (no ReLU)"),
         Method("gradcam_captum", "Grad-CAM (Captum)", _captum_gradcam, "layer", "score", "captum", "last",
                "Captum LayerGradCam(relu_attributions=False); equals 'gradcam'", accepts_input=False),

@@ -33,13 +33,13 @@ __all__ = [
     "colorbar",
     "colorize",
     "from_png",
-    "keep_top",
     "label",
     "lut",
     "map_grid",
     "overlay",
     "panel",
     "render_map",
+    "shown_mask",
     "sign_view",
     "stack",
     "to_png",
@@ -72,8 +72,11 @@ def view_scale(view: np.ndarray) -> float:
     return top if np.isfinite(top) and top > 0 else 1.0
 
 
-def keep_top(view: np.ndarray, percent: float) -> np.ndarray:
+def shown_mask(view: np.ndarray, percent: float) -> np.ndarray:
     """Boolean mask of the ``percent`` % entries with the largest ``|view|``; zeros are never kept.
+
+    A display threshold (the widgets' keep-top-% slider); the paper's fidelity masking of images is
+    :func:`pwawidgets.metrics.keep_top`.
 
     Ties at the cut-off are all kept, so slightly more than ``percent`` % may be kept on flat maps.
     """
@@ -151,7 +154,7 @@ def render_map(
     """Overlay of one map on its image: returns the ``uint8`` picture and the colour scale used."""
     view = sign_view(values, sign)
     scale = view_scale(view) if vmax is None else float(vmax)
-    mask = keep_top(view, keep)
+    mask = shown_mask(view, keep)
     return overlay(image, colorize(view, sign, scale, cmap), mask, opacity), scale
 
 

@@ -32,7 +32,7 @@ def test_sign_views(values: np.ndarray) -> None:
 
 @pytest.mark.parametrize("percent", [1, 10, 30, 50, 99])
 def test_keep_top_keeps_the_largest_fraction(values: np.ndarray, percent: float) -> None:
-    mask = viz.keep_top(np.abs(values), percent)
+    mask = viz.shown_mask(np.abs(values), percent)
     k = round(values.size * percent / 100)
     assert mask.sum() == k  # continuous values: no ties
     order = np.sort(np.abs(values).ravel())[::-1]
@@ -42,15 +42,15 @@ def test_keep_top_keeps_the_largest_fraction(values: np.ndarray, percent: float)
 
 def test_keep_top_never_keeps_zeros_and_uses_magnitude(values: np.ndarray) -> None:
     positive = viz.sign_view(values, "positive")
-    mask = viz.keep_top(positive, 100)
+    mask = viz.shown_mask(positive, 100)
     assert np.array_equal(mask, values > 0)
-    mask = viz.keep_top(positive, 90)  # more than the positive share: only positives are kept
+    mask = viz.shown_mask(positive, 90)  # more than the positive share: only positives are kept
     assert np.array_equal(mask, values > 0)
-    signed = viz.keep_top(values, 10)  # diverging: ranked by |v|
-    assert np.array_equal(signed, viz.keep_top(np.abs(values), 10))
-    assert not viz.keep_top(values, 0).any()
+    signed = viz.shown_mask(values, 10)  # diverging: ranked by |v|
+    assert np.array_equal(signed, viz.shown_mask(np.abs(values), 10))
+    assert not viz.shown_mask(values, 0).any()
     with pytest.raises(ValueError):
-        viz.keep_top(values, 120)
+        viz.shown_mask(values, 120)
 
 
 def test_colorize_matches_the_colormap(values: np.ndarray) -> None:
@@ -87,7 +87,7 @@ def test_render_map_scale_and_threshold(values: np.ndarray, image: np.ndarray) -
     picture, vmax = viz.render_map(image, values, "negative", keep=20, opacity=1.0)
     assert vmax == pytest.approx(float(-values.min()))
     coloured = np.any(picture != viz.to_uint8(image), axis=-1)
-    kept = viz.keep_top(viz.sign_view(values, "negative"), 20)
+    kept = viz.shown_mask(viz.sign_view(values, "negative"), 20)
     assert np.all(coloured <= kept)  # nothing outside the kept pixels is touched
     assert coloured.sum() >= 0.9 * kept.sum()  # (a colour may equal the image pixel by chance)
     _, fixed = viz.render_map(image, values, "positive", vmax=3.0)
