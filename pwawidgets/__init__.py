@@ -1,9 +1,9 @@
 """pwawidgets: the exact piece-wise affine decomposition of ReLU networks, with a course and widgets."""
 
 from . import data, metrics, zoo
-from .core import IMAGENET_NORMALIZATION, Decomposition, decompose
+from .core import Decomposition, decompose
 from .exactness import AuditReport, ExactnessWarning, audit, exact_math, region_radius, verify
-from .images import ImageLoadError, ImageWarning, display_image, load_image
+from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
 from .regions import enumerate_regions, train_toy

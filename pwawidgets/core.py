@@ -24,7 +24,6 @@ from .exactness import ExactnessWarning, audit, exact_math
 from .layers import LayerCapture, LayerSpec, resolve_layers
 
 Target = int | Sequence[int] | torch.Tensor | str | None
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
@@ -281,7 +280,7 @@ def _normalization(model: nn.Module, normalization, reference: str):
     if norm is None:
         raise ValueError(
             "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
-            "pwawidgets.core.IMAGENET_NORMALIZATION for torchvision models"
+            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
         )
     return norm
 

@@ -18,8 +18,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .core import IMAGENET_NORMALIZATION
-
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # (mean, std) of torchvision's classifiers
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs); a 8000 x 8000 photo still loads
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .core import IMAGENET_NORMALIZATION
+from .images import IMAGENET_NORMALIZATION
 
 PAPER_MODELS = ("vgg19", "vgg19_bn", "resnet101")
 

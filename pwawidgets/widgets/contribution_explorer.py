@@ -28,8 +28,8 @@ from torch import nn
 
 from .. import viz
 from ..baselines import maps_from, resize_maps
-from ..core import IMAGENET_NORMALIZATION, decompose
-from ..images import ImageLoadError, ImageWarning, display_image, load_image
+from ..core import decompose
+from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
 from ..layers import INPUT, layer_presets
 from ..models import imagenet_categories
 from ._sync import close_tree, holding

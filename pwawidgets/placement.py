@@ -1,0 +1,26 @@
+"""Where a model lives: its device and floating-point dtype, found one way for the whole library."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter (else first buffer); ``default`` for a model with neither."""
+    for tensor in _tensors(model):
+        return tensor.device
+    return torch.device(default)
+
+
+def model_dtype(model: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (else buffer); ``default`` if it has none."""
+    for tensor in _tensors(model):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
+
+
+def _tensors(model: nn.Module):
+    yield from model.parameters()
+    yield from model.buffers()
