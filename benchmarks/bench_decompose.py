@@ -3,8 +3,9 @@
     python benchmarks/bench_decompose.py                 # CPU, VGG-19 and ResNet-101, 224 px, batch 1
     python benchmarks/bench_decompose.py --device cuda --batch 16
 
-Random weights (speed does not depend on them). Prints median seconds per call and the ratios the project
-targets: ours (all block layers + input, 1 class) <= 1.05x forward+backward; ours (top-5) <= 1.05x
+Random weights (speed does not depend on them). Every candidate runs once per round, in rotating order, and each
+ratio is the median of per-round ratios (see ``timing.py``), so machine noise does not enter it. The targets:
+ours (all block layers + input, 1 class) <= 1.05x forward+backward; ours (top-5) <= 1.05x
 (forward + 5 backward), i.e. well ahead of calling Captum once per class. On CUDA, TF32 is off for every
 method (the decomposition turns it off for its own work; the others run under the same flags so the
 comparison is fair), and images/s and peak memory are printed.
@@ -13,31 +14,13 @@ comparison is fair), and images/s and peak memory are printed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from captum.attr import LayerGradCam, LayerGradientXActivation
+from timing import interleaved, median_ms, ratio
 
 import pwawidgets as pw
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn`` and its peak CUDA memory in MiB (0 on CPU), after one warm-up call."""
-    fn()
-    times, peak = [], 0.0
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak
 
 
 def bench(name: str, device: torch.device, batch: int, size: int, repeats: int) -> None:
@@ -77,13 +60,13 @@ def bench(name: str, device: torch.device, batch: int, size: int, repeats: int) 
         "Captum LayerGradCam looped over layers": lambda: [g.attribute(x, target=top1) for g in gradcams],
     }
     with pw.exact_math():
-        results = {label: timed(fn, device, repeats) for label, fn in rows.items()}
-    print(f"\n{name}, batch {batch}, {size} px, {device} ({torch.get_num_threads()} threads)")
-    for label, (seconds, peak) in results.items():
-        extra = f", {batch / seconds:7.1f} images/s, peak {peak:7.0f} MiB" if device.type == "cuda" else ""
-        print(f"  {label:44s} {seconds * 1000:9.1f} ms{extra}")
-    t = {k: v[0] for k, v in results.items()}
-    print("  ratios:")
+        seconds, peak = interleaved(rows, device, repeats)
+    print(f"\n{name}, batch {batch}, {size} px, {device} ({torch.get_num_threads()} threads), {repeats} rounds")
+    for label, values in seconds.items():
+        ms = median_ms(values)
+        extra = f", {batch * 1000 / ms:7.1f} images/s, peak {peak[label]:7.0f} MiB" if device.type == "cuda" else ""
+        print(f"  {label:44s} {ms:9.1f} ms{extra}")
+    print("  ratios (median of per-round ratios):")
     for label, num, den, target in (
         ("ours 1 class / (forward+backward)", "ours: blocks+input, 1 class", "forward+backward", "<= 1.05"),
         ("ours top-5 / (forward + 5 backward)", "ours: blocks+input, top-5", "forward+5 backward", "<= 1.05"),
@@ -94,16 +77,16 @@ def bench(name: str, device: torch.device, batch: int, size: int, repeats: int) 
         ("Captum GradCAM loop / ours 1 class", "Captum LayerGradCam looped over layers",
          "ours: blocks+input, 1 class", ""),
     ):
-        print(f"    {label:44s} {t[num] / t[den]:6.3f}" + (f"   (target {target})" if target else ""))
+        print(f"    {label:44s} {ratio(seconds, num, den):6.3f}" + (f"   (target {target})" if target else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["vgg19", "resnet101"])
+    parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "vgg19", "resnet101"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (each runs every candidate once)")
     args = parser.parse_args()
     device = torch.device(args.device)
     for name in args.models:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 import pwawidgets as pw
-from pwawidgets.exactness import _replace_layer
+from pwawidgets.layers import resolve_one, substitute
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -30,8 +30,7 @@ def set_tf32(on: bool) -> None:
 def unguarded_contributions(model, x, target, layer):
     """The same gradient x activation, computed without the engine's TF32 guard (the caller's flags)."""
     saved = {}
-    context, _ = _replace_layer(model, layer, lambda out: saved.setdefault("h", out) * 1)
-    with context:
+    with substitute(model, resolve_one(model, layer), lambda out: saved.setdefault("h", out) * 1):
         logits = model(x.requires_grad_(False))
     h = saved["h"]
     score = logits.gather(1, target[:, None]).sum()

@@ -1,11 +1,13 @@
 """pwawidgets: the exact piece-wise affine decomposition of ReLU networks, with a course and widgets."""
 
 from . import data, metrics, zoo
+from .audit import AuditReport, audit
 from .core import Decomposition, decompose
-from .exactness import AuditReport, ExactnessWarning, audit, exact_math, region_radius, verify
+from .exactness import region_radius, verify
 from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
+from .precision import ExactnessWarning, exact_math
 from .regions import enumerate_regions, train_toy
 
 __all__ = [

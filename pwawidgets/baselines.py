@@ -36,7 +36,6 @@ In-place ReLU, measured with torchvision's VGG/ResNet (``ReLU(inplace=True)``):
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -44,8 +43,9 @@ import torch
 from torch import nn
 
 from .core import Decomposition, decompose, resize_maps
-from .exactness import exact_math
-from .layers import INPUT, layer_presets, resolve_layers
+from .layers import INPUT, layer_presets, resolve_one
+from .placement import model_device
+from .precision import exact_math
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -92,10 +92,7 @@ def default_layer(model: nn.Module, which: str = "last") -> str:
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
     """The module a layer name refers to, for libraries that hook modules (Captum, pytorch-grad-cam)."""
-    specs, wants_all = resolve_layers(model, [layer])
-    if wants_all or len(specs) != 1:
-        raise ValueError(f"name one layer, not {layer!r}")
-    spec = specs[0]
+    spec = resolve_one(model, layer)
     if spec.module is None:
         raise ValueError(f"{layer!r} is the input, not a module")
     if spec.call is not None:
@@ -110,6 +107,9 @@ def _targets(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     if target is None:
         with torch.no_grad():
             return model(x).argmax(dim=1)
+    if isinstance(target, str):
+        raise ValueError(f"target {target!r}: attribute() takes one class per example (an int, one int per example "
+                         "or None); for the top-k classes use decompose(..., target='top5') and maps_from")
     t = torch.as_tensor(target, device=x.device)
     if t.is_floating_point():
         raise TypeError("target must hold integer class indices")
@@ -131,16 +131,18 @@ def _spatial(t: torch.Tensor, what: str) -> torch.Tensor:
 @contextlib.contextmanager
 def _as_found(model: nn.Module) -> Iterator[None]:
     """Run a library call in full float32 precision (TF32 off, as :func:`~pwawidgets.decompose` does) and leave
-    the model as found: mode, parameter ``.grad`` (pytorch-grad-cam calls ``backward``), quiet output."""
-    training = model.training
+    the model as found: every submodule's mode (pytorch-grad-cam calls ``eval()``) and parameter ``.grad``
+    (it calls ``backward``)."""
+    modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.grad) for p in model.parameters()]
     try:
-        with exact_math(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with exact_math():
             yield
     finally:
         for p, g in grads:
             p.grad = g
-        model.train(training)
+        for m, training in modes:
+            m.training = training
 
 
 # --------------------------------------------------------------------------- maps from one decomposition
@@ -155,7 +157,7 @@ def gradcam_from(decomposition: Decomposition, layer: str, relu: bool = False) -
     if decomposition.gradients is None:
         raise ValueError("Grad-CAM needs the gradients: decompose(..., keep_gradients=True)")
     grads = decomposition.gradient(layer)
-    acts = decomposition._get(decomposition.activations, layer)
+    acts = decomposition.activation(layer)
     if acts.dim() != 4:
         raise ValueError(f"layer {layer!r} has shape {tuple(acts.shape)}: Grad-CAM needs B x C x H x W")
     if decomposition.per_class:
@@ -328,8 +330,7 @@ def attribute(
     spec = METHODS[method]
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         raise ValueError("inputs must be a (B, 3, H, W) tensor; see pwawidgets.load_image")
-    param = next(model.parameters(), None)
-    x = inputs.detach().to(param.device if param is not None else inputs.device)
+    x = inputs.detach().to(model_device(model, inputs.device))
     layer = layer or default_layer(model, spec.default)
     if layer == INPUT and not spec.accepts_input:
         raise ValueError(f"{spec.label} needs a feature layer (e.g. {default_layer(model)!r}), not the input")

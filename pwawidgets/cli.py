@@ -1,19 +1,63 @@
-"""Command line: ``python -m pwawidgets fetch|audit|course``."""
+"""Command line: ``python -m pwawidgets fetch|audit|course``.
+
+Each subcommand is one ``_add_<name>`` function (its arguments) and one ``_<name>`` function (its work, taking
+the parsed arguments and returning the exit status); :data:`SUBCOMMANDS` lists them in help order. Exit
+status: 0 success, 1 the command ran and failed (weights unavailable, a model that is not piece-wise affine),
+2 a usage error (bad flags, unknown model name), printed as one line without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .models import PAPER_MODELS, WeightsUnavailableError, has_cached_weights, load_model, weights_cache_path
+from .models import (
+    EFFICIENTNET_LITE0,
+    PAPER_MODELS,
+    UnknownModelError,
+    WeightsUnavailableError,
+    check_model_name,
+    has_cached_weights,
+    load_model,
+    verify_cached_weights,
+    weights_cache_path,
+)
+from .zoo import NAMES as MINI_ZOO
+
+PROG = "pwawidgets"
 
 
-def _fetch(names: list[str]) -> int:
-    for name in names or list(PAPER_MODELS):
+# ------------------------------------------------------------------------------------------------- fetch
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("fetch", help="download pretrained ImageNet weights into torchvision's cache")
+    parser.add_argument("names", nargs="*", help=f"model names (default: {' '.join(PAPER_MODELS)}); "
+                        f"{EFFICIENTNET_LITE0} and the mini zoo ship with the package")
+    parser.set_defaults(run=_fetch)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    names = [check_model_name(name) for name in args.names or PAPER_MODELS]  # every name, before any download
+    status = 0
+    for name in names:
+        if name == EFFICIENTNET_LITE0 or name in MINI_ZOO:
+            if not has_cached_weights(name):
+                print(f"{name}: its weights should ship with the package but are missing; reinstall it "
+                      "(pip install -r requirements.txt)", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{name}: ships with the package, nothing to download ({weights_cache_path(name)})")
+            continue
         if has_cached_weights(name):
-            print(f"{name}: cached at {weights_cache_path(name)}")
+            try:
+                print(f"{name}: cached at {verify_cached_weights(name)} (checksum ok)")
+            except WeightsUnavailableError as exc:
+                print(exc, file=sys.stderr)
+                status = 1
             continue
         try:
             load_model(name, pretrained=True)  # downloads into torchvision's cache
@@ -21,37 +65,73 @@ def _fetch(names: list[str]) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"{name}: downloaded to {weights_cache_path(name)}")
-    return 0
+    return status
 
 
-def _audit(name: str) -> int:
-    from .exactness import audit
+# ------------------------------------------------------------------------------------------------- audit
 
-    report = audit(load_model(name, pretrained=False))
-    print(f"{name}: {report}")
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("audit", help="list the modules that keep a model from being piece-wise affine "
+                            "(random weights: nothing is downloaded)")
+    parser.add_argument("name", help=f"a model name: {EFFICIENTNET_LITE0}, {', '.join(MINI_ZOO)} or a "
+                        "torchvision classifier")
+    parser.set_defaults(run=_audit)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+
+    report = audit(load_model(args.name, pretrained=False))
+    print(f"{args.name}: {report}")
     return 0 if report.ok else 1
 
 
-def _course() -> int:
-    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
-    start = notebooks / "00_start_here.ipynb"
+# ------------------------------------------------------------------------------------------------ course
+
+
+def notebooks_dir() -> Path:
+    """The course notebooks: the repository's ``notebooks/`` folder (present in a clone, not in a wheel)."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _add_course(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("course", help="open the course in JupyterLab")
+    parser.set_defaults(run=_course)
+
+
+def _course(args: argparse.Namespace) -> int:
+    start = notebooks_dir() / "00_start_here.ipynb"
     if not start.exists():
-        print("the course notebooks live in the repository's notebooks/ folder: run this from a clone")
+        print("the course notebooks live in the repository's notebooks/ folder: run this from a clone",
+              file=sys.stderr)
         return 1
     return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(start)])
 
 
+# -------------------------------------------------------------------------------------------------- main
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pwawidgets", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download pretrained ImageNet weights into torchvision's cache")
-    fetch.add_argument("names", nargs="*", help=f"torchvision model names (default: {' '.join(PAPER_MODELS)})")
-    check = sub.add_parser("audit", help="list the modules that keep a torchvision model from being piece-wise affine")
-    check.add_argument("name")
-    sub.add_parser("course", help="open the course in JupyterLab")
-    args = parser.parse_args(argv)
-    if args.command == "fetch":
-        return _fetch(args.names)
-    if args.command == "audit":
-        return _audit(args.name)
-    return _course()
+    """Run one subcommand and return its exit status (argparse's own errors and ``--help`` included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): argparse has printed the message
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.run(args)
+    except UnknownModelError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -20,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .exactness import ExactnessWarning, audit, exact_math
+from .audit import audit
 from .layers import LayerCapture, LayerSpec, resolve_layers
+from .placement import model_device, model_dtype
+from .precision import ExactnessWarning, check_precision, exact_math
 
 Target = int | Sequence[int] | torch.Tensor | str | None
+Normalization = tuple[Sequence[float], Sequence[float]]
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Decomposition:
     Shapes: with one class per example, ``score`` is ``(B,)``, ``contributions[name]`` has the shape of the
     layer tensor ``(B, ...)`` and ``bias[name]`` is ``(B,)``. With ``k`` classes per example (a ``(B, k)``
     target), a class axis follows the batch axis: ``(B, k)``, ``(B, k, ...)``, ``(B, k)``.
+
+    ``score == contributions.sum() + bias`` holds by the definition of the bias; what makes it an exact
+    explanation is that the network is affine around the input, which :func:`pwawidgets.verify` checks.
     """
 
     layers: list[str]
@@ -45,7 +51,6 @@ class Decomposition:
     gradients: dict[str, torch.Tensor] | None = None
     reference: str = "normalized"
     per_class: bool = False
-    residual: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def maps(self, name: str, size: int | tuple[int, int] | None = None, mode: str = "bilinear") -> torch.Tensor:
@@ -54,7 +59,7 @@ class Decomposition:
         With ``size`` the map is resized (bilinear by default) for overlays: the values stay per layer cell,
         they are not rescaled, so rank on the layer grid (``size=None``) when counting cells.
         """
-        contrib = self._get(self.contributions, name)
+        contrib = self.contribution(name)
         lead = 2 if self.per_class else 1
         if contrib.dim() < lead + 3:
             raise ValueError(f"layer {name!r} has shape {tuple(contrib.shape)}: no spatial map (need C x H x W)")
@@ -69,9 +74,16 @@ class Decomposition:
 
     def total(self, name: str) -> torch.Tensor:
         """Sum of all contributions of a layer (so ``total + bias == score``)."""
-        contrib = self._get(self.contributions, name)
         lead = 2 if self.per_class else 1
-        return contrib.flatten(lead).sum(-1)
+        return self.contribution(name).flatten(lead).sum(-1)
+
+    def contribution(self, name: str) -> torch.Tensor:
+        """``w * h`` at one layer, with a clear error for a layer that was not decomposed."""
+        return self._get(self.contributions, name)
+
+    def activation(self, name: str) -> torch.Tensor:
+        """The layer tensor ``h`` (as the layer handed it on), ``(B, ...)``."""
+        return self._get(self.activations, name)
 
     def gradient(self, name: str) -> torch.Tensor:
         """``w`` at one layer (needs ``keep_gradients=True``)."""
@@ -79,7 +91,7 @@ class Decomposition:
             raise ValueError("gradients were not kept: decompose(..., keep_gradients=True)")
         return self._get(self.gradients, name)
 
-    def _get(self, table: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    def _get(self, table: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
         if name not in table:
             raise KeyError(f"layer {name!r} was not decomposed; decomposed layers: {self.layers}")
         return table[name]
@@ -95,164 +107,192 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
     return F.interpolate(flat, size=size, mode=mode, **kwargs).reshape(*maps.shape[:-2], *size)
 
 
-def _model_device_dtype(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.device, torch.dtype]:
-    param = next(model.parameters(), None)
-    if param is None:
-        param = next(model.buffers(), None)
-    if param is None:
-        return inputs.device, inputs.dtype
-    dtype = param.dtype if param.is_floating_point() else inputs.dtype
-    return param.device, dtype
+# ------------------------------------------------------------------------------------------ checks of a call
 
 
-def _check_precision(dtype: torch.dtype, strict: bool) -> None:
-    if dtype in (torch.float16, torch.bfloat16):
-        msg = (
-            f"{dtype} loses exactness: the decomposition is only as exact as the arithmetic. "
-            "Use model.float() (or .double()) for exact contributions."
-        )
+def _check_model(model: nn.Module, allow_non_affine: bool, strict: bool, modules: dict[str, nn.Module]) -> None:
+    report = audit(model, modules)
+    if not report.ok:
+        if not allow_non_affine:
+            raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
+        warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 3)
+    elif report.unverified:
+        message = f"the audit could not check everything, so exactness is not guaranteed:\n{report}"
         if strict:
-            raise ValueError(msg)
-        warnings.warn(msg, ExactnessWarning, stacklevel=3)
+            raise ValueError(message + "\n(strict=True) Check with pwawidgets.verify, then pass strict=False.")
+        warnings.warn(message + "\nCheck with pwawidgets.verify.", ExactnessWarning, 3)
+
+
+def _prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
+    """The batch on the model's device: floats in the model's dtype (a leaf that requires grad), or integer
+    indices as they are (for models that start with an embedding)."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: give a batch with at least one example, (B, ...)")
+    device = model_device(model, inputs.device)
+    if inputs.dtype in (torch.uint8, torch.int8):
+        raise TypeError("a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and normalise it as "
+                        "the model expects, or load it with pwawidgets.load_image")
+    if inputs.dtype == torch.bool or inputs.is_complex():
+        raise TypeError(f"inputs of dtype {inputs.dtype}: give real floats (or integer indices for an embedding)")
+    x = inputs.detach()
+    if x.is_inference():  # made under torch.inference_mode: autograd cannot use it
+        x = x.clone()
+    if not x.is_floating_point():
+        if wants_input:
+            raise ValueError("integer inputs (token indices) have no contributions: the input is not a continuous "
+                             "variable. Decompose at a layer after the embedding (e.g. its module name).")
+        return x.to(device)
+    return x.to(device=device, dtype=model_dtype(model, x.dtype)).requires_grad_(True)
+
+
+def _normalization(model: nn.Module, normalization: Normalization | None, reference: str, wants_input: bool):
+    if reference not in ("normalized", "raw"):
+        raise ValueError("reference must be 'normalized' or 'raw'")
+    if reference != "raw" or not wants_input:
+        return None
+    norm = normalization or getattr(model, "normalization", None)
+    if norm is None:
+        raise ValueError(
+            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
+            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
+        )
+    return norm
+
+
+def _logits(output) -> torch.Tensor:
+    if isinstance(output, torch.Tensor) and output.dim() == 2:
+        return output
+    if isinstance(output, torch.Tensor):
+        what = f"a tensor of shape {tuple(output.shape)}"
+    elif isinstance(output, (tuple, list)):
+        what = f"a {type(output).__name__} of {len(output)}"
+    elif isinstance(output, Mapping):
+        what = f"a mapping with keys {list(output)[:5]}"
+    else:
+        what = type(output).__name__
+    raise ValueError(f"the model returned {what}; decompose needs logits of shape (batch, classes). Wrap the model "
+                     "in a module whose forward returns that tensor (e.g. the 'logits' entry).")
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+@dataclass
+class _Scores:
+    """The classes asked for, as a ``(B, k)`` index, their logits, and whether a class axis is kept."""
+
+    targets: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor
+    per_class: bool
+
+    def squeeze(self, t: torch.Tensor) -> torch.Tensor:
+        """Drop the class axis when one class per example was asked."""
+        return t if self.per_class else t.squeeze(1)
 
 
 def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """Targets as a ``(B, k)`` long tensor, and whether the caller asked for a class axis."""
     batch, n_classes = logits.shape
     if target is None:
-        t = logits.argmax(dim=1, keepdim=True)
-        per_class = False
-    elif isinstance(target, str):
+        return logits.argmax(dim=1, keepdim=True), False
+    if isinstance(target, str):
         k = int(target[3:]) if target.startswith("top") and target[3:].isdigit() else 0
         if not 0 < k <= n_classes:
             raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
-        t, per_class = logits.topk(k, dim=1).indices, True
-    else:
+        return logits.topk(k, dim=1).indices, True
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise TypeError("target must hold integer class indices, not booleans")
+    try:
         t = torch.as_tensor(target)
-        if t.device.type == "cpu":  # check here, before anything waits on the device
-            _check_range(t, n_classes)
-        t = t.to(logits.device)
-        if t.is_floating_point():
-            raise TypeError("target must hold integer class indices")
-        if t.dim() == 0:
-            t, per_class = t.expand(batch, 1), False
-        elif t.dim() == 1:
-            if t.numel() != batch:
-                raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
-            t, per_class = t[:, None], False
-        elif t.dim() == 2 and t.shape[0] == batch:
-            per_class = True
-        else:
-            raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k)")
-    return t.long(), per_class
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"target {target!r}: give an int, one int per example, a (batch, k) tensor, 'top5' or "
+                        "None") from exc
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError("target must hold integer class indices")
+    if t.device.type == "cpu":  # checked here, before anything waits on the device
+        _check_range(t, n_classes)
+    t = t.to(logits.device)
+    if t.dim() == 0:
+        return t.expand(batch, 1).long(), False
+    if t.dim() == 1:
+        if t.numel() != batch:
+            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
+        return t[:, None].long(), False
+    if t.dim() == 2 and t.shape[0] == batch and t.shape[1] > 0:
+        return t.long(), True
+    raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k) with k >= 1")
 
 
 def _check_range(t: torch.Tensor, n_classes: int) -> None:
-    if t.numel() and not t.is_floating_point() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
         raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
 
 
-def _raw_pixel_view(
-    x: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw pixels ``p = x * std + mean`` of a normalised input, and ``std`` (``d/dp = d/dx / std``)."""
-    mean = torch.as_tensor(normalization[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(normalization[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x * std + mean, std
+def _scores(target: Target, logits: torch.Tensor) -> tuple[_Scores, torch.Tensor | None]:
+    """The scores asked for; and, for a target tensor on an accelerator, a range check to read later (reading
+    it now would make the host wait before the backward passes)."""
+    targets, per_class = _targets(target, logits.detach())
+    in_range = None
+    if isinstance(target, torch.Tensor) and target.device.type != "cpu":
+        in_range = ((targets >= 0) & (targets < logits.shape[1])).all()
+        targets = targets.clamp(0, logits.shape[1] - 1)
+    return _Scores(targets, logits.gather(1, targets), logits.detach(), per_class), in_range
 
 
-def decompose(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: Target = None,
-    layers: str | Sequence[str] | None = None,
-    *,
-    reference: str = "normalized",
-    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
-    keep_gradients: bool = False,
-    allow_non_affine: bool = False,
-    strict: bool = False,
-) -> Decomposition:
-    """Exact decomposition ``score = sum(contributions) + bias`` at each requested layer.
-
-    Args:
-        model: a classifier returning logits ``(B, C)``; piece-wise affine (see :func:`pwawidgets.audit`)
-            and in eval mode. Its mode and ``requires_grad`` flags are left as found.
-        inputs: ``(B, ...)`` batch, moved to the model's device and dtype.
-        target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each,
-            ``"top5"`` (the 5 highest logits of each example, from the same forward pass; any ``"top<k>"``),
-            or None for the predicted class. The score is the logit (pre-softmax).
-        layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"`` (default); see
-            :mod:`pwawidgets.layers`.
-        reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
-            receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
-            ``normalization`` or a model carrying a ``normalization`` attribute). The bias absorbs the
-            difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
-        keep_gradients: also return ``w`` per layer in ``.gradients``; the contributions are then computed
-            from ``w`` and ``h`` when read, so the result holds no extra full-size tensor.
-        allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
-        strict: raise instead of warning when exactness is lost (fp16/bf16).
-    """
-    if reference not in ("normalized", "raw"):
-        raise ValueError("reference must be 'normalized' or 'raw'")
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
-    modules = dict(model.named_modules())
-    report = audit(model, modules)
-    if not report.ok:
-        if not allow_non_affine:
-            raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
-        warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 2)
-    norm = _normalization(model, normalization, reference)
-    specs, wants_all = resolve_layers(model, layers, modules)
-    device, dtype = _model_device_dtype(model, inputs)
-    _check_precision(dtype, strict)
-    x = inputs.detach().to(device=device, dtype=dtype).requires_grad_(True)
-
-    with exact_math(device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
-        logits = model(x)
-        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
-            raise ValueError("the model must return logits of shape (batch, classes)")
-        if wants_all:
-            specs = specs + [s for s in capture.relu_specs() if s.name not in {p.name for p in specs}]
-        tensors = [x if s.module is None else capture.tensor(s) for s in specs]
-        targets, per_class = _targets(target, logits.detach())
-        in_range = None
-        if isinstance(target, torch.Tensor) and target.device.type != "cpu":
-            # checked after the backward passes, so that nothing waits on the device before them
-            in_range = ((targets >= 0) & (targets < logits.shape[1])).all()
-            targets = targets.clamp(0, logits.shape[1] - 1)
-        scores = logits.gather(1, targets)
-        views = [_raw_pixel_view(h.detach(), norm) if s.module is None and norm is not None else (h.detach(), None)
-                 for s, h in zip(specs, tensors, strict=True)]
-        stored, totals = _per_class(scores, tensors, views, keep_gradients)
-    if in_range is not None and not bool(in_range):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
-
-    return _assemble(specs, views, stored, totals, keep_gradients, scores, targets, logits, per_class, reference)
+# ------------------------------------------------------------------------------------------ the passes
 
 
-def _per_class(scores: torch.Tensor, tensors: list[torch.Tensor], views, keep_gradients: bool):
-    """One backward pass per class. Fills, class by class, either the contributions or (with
-    ``keep_gradients``) the gradients, ``(B, k, ...)`` each, and the totals ``sum_i w_i h_i``, ``(B, k)``."""
+@dataclass
+class _Layer:
+    """One requested layer during the passes: its name, the graph node, its value and the input scale."""
+
+    name: str
+    node: torch.Tensor  # the tensor gradients are taken with respect to
+    value: torch.Tensor  # what the contributions multiply (raw pixels for reference="raw")
+    scale: torch.Tensor | None = None  # d/d(raw) = d/d(normalised) / std
+    stored: torch.Tensor | None = None  # (B, k, ...) contributions, or gradients when they are kept
+    totals: torch.Tensor | None = None  # (B, k)
+
+
+def _layer(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) -> _Layer:
+    value = node.detach()
+    if spec.module is None and norm is not None:
+        mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+        return _Layer(spec.name, node, value * std + mean, std)
+    return _Layer(spec.name, node, value)
+
+
+def _backward(scores: torch.Tensor, layers: list[_Layer], keep_gradients: bool) -> None:
+    """One backward pass per class. Fills, class by class, either the contributions or (with ``keep_gradients``)
+    the gradients, ``(B, k, ...)`` each, and the totals ``sum_i w_i h_i``, ``(B, k)``."""
     k = scores.shape[1]
-    stored = [h.new_empty((h.shape[0], k, *h.shape[1:])) for h, _ in views]
-    totals = [h.new_empty((h.shape[0], k)) for h, _ in views]
+    for layer in layers:
+        h = layer.value
+        layer.stored = h.new_empty((h.shape[0], k, *h.shape[1:]))
+        layer.totals = h.new_empty((h.shape[0], k))
+    nodes = [layer.node for layer in layers]
     for j in range(k):
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
-        grads = torch.autograd.grad(scores[:, j].sum(), tensors, retain_graph=j < k - 1, allow_unused=True)
-        for i, (g, (h, scale)) in enumerate(zip(grads, views, strict=True)):
+        grads = torch.autograd.grad(scores[:, j].sum(), nodes, retain_graph=j < k - 1, allow_unused=True)
+        for layer, g in zip(layers, grads, strict=True):
             if g is None:
-                g = torch.zeros_like(h)
-            elif scale is not None:
-                g = g / scale
+                raise ValueError(
+                    f"the score does not depend on layer {layer.name!r} through autograd: forward() cuts it off "
+                    "(detach(), .data, torch.no_grad() or a branch that does not reach the output). The whole score "
+                    "would land in the bias. Remove the cut, or decompose at a layer after it."
+                )
+            if layer.scale is not None:
+                g = g / layer.scale
             if keep_gradients:
-                stored[i][:, j] = g
-                contrib = g * h
+                layer.stored[:, j] = g
+                contrib = g * layer.value
             else:
-                contrib = torch.mul(g, h, out=stored[i][:, j])
-            totals[i][:, j] = contrib.flatten(1).sum(-1)  # pairwise summation in the working dtype
-    return stored, totals
+                contrib = torch.mul(g, layer.value, out=layer.stored[:, j])
+            layer.totals[:, j] = contrib.flatten(1).sum(-1)  # pairwise summation in the working dtype
 
 
 class LazyContributions(Mapping):
@@ -273,45 +313,88 @@ class LazyContributions(Mapping):
         return len(self._gradients)
 
 
-def _normalization(model: nn.Module, normalization, reference: str):
-    if reference != "raw":
-        return None
-    norm = normalization or getattr(model, "normalization", None)
-    if norm is None:
-        raise ValueError(
-            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
-            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
-        )
-    return norm
-
-
-def _assemble(specs: list[LayerSpec], views, stored, totals, keep_gradients, scores, targets, logits, per_class,
-              reference) -> Decomposition:
-    score = scores.detach()
-    stored_table, bias_table, activation_table = {}, {}, {}
-    errors = []
-
-    def squeeze(t: torch.Tensor) -> torch.Tensor:  # drop the class axis when one class per example was asked
-        return t if per_class else t.squeeze(1)
-
-    for i, (spec, (h, _)) in enumerate(zip(specs, views, strict=True)):
-        bias = score - totals[i]
-        err = ((totals[i].double() + bias.double()) - score.double()).abs() / score.double().abs().clamp_min(1e-30)
-        errors.append(err.max())
-        stored_table[spec.name] = squeeze(stored[i])
-        bias_table[spec.name] = squeeze(bias)
-        activation_table[spec.name] = h
-    contributions = LazyContributions(stored_table, activation_table, per_class) if keep_gradients else stored_table
+def _assemble(layers: list[_Layer], result: _Scores, keep_gradients: bool, reference: str) -> Decomposition:
+    score = result.scores.detach()
+    stored = {layer.name: result.squeeze(layer.stored) for layer in layers}
+    activations = {layer.name: layer.value for layer in layers}
+    bias = {layer.name: result.squeeze(score - layer.totals) for layer in layers}
+    contributions = LazyContributions(stored, activations, result.per_class) if keep_gradients else stored
     return Decomposition(
-        layers=[s.name for s in specs],
-        score=squeeze(score),
-        target=squeeze(targets),
-        logits=logits.detach(),
+        layers=[layer.name for layer in layers],
+        score=result.squeeze(score),
+        target=result.squeeze(result.targets),
+        logits=result.logits,
         contributions=contributions,
-        bias=bias_table,
-        activations=activation_table,
-        gradients=stored_table if keep_gradients else None,
+        bias=bias,
+        activations=activations,
+        gradients=stored if keep_gradients else None,
         reference=reference,
-        per_class=per_class,
-        residual=float(torch.stack(errors).max()) if errors else 0.0,
+        per_class=result.per_class,
     )
+
+
+def decompose(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layers: str | Sequence[str] | None = None,
+    *,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+    keep_gradients: bool = False,
+    allow_non_affine: bool = False,
+    strict: bool = False,
+) -> Decomposition:
+    """Exact decomposition ``score = sum(contributions) + bias`` at each requested layer.
+
+    Args:
+        model: a classifier returning logits ``(B, C)``; piece-wise affine (see :func:`pwawidgets.audit`)
+            and in eval mode. Its mode and ``requires_grad`` flags are left as found.
+        inputs: ``(B, ...)`` batch of floats, moved to the model's device and dtype; or integer indices for a
+            model that starts with an embedding (then decompose at a layer after it).
+        target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each,
+            ``"top5"`` (the 5 highest logits of each example, from the same forward pass; any ``"top<k>"``),
+            or None for the predicted class. The score is the logit (pre-softmax).
+        layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"`` (default); see
+            :mod:`pwawidgets.layers`.
+        reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
+            receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
+            ``normalization`` or a model carrying a ``normalization`` attribute). The bias absorbs the
+            difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
+        keep_gradients: also return ``w`` per layer in ``.gradients``; the contributions are then computed
+            from ``w`` and ``h`` when read, so the result holds no extra full-size tensor.
+        allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
+        strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("decompose needs autograd: call it outside torch.inference_mode()")
+    modules = dict(model.named_modules())
+    specs, wants_all = resolve_layers(model, layers, modules)
+    if not specs and not wants_all:
+        raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
+    wants_input = any(s.module is None for s in specs)
+    norm = _normalization(model, normalization, reference, wants_input)
+    _check_model(model, allow_non_affine, strict, modules)
+    x = _prepare_inputs(model, inputs, wants_input)
+    check_precision(model_dtype(model, x.dtype), strict)
+
+    with exact_math(x.device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
+        # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
+        logits = _logits(model(x.clone() if x.requires_grad else x))
+        if wants_all:
+            named = {s.name for s in specs}
+            specs = specs + [s for s in capture.relu_specs() if s.name not in named]
+        if not specs:
+            raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
+        result, in_range = _scores(target, logits)
+        passes = [_layer(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
+        _backward(result.scores, passes, keep_gradients)
+    # read only now, so that nothing waits on an accelerator before the backward passes
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    if not bool(torch.isfinite(result.scores).all()):
+        raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")
+    return _assemble(passes, result, keep_gradients, reference)

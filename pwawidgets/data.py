@@ -5,8 +5,9 @@ cluttered, textured background, with the exact object mask of each image. Images
 :data:`CHUNK_SIZE`; chunk ``k`` is drawn from a generator seeded with ``(seed, k)``, so a seed always gives
 the same images whatever the thread count, and ``shapes(n, seed)[:k]`` equals ``shapes(k, seed)``.
 
-``sample_photo(name)`` returns one of the scikit-image photos listed in :data:`SAMPLE_PHOTOS` (shipped with
-scikit-image, no download), each showing one clear ImageNet-like object.
+``sample_photo(name)`` returns a real photo shipped inside an installed package (scikit-image, scikit-learn,
+matplotlib; no download): :data:`PHOTOS` records the source of each and what EfficientNet-Lite0 sees in it,
+:data:`SAMPLE_PHOTOS` lists those it classifies sensibly.
 """
 
 from __future__ import annotations
@@ -229,28 +230,96 @@ def _chunk(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, mask: 
 
 # ------------------------------------------------------------------------------------------ sample photos
 
-SAMPLE_PHOTO_INFO: dict[str, str] = {
-    "astronaut": "portrait of astronaut Eileen Collins in a space suit, US flag behind (512 x 512)",
-    "chelsea": "Chelsea the cat, a tabby (ImageNet: 'tabby', 'tiger cat') (300 x 451)",
-    "coffee": "a cup of coffee on a saucer (ImageNet: 'espresso', 'cup') (400 x 600)",
-    "rocket": "a Falcon 9 rocket on its launch pad (ImageNet: 'missile', 'space shuttle') (427 x 640)",
-    "motorcycle": "a motorcycle, left view of scikit-image's stereo pair (ImageNet: 'moped') (500 x 741)",
-    "clock": "a wall clock, grey-scale, stacked to three channels (ImageNet: 'wall clock') (300 x 400)",
+
+class Photo(NamedTuple):
+    """A real photo shipped inside an installed package (no download), with what EfficientNet-Lite0 sees in it.
+
+    ``package`` and ``origin`` say where it comes from (for citations); ``imagenet`` lists the ImageNet
+    classes that are a sensible reading of it; ``lite0`` is EfficientNet-Lite0's top-1 class and probability
+    (``load_image(photo, size=256, crop=224, normalization=model.normalization)``, measured with CPU float32).
+    """
+
+    package: str
+    origin: str
+    description: str
+    imagenet: tuple[str, ...]
+    lite0: tuple[str, float]
+
+
+PHOTOS: dict[str, Photo] = {
+    # offered as samples: EfficientNet-Lite0's top-1 class is in ``imagenet``
+    "chelsea": Photo("scikit-image", "skimage.data.chelsea()", "Chelsea the cat, a tabby (300 x 451)",
+                     ("tiger cat", "Egyptian cat", "tabby"), ("tiger cat", 0.387)),  # Egyptian cat .372, tabby .166
+    "coffee": Photo("scikit-image", "skimage.data.coffee()", "a cup of coffee on a saucer (400 x 600)",
+                    ("espresso", "cup", "coffee mug"), ("espresso", 0.953)),
+    "rocket": Photo("scikit-image", "skimage.data.rocket()", "a Falcon 9 rocket on its launch pad (427 x 640)",
+                    ("missile", "projectile", "space shuttle"), ("missile", 0.313)),  # projectile .228
+    "motorcycle": Photo("scikit-image", "skimage.data.stereo_motorcycle()[0]",
+                        "a motorcycle, left view of a stereo pair (500 x 741)",
+                        ("moped", "motor scooter", "crash helmet"), ("moped", 0.571)),  # motor scooter .121
+    "camera": Photo("scikit-image", "skimage.data.camera()",
+                    "the cameraman: a man behind a camera on a tripod, grey-scale (512 x 512)",
+                    ("tripod", "reflex camera", "Polaroid camera"), ("tripod", 0.943)),
+    "china": Photo("scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')",
+                   "a Chinese temple tower above a lake, CC BY 2.0 danielbuechele (427 x 640)",
+                   ("palace", "bell cote", "pagoda", "monastery"), ("palace", 0.372)),  # bell cote .209
+    "flower": Photo("scikit-learn", "sklearn.datasets.load_sample_image('flower.jpg')",
+                    "an orange dahlia (not an ImageNet class), CC BY 2.0 vultilion (427 x 640)",
+                    ("daisy",), ("daisy", 0.271)),
+    # loadable, not offered: EfficientNet-Lite0 reads them wrongly (no matching ImageNet class, or motion blur)
+    "astronaut": Photo("scikit-image", "skimage.data.astronaut()",
+                       "portrait of astronaut Eileen Collins in a space suit, US flag behind (512 x 512)",
+                       (), ("bobsled", 0.135)),  # football helmet .110, go-kart .065
+    "clock": Photo("scikit-image", "skimage.data.clock()",
+                   "a wall clock, motion-blurred, grey-scale (300 x 400)",
+                   ("wall clock", "analog clock"), ("bubble", 0.540)),  # wall clock only third, .030
+    "grace_hopper": Photo("matplotlib", "matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
+                          "Rear Admiral Grace Hopper in US Navy uniform (600 x 512)",
+                          ("military uniform",), ("academic gown", 0.261)),  # mortarboard .206, uniform .122
 }
-SAMPLE_PHOTOS: tuple[str, ...] = tuple(SAMPLE_PHOTO_INFO)
+"""Every photo :func:`sample_photo` loads. Also examined, not listed (EfficientNet-Lite0 top-1): scikit-image's
+coins (bubble .13), moon (nematode .33), page (brass .09), text (maze .35), hubble_deep_field (flatworm .16),
+retina (mask .15), colorwheel (ping-pong ball .14), logo (pick .39), brick, grass, gravel, cell,
+immunohistochemistry, microaneurysms (textures and micrographs, no ImageNet object); matplotlib's
+Minduka_Present_Blue_Pack.png (joystick .10) and logo2.png (analog clock .54)."""
+
+SAMPLE_PHOTOS: tuple[str, ...] = tuple(name for name, photo in PHOTOS.items() if photo.lite0[0] in photo.imagenet)
+"""The photos offered as samples: those EfficientNet-Lite0 classifies sensibly."""
+SAMPLE_PHOTO_INFO: dict[str, str] = {name: photo.description for name, photo in PHOTOS.items()}
+SAMPLE_PHOTO_SOURCES: dict[str, str] = {name: f"{photo.package}: {photo.origin}" for name, photo in PHOTOS.items()}
 
 
 def sample_photo(name: str) -> np.ndarray:
-    """One of :data:`SAMPLE_PHOTOS` as an H x W x 3 uint8 array (shipped with scikit-image, no download)."""
-    if name not in SAMPLE_PHOTO_INFO:
-        raise ValueError(f"unknown sample photo {name!r}; choose one of: {', '.join(SAMPLE_PHOTOS)}")
-    from skimage import data as skdata
+    """A photo of :data:`PHOTOS` as an H x W x 3 uint8 array (shipped inside an installed package, no download).
 
-    if name == "motorcycle":
-        image = skdata.stereo_motorcycle()[0]
-    else:
-        image = getattr(skdata, name)()
+    :data:`SAMPLE_PHOTOS` lists the ones an ImageNet model reads sensibly; ``"astronaut"``, ``"clock"`` and
+    ``"grace_hopper"`` load too. Grey-scale photos are stacked to three channels.
+    """
+    if name not in PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; choose one of: {', '.join(PHOTOS)}")
+    package = PHOTOS[name].package
+    try:
+        image = _read_photo(name, package)
+    except ImportError as exc:
+        raise ImportError(f"sample photo {name!r} ships with {package}, which is not installed: "
+                          f"pip install {package}") from exc
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+
+def _read_photo(name: str, package: str) -> np.ndarray:
+    if package == "scikit-image":
+        from skimage import data as skdata
+
+        return skdata.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skdata, name)()
+    if package == "scikit-learn":
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data(f"{name}.jpg", asfileobj=False)) as image:
+        return np.asarray(image.convert("RGB"))

@@ -34,8 +34,18 @@ class ImageWarning(UserWarning):
 
 def _open(source: str | os.PathLike | bytes) -> Image.Image:
     what = "the uploaded data" if isinstance(source, bytes) else f"{os.fspath(source)!r}"
-    if not isinstance(source, bytes) and not os.path.exists(source):
-        raise ImageLoadError(f"no file at {what}")
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageLoadError("the data is empty (0 bytes): give the bytes of an image file (PNG, JPEG, ...)")
+    else:
+        path = os.fspath(source)
+        if isinstance(path, str) and path.startswith(("http://", "https://")):
+            raise ImageLoadError(f"{what} is a URL: images are not downloaded here; save it and give the file's "
+                                 "path, or its bytes")
+        if os.path.isdir(path):
+            raise ImageLoadError(f"{what} is a directory, not an image file: give the path of one image in it")
+        if not os.path.exists(path):
+            raise ImageLoadError(f"no file at {what}: check the path (relative paths start at {os.getcwd()!r})")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
@@ -49,15 +59,46 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
                              f"{MAX_PIXELS // 1_000_000} megapixels first") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{what} is not an image format Pillow can read (PNG, JPEG, ...)") from exc
-    except OSError as exc:
+    except PermissionError as exc:
+        raise ImageLoadError(f"{what} cannot be read: permission denied ({exc})") from exc
+    except Exception as exc:  # OSError, SyntaxError, ValueError...: Pillow's ways of saying "damaged"
         raise ImageLoadError(f"{what} could not be decoded, the file may be truncated or corrupt ({exc})") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
     return image
 
 
+def _range_text(arr: np.ndarray) -> str:
+    return f"[{float(arr.min()):.6g}, {float(arr.max()):.6g}]"
+
+
+def _from_16bit(values: np.ndarray, what: str, stacklevel: int) -> np.ndarray:
+    """uint8 pixels from 16-bit values: the type's range 0..65535 maps to 0..255 (no stretching)."""
+    note = ""
+    if values.max() <= 255:
+        note = ("; all values are <= 255: if these are 8-bit pixels in a 16-bit container, convert them to "
+                "uint8 first, else the image comes out nearly black")
+    warnings.warn(f"{what}: scaled from 0..65535 to 8 bits per channel{note}", ImageWarning, stacklevel=stacklevel)
+    return np.round(values.astype(np.float64) * (255 / 65535)).astype(np.uint8)
+
+
+def _from_unit_floats(values: np.ndarray, what: str) -> np.ndarray:
+    """uint8 pixels from floats that must lie in [0, 1]."""
+    arr = values.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ImageLoadError(f"{what} holds NaN or infinite values: replace them (e.g. np.nan_to_num) first")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ImageLoadError(f"{what}: float values must lie in [0, 1], got {_range_text(arr)}; divide by 255 "
+                             "(8-bit values) or 65535 (16-bit values) first")
+    return np.round(arr * 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Orientation from EXIF, then RGB; warns (``ImageWarning``) wherever information is dropped."""
+    """Orientation from EXIF, then RGB; warns (``ImageWarning``) wherever information is dropped.
+
+    16-bit images (modes ``I;16*``, and ``I`` with values in 0..65535) are scaled by the type's range,
+    ``/ 65535``; float images (mode ``F``) must lie in [0, 1]. Other ranges raise :class:`ImageLoadError`.
+    """
     image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode == "RGB":
@@ -67,65 +108,99 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        warnings.warn(f"{mode} image (16-bit or float): scaled to 8 bits per channel and replicated to RGB",
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image)
+        if mode == "I" and (values.min() < 0 or values.max() > 65535):
+            raise ImageLoadError(f"32-bit integer image (mode I) with values in {_range_text(values)}: not 16-bit "
+                                 "pixels, so its scale is unknown; convert it to 8 or 16 bits yourself first")
+        grey = _from_16bit(values, f"{mode} image (16-bit grey-scale), replicated to RGB", stacklevel=4)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        grey = _from_unit_floats(np.asarray(image), "float image (mode F)")
+        warnings.warn("F image (32-bit float grey-scale): scaled from [0, 1] to 8 bits, replicated to RGB",
                       ImageWarning, stacklevel=3)
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray((arr * 255).round().astype(np.uint8)).convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if mode in ("L", "1"):
         warnings.warn("grayscale image: replicated to three channels", ImageWarning, stacklevel=3)
     elif mode == "CMYK":
         warnings.warn("CMYK image: converted to RGB, colours are approximate", ImageWarning, stacklevel=3)
     elif mode != "P":
         warnings.warn(f"{mode} image: converted to RGB", ImageWarning, stacklevel=3)
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ImageLoadError(f"{mode} image: Pillow cannot convert it to RGB ({exc}); save it as RGB first") from exc
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
+    shape = tuple(array.shape)
+    if array.size == 0:
+        raise ImageLoadError(f"empty array of shape {shape}: there are no pixels to load")
+    if array.ndim not in (2, 3):
+        hint = "; for a batch, pass one image (batch[0])" if array.ndim == 4 else ""
+        raise ImageLoadError(f"array of shape {shape} is not an image: expected H x W, H x W x C or C x H x W "
+                             f"with C = 1, 3 or 4{hint}")
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels first -> last
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ImageLoadError(f"array of shape {array.shape} is not an image: expected H x W, H x W x 3 or 4")
+    if array.ndim == 3 and array.shape[-1] not in (3, 4):
+        raise ImageLoadError(f"array of shape {shape} is not an image: expected H x W, H x W x C or C x H x W "
+                             "with C = 1, 3 or 4")
     if array.dtype == np.uint8:
         data = array
+    elif array.dtype == bool:
+        data = array.astype(np.uint8) * 255  # a mask: False black, True white
     elif array.dtype == np.uint16:
-        return to_rgb(Image.fromarray(array.astype(np.int32), mode="I")) if array.ndim == 2 else \
-            Image.fromarray((array // 257).astype(np.uint8))
-    elif np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
-        arr = array.astype(np.float64)
-        if not np.isfinite(arr).all():
-            raise ImageLoadError("image array holds NaN or infinite values")
-        if arr.min() < 0 or arr.max() > 1:
-            raise ImageLoadError(f"float image values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]"
-                                 "; divide by 255 if they are 8-bit values")
-        data = (arr * 255).round().astype(np.uint8)
+        grey = array.ndim == 2
+        data = _from_16bit(array, "16-bit grey-scale array, replicated to RGB" if grey else "16-bit array",
+                           stacklevel=4)
+        data = np.stack([data] * 3, axis=-1) if grey else data
+    elif np.issubdtype(array.dtype, np.floating):
+        data = _from_unit_floats(array, "image array")
     else:
-        raise ImageLoadError(f"unsupported array dtype {array.dtype}: use uint8 or floats in [0, 1]")
-    return Image.fromarray(data)
+        raise ImageLoadError(f"unsupported array dtype {array.dtype}: use uint8 (0..255: array.astype(np.uint8) "
+                             "if the values fit), uint16 (0..65535), bool, or floats in [0, 1]")
+    return Image.fromarray(np.ascontiguousarray(data))
 
 
 def as_pil(source: ImageSource) -> Image.Image:
     """Any supported source as an RGB PIL image (warnings for dropped information, clear errors else)."""
+    if source is None:
+        raise ImageLoadError("no image given (None): pass a path, bytes, a PIL image, a numpy array or a tensor")
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, torch.Tensor):
-        image = _array_to_pil(source.detach().cpu().numpy())
+        tensor = source.detach().cpu()
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.float()  # numpy has no bfloat16
+        image = _array_to_pil(tensor.numpy())
     elif isinstance(source, np.ndarray):
         image = _array_to_pil(source)
-    elif isinstance(source, (str, os.PathLike, bytes, bytearray)):
-        image = _open(bytes(source) if isinstance(source, bytearray) else source)
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        image = _open(bytes(source) if isinstance(source, (bytearray, memoryview)) else source)
     else:
         raise ImageLoadError(f"cannot load an image from {type(source).__name__}: give a path, bytes, a PIL "
                              "image, a numpy array or a tensor")
     if image.width * image.height > MAX_PIXELS:
-        raise ImageLoadError(f"image of {image.width} x {image.height} pixels is too large; resize it first")
+        raise ImageLoadError(f"image of {image.width} x {image.height} pixels is too large; resize it below "
+                             f"{MAX_PIXELS // 1_000_000} megapixels first")
     if min(image.size) < 1:
-        raise ImageLoadError("empty image")
+        raise ImageLoadError(f"empty image ({image.width} x {image.height} pixels)")
     return to_rgb(image)
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer (pixels), got {value!r}")
+    return int(value)
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``size``, as torchvision's ``resize`` computes it."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
 
 
 def load_image(
@@ -137,10 +212,30 @@ def load_image(
 ) -> torch.Tensor:
     """A ``(1, 3, crop, crop)`` float32 batch: RGB, resized (shorter side ``size``), centre-cropped.
 
-    ``normalize=True`` (default) applies ``(x - mean) / std`` as torchvision's ImageNet classifiers expect;
-    ``normalize=False`` keeps raw pixels in [0, 1]. Use :func:`display_image` to get the pixels back.
+    ``normalize=True`` (default) applies ``(x - mean) / std`` as torchvision's ImageNet classifiers expect
+    (pass ``normalization=model.normalization`` for a model that wants another); ``normalize=False`` keeps raw
+    pixels in [0, 1]. ``crop=None`` keeps the whole resized image. Use :func:`display_image` to get the pixels
+    back.
+
+    Raises:
+        ImageLoadError: the source is not a usable image, or resizing it would make it too large (an extreme
+            aspect ratio); the message says what to do.
+        ValueError: ``size`` or ``crop`` is not a positive integer, or ``crop > size`` (it would pad with black).
     """
+    size = _positive_int(size, "size")
+    if crop is not None:
+        crop = _positive_int(crop, "crop")
+        if crop > size:
+            raise ValueError(f"crop={crop} is larger than size={size}: the crop would be padded with black; "
+                             f"use crop <= size (e.g. size={crop})")
     image = as_pil(source)
+    width, height = resized_size(image.width, image.height, size)
+    if width * height > MAX_PIXELS:
+        raise ImageLoadError(
+            f"image of {image.width} x {image.height} pixels would become {width} x {height} "
+            f"({width * height / 1e6:.0f} megapixels) with its shorter side resized to {size}: its aspect ratio is "
+            f"too extreme; crop it first (e.g. to the region of interest) or pass a smaller size"
+        )
     tensor = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
     tensor = TF.resize(tensor, [size], antialias=True)
     if crop is not None:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .kinds import is_activation
+
 INPUT = "input"
-RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.PReLU, nn.Hardtanh, nn.RReLU)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def vgg_blocks(model: nn.Module) -> dict[str, str]:
     blocks: dict[str, str] = {}
     last_relu: str | None = None
     for idx, module in features.named_children():
-        if isinstance(module, RELU_TYPES):
+        if is_activation(module):
             last_relu = idx
         elif isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and last_relu is not None:
             blocks[f"conv{len(blocks) + 1}"] = f"features.{last_relu}"
@@ -119,7 +120,7 @@ def resolve_layers(
 
 
 def _unknown_layer_message(name: str, presets: dict[str, dict[str, str]], modules: dict[str, nn.Module]) -> str:
-    examples = [n for n, m in modules.items() if isinstance(m, RELU_TYPES)][:4]
+    examples = [n for n, m in modules.items() if is_activation(m)][:4]
     parts = [f"unknown layer {name!r}. Use 'input'", "'all' (every ReLU output)"]
     if presets:
         for group, members in presets.items():
@@ -158,7 +159,7 @@ class LayerCapture:
         modules = self.modules
         wanted = {s.module for s in self.specs}
         if self.capture_all_relus:
-            wanted |= {n for n, m in modules.items() if isinstance(m, RELU_TYPES)}
+            wanted |= {n for n, m in modules.items() if is_activation(m)}
         try:
             order = {name: i for i, name in enumerate(modules)}
             for name in sorted(wanted, key=order.__getitem__):
@@ -209,8 +210,67 @@ class LayerCapture:
         modules = self.modules
         specs = []
         for name, call in self._order:
-            if not isinstance(modules[name], RELU_TYPES):
+            if not is_activation(modules[name]):
                 continue
             several = len(self.records[name].outputs) > 1
             specs.append(LayerSpec(f"{name}@{call}" if several else name, name, call if several else None))
         return specs
+
+
+def resolve_one(model: nn.Module, layer: str | None, modules: dict[str, nn.Module] | None = None) -> LayerSpec:
+    """Exactly one layer: ``"input"`` (or None) or one module call. Presets and ``"all"`` are refused with the
+    names to choose from."""
+    if layer is None or layer == INPUT:
+        return LayerSpec(INPUT, None)
+    if not isinstance(layer, str):
+        raise TypeError(f"a layer name is a string, got {type(layer).__name__}: {layer!r}")
+    specs, wants_all = resolve_layers(model, [layer], modules)
+    if wants_all or len(specs) != 1:
+        members = sorted(layer_presets(model).get(layer, {})) or ["a module name from model.named_modules()"]
+        raise ValueError(f"{layer!r} names several layers; name one of them, e.g. {members}")
+    return specs[0]
+
+
+class substitute:  # noqa: N801 - a context manager used like a function
+    """Within the block, one layer's output goes through ``fn`` before the rest of the network sees it.
+
+    ``spec`` comes from :func:`resolve_one` (not the input). On leaving the block without an error, it checks that
+    the layer ran: exactly once, or at least ``spec.call + 1`` times when one call is named; a module that ran
+    several times with no call named is refused as in :class:`LayerCapture`.
+    """
+
+    def __init__(self, model: nn.Module, spec: LayerSpec, fn, modules: dict[str, nn.Module] | None = None):
+        if spec.module is None:
+            raise ValueError("the input is not a module output: change the input itself")
+        modules = dict(model.named_modules()) if modules is None else modules
+        self.spec, self.fn, self.module = spec, fn, modules[spec.module]
+        self.calls = 0
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor):
+        index = self.calls
+        self.calls += 1
+        if self.spec.call is None or self.spec.call == index:
+            return self.fn(output)
+        return output
+
+    def __enter__(self) -> substitute:
+        self.calls = 0
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if exc_type is not None:
+            return
+        spec = self.spec
+        if self.calls == 0:
+            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass")
+        if spec.call is None and self.calls > 1:
+            calls = ", ".join(f"'{spec.module}@{i}'" for i in range(self.calls))
+            raise ValueError(f"module {spec.module!r} ran {self.calls} times in one forward pass; name one call: "
+                             f"{calls}")
+        if spec.call is not None and spec.call >= self.calls:
+            raise ValueError(f"{spec.name!r}: module {spec.module!r} ran only {self.calls} time(s)")

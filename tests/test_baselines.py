@@ -227,3 +227,28 @@ def test_library_calls_run_without_tf32() -> None:
         B.attribute(method, model, torch.randn(1, 3, 8, 8), 1, "relu")
         assert seen and all(s == exact for s in seen), method
     assert flag() == before  # restored
+
+
+def test_library_calls_leave_every_submodule_mode_and_the_output_streams_alone(small_cnn: nn.Module) -> None:
+    import sys
+
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    small_cnn[13].train()  # a model whose parts differ in mode (dropout on, the rest in eval)
+    streams = []
+    handle = small_cnn[0].register_forward_hook(lambda *a: streams.append((sys.stdout, sys.stderr)))
+    try:
+        for method in ("gradcam_plusplus", "gradient", "gradcam_captum"):
+            B.attribute(method, small_cnn, x, 1, layer="5")
+    finally:
+        handle.remove()
+        modes = [m.training for m in small_cnn.modules()]
+        small_cnn.eval()
+    assert modes == [i == 14 for i in range(len(modes))]  # index 0 is the Sequential itself: only dropout trains
+    assert all(out is sys.stdout and err is sys.stderr for out, err in streams)  # nothing redirected
+
+
+def test_one_layer_and_one_class_per_example(vgg11: nn.Module, images64: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="names several layers"):
+        B.attribute("gradcam_captum", vgg11, images64[:1], 0, layer="all")
+    with pytest.raises(ValueError, match="one class per example.*maps_from"):
+        B.attribute("ours", vgg11, images64[:1], "top2", "conv2")

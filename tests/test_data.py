@@ -119,21 +119,43 @@ def test_classes_differ_in_shape(batch: data.ShapesBatch) -> None:
     assert fill["triangle"] < 0.5 and fill["star"] < 0.5
 
 
-@pytest.mark.parametrize("name", SAMPLE_PHOTOS)
-def test_sample_photos_load_as_rgb_uint8(name: str) -> None:
+@pytest.mark.parametrize("name", list(data.PHOTOS))
+def test_every_photo_loads_as_rgb_uint8(name: str) -> None:
     image = sample_photo(name)
-    assert isinstance(image, np.ndarray) and image.dtype == np.uint8
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.flags.c_contiguous
     assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 200
     assert image.std() > 10
+    size = data.PHOTOS[name].description.rsplit("(", 1)[1].rstrip(")")  # "(H x W)" at the end
+    assert size == f"{image.shape[0]} x {image.shape[1]}"
+
+
+def test_photo_table_records_sources_and_predictions() -> None:
+    packages = {"scikit-image": "skimage", "scikit-learn": "sklearn", "matplotlib": "matplotlib"}
+    for name, photo in data.PHOTOS.items():
+        assert photo.package in packages and photo.origin.startswith(packages[photo.package]), name
+        assert data.SAMPLE_PHOTO_SOURCES[name].startswith(photo.package)
+        cls, p = photo.lite0
+        assert isinstance(cls, str) and 0 < p < 1
+    assert set(data.SAMPLE_PHOTO_INFO) == set(data.SAMPLE_PHOTO_SOURCES) == set(data.PHOTOS)
+    assert {p.package for p in data.PHOTOS.values()} == set(packages)  # a photo from each package
 
 
 def test_sample_photo_names() -> None:
-    assert {"astronaut", "chelsea", "coffee", "rocket"} <= set(SAMPLE_PHOTOS)
-    assert set(SAMPLE_PHOTOS) == set(data.SAMPLE_PHOTO_INFO)
+    assert {"chelsea", "coffee", "rocket", "motorcycle", "china"} <= set(SAMPLE_PHOTOS)
+    assert set(SAMPLE_PHOTOS) < set(data.PHOTOS)
+    # the names sample_photo always took keep working, offered as samples or not
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "clock"):
+        assert name in data.PHOTOS
+    assert "astronaut" not in SAMPLE_PHOTOS and "clock" not in SAMPLE_PHOTOS  # Lite0 misreads them
+
+
+def test_legacy_grey_photo_is_stacked() -> None:
+    clock = sample_photo("clock")
+    assert np.array_equal(clock[..., 0], clock[..., 2])
 
 
 def test_unknown_sample_photo_lists_names() -> None:
     with pytest.raises(ValueError) as info:
         sample_photo("lena")
     assert "lena" in str(info.value)
-    assert all(name in str(info.value) for name in SAMPLE_PHOTOS)
+    assert all(name in str(info.value) for name in data.PHOTOS)

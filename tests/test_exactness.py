@@ -1,4 +1,4 @@
-"""audit(), region_radius() and verify()."""
+"""region_radius() and verify(): against brute force, inside and beyond the region, and on bad input."""
 
 from __future__ import annotations
 
@@ -101,95 +101,6 @@ def test_verify_shows_float32_loses_exactness(vgg11, images64):
     assert "rounding" in str(report) or not report.ok
 
 
-class Gelu(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-        self.act = nn.GELU()
-        self.out = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.out(self.act(self.fc(x)))
-
-
-class FunctionalSigmoid(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(torch.relu(x)))
-
-
-class Gated(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Linear(4, 2), nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.a(x) * self.b(x)
-
-
-def test_audit_flags_gelu_functional_sigmoid_and_products():
-    report = pw.audit(Gelu().eval())
-    assert not report.ok and [f.where for f in report.offending] == ["act"]
-    report = pw.audit(FunctionalSigmoid().eval())
-    assert not report.ok and "sigmoid" in str(report)
-    report = pw.audit(Gated().eval())
-    assert report.ok and report.unverified and "product" in str(report)
-    with pytest.raises(ValueError, match="act.*GELU"):
-        pw.decompose(Gelu().eval(), torch.randn(1, 4), 0)
-    with pytest.warns(pw.ExactnessWarning, match="not piece-wise affine"):
-        pw.decompose(Gelu().eval(), torch.randn(1, 4), 0, allow_non_affine=True)
-
-
-def test_audit_flags_train_mode_batchnorm_and_dropout(small_cnn, vgg11, resnet18):
-    assert pw.audit(vgg11).ok and pw.audit(resnet18).ok and pw.audit(small_cnn).ok
-    small_cnn.train()
-    report = pw.audit(small_cnn)
-    assert {f.where for f in report.offending} == {"1", "13"}
-    assert "model.eval()" in str(report)
-    with pytest.raises(ValueError, match="training mode"):
-        pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
-    small_cnn.eval()
-    assert pw.audit(small_cnn).ok
-
-
-def test_audit_reports_untraceable_code_as_unverified():
-    class Dynamic(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(3, 2)
-
-        def forward(self, x):
-            if x.sum() > 0:  # data-dependent control flow cannot be traced
-                return self.fc(x)
-            return -self.fc(x)
-
-    report = pw.audit(Dynamic().eval())
-    assert report.ok and not report.traced and "could not be traced" in str(report)
-
-
-def test_tf32_rounding_and_simulation(vgg11, images64):
-    x = torch.tensor([1.0, 1.0 + 2**-10, 1.0 + 2**-11 + 2**-13, 1.0 + 2**-12, 3.14159265], dtype=torch.float32)
-    got = pw.exactness.round_to_tf32(x)
-    assert got.tolist()[:4] == [1.0, 1.0 + 2**-10, 1.0 + 2**-10, 1.0]
-    assert abs(got[4].item() - 3.14159265) <= 2**-10 * 2  # 10 mantissa bits at exponent 1
-    tf32 = pw.exactness.simulate_tf32(vgg11)
-    x = images64[:1].float()
-    with torch.no_grad():  # the simulated net computes (nearly) the same logits...
-        torch.testing.assert_close(tf32(x), vgg11.float()(x), rtol=0.05, atol=0.01)
-    vgg11.double()
-    d32 = pw.decompose(tf32, x, 2, keep_gradients=True)
-    assert d32.gradients["input"].abs().sum() > 0  # gradients flow straight through the rounding
-    # ...but its affine prediction of a step along a direction is far worse than float32's
-    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    exact = pw.verify(vgg11, x, 2, direction=direction, dtype=torch.float32, steps=(10.0,))
-    rounded = pw.verify(tf32, x, 2, direction=direction, dtype=torch.float32, steps=(10.0,))
-    assert torch.isfinite(rounded.radius).all()
-    assert rounded.rel_error.max() > 10 * exact.rel_error.max()
-
-
 def test_verify_refuses_a_point_on_a_region_edge():
     model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).double().eval()
     with torch.no_grad():
@@ -199,19 +110,126 @@ def test_verify_refuses_a_point_on_a_region_edge():
     assert float(report.radius[0]) == 0.0 and not report.ok and "region edge" in str(report)
 
 
-def test_audit_checks_inside_custom_modules():
-    class Centre(nn.Module):  # custom, but only affine operations with a constant buffer
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("mean", torch.full((1, 4), 0.5))
+def _first_kink(model: nn.Module, x: torch.Tensor, d: torch.Tensor, hi: float) -> float:
+    """Smallest t at which the logits stop following their tangent at x (brute force, float64)."""
+    x = x.double()
+    with torch.no_grad():
+        base = model(x)
+    slope = torch.autograd.functional.jvp(model, x, d)[1].detach()
 
-        def forward(self, x):
-            return (x - self.mean) / self.mean
+    def affine(t: float) -> bool:
+        with torch.no_grad():
+            out = model(x + t * d)
+        return bool(((out - base - t * slope).abs() <= 1e-12 * (1 + base.abs())).all())
 
-    class Squash(nn.Module):  # custom, with a smooth operation inside
-        def forward(self, x):
-            return torch.tanh(x)
+    grid = torch.linspace(0, hi, 4001, dtype=torch.float64)[1:].tolist()
+    prev = 0.0
+    for t in grid:
+        if not affine(t):
+            lo, up = prev, t
+            break
+        prev = t
+    else:
+        return float("inf")
+    for _ in range(60):
+        mid = (lo + up) / 2
+        lo, up = (mid, up) if affine(mid) else (lo, mid)
+    return up
 
-    assert str(pw.audit(nn.Sequential(Centre(), nn.Linear(4, 2)).eval())).startswith("piece-wise affine")
-    report = pw.audit(nn.Sequential(nn.Linear(4, 4), Squash(), nn.Linear(4, 2)).eval())
-    assert not report.ok and "tanh" in str(report)
+
+class Functional(nn.Module):
+    """Piece-wise parts called as functions inside forward: relu, clamp, maximum, max-pool, a comparison."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.nn.functional.relu(self.conv(x))
+        h = torch.clamp(h, max=0.8) + torch.maximum(h, 0.3 * x.mean(1, keepdim=True))
+        h = torch.nn.functional.max_pool2d(h, 2)
+        return self.fc(torch.where(h > 0.2, h, 0.5 * h).flatten(1))
+
+
+def _functional_pattern(model: Functional, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every switch state of Functional's forward, written out by hand (independent of the engine)."""
+    z = model.conv(x)
+    h = torch.relu(z)
+    m = 0.3 * x.mean(1, keepdim=True)
+    g = torch.clamp(h, max=0.8) + torch.maximum(h, m)
+    pooled, idx = torch.nn.functional.max_pool2d(g, 2, return_indices=True)
+    return [z > 0, h > 0.8, h > m, idx, pooled > 0.2]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_region_radius_sees_functional_calls(seed):
+    torch.manual_seed(seed)
+    model = Functional().double().eval()
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    d = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    radius = float(pw.region_radius(model, x, d)[0])
+    assert 0 < radius < float("inf")
+    base = _functional_pattern(model, x)
+
+    def same(t: float) -> bool:
+        return all(torch.equal(a, b) for a, b in zip(base, _functional_pattern(model, x + t * d), strict=True))
+
+    assert same(radius * (1 - 1e-9)) and not same(radius * (1 + 1e-9))
+
+
+def test_region_radius_counts_relu6_caps():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU6(), nn.Linear(8, 2)).double().eval()
+    with torch.no_grad():
+        model[0].weight.mul_(20)  # large pre-activations: several units sit above the cap of 6
+    x = torch.randn(1, 3, dtype=torch.float64)
+    with torch.no_grad():
+        z = model[0](x)
+    assert (z > 6).any(), "the test needs capped units"
+    d = torch.randn(1, 3, dtype=torch.float64)
+    radius = float(pw.region_radius(model, x, d)[0])
+    rate = (d @ model[0].weight.T).detach()
+    steps = [((level - z) / rate)[((level - z) / rate) > 0] for level in (0.0, 6.0)]
+    assert radius == pytest.approx(float(torch.cat(steps).min()), rel=1e-12)
+    assert radius == pytest.approx(_first_kink(model, x, d, hi=20 * radius), rel=1e-6)
+
+
+def test_region_radius_refuses_ambiguous_layers_and_bad_numbers(resnet18, images64):
+    x = images64[:1]
+    with pytest.raises(ValueError, match="ran 2 times.*layer1.0.relu@0"):
+        pw.region_radius(resnet18, x, torch.randn(1, 64, 16, 16, dtype=torch.float64), "layer1.0.relu")
+    r = pw.region_radius(resnet18, x, torch.randn(1, 64, 16, 16, dtype=torch.float64), "layer1.0.relu@1")
+    assert r.shape == (1,) and 0 < float(r[0]) < float("inf")
+    with pytest.raises(ValueError, match="names several layers"):
+        pw.region_radius(resnet18, x, x, "blocks")
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the point x holds NaN"):
+        pw.region_radius(resnet18, bad, x)
+    with pytest.raises(ValueError, match="the direction holds NaN"):
+        pw.region_radius(resnet18, x, bad)
+    with pytest.raises(ValueError, match="direction has shape"):
+        pw.region_radius(resnet18, x, x[:, :2])
+    with pytest.raises(ValueError, match="direction has shape"):
+        pw.region_radius(resnet18, x, x, "layer2")
+
+
+def test_models_without_parameters():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten()).eval()
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    r = pw.region_radius(model, x, torch.tensor([[-1.0, 1.0]], dtype=torch.float64))
+    assert float(r[0]) == pytest.approx(1.0)
+    report = pw.verify(model, x, 0, direction=torch.tensor([[-1.0, 0.0]], dtype=torch.float64))
+    assert report.ok
+
+
+def test_verify_names_one_layer(vgg11, images64):
+    with pytest.raises(ValueError, match="names several layers.*conv1"):
+        pw.verify(vgg11, images64[:1], 0, layer="blocks")
+    with pytest.raises(ValueError, match="unknown layer"):
+        pw.verify(vgg11, images64[:1], 0, layer="no_such_layer")
+    with pytest.raises(ValueError, match="one class per example"):
+        pw.verify(vgg11, images64[:1], "top2")
+    with pytest.raises(ValueError, match="direction has shape"):
+        pw.verify(vgg11, images64[:1], 0, direction=torch.zeros(1, 3, 8, 8))

@@ -63,3 +63,131 @@ def test_unknown_model_name():
 def test_imagenet_categories_offline():
     names = pw.imagenet_categories()
     assert len(names) == 1000 and "bull mastiff" in names and "cauliflower" in names
+
+
+# ------------------------------------------------------------------------------------- EfficientNet-Lite0
+
+
+def test_efficientnet_lite0_offline_and_from_a_checkpoint(tmp_path):
+    model = pw.load_model("efficientnet_lite0")
+    assert model.pretrained is True and model.model_name == "efficientnet_lite0" and not model.training
+    assert model.normalization == ((127 / 255,) * 3, (128 / 255,) * 3) and model.class_names[0] == "tench"
+    assert list(pw.layer_presets(model)["blocks"]) == ["stem", *(f"stage{k}" for k in range(1, 8)), "head"]
+    assert models.has_cached_weights("efficientnet_lite0")
+    assert models.verify_cached_weights("efficientnet_lite0") == models.weights_cache_path("efficientnet_lite0")
+    path = tmp_path / "lite0.pth"
+    torch.save(model.state_dict(), path)
+    again = pw.load_model("efficientnet_lite0", pretrained=path)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_best_available_imagenet(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert models.best_available_imagenet() == "efficientnet_lite0"
+    models.weights_cache_path("vgg19").parent.mkdir(parents=True)
+    models.weights_cache_path("vgg19").touch()  # empty: an interrupted download does not count
+    assert models.best_available_imagenet() == "efficientnet_lite0"
+    models.weights_cache_path("resnet101").write_bytes(b"x")
+    assert models.best_available_imagenet() == "resnet101"
+    assert models.best_available_imagenet(("vgg19", "resnet101")) == "resnet101"
+    assert models.best_available_imagenet(("vgg19",)) == "efficientnet_lite0"
+
+
+# ----------------------------------------------------------------------------------------- cached files
+
+
+@pytest.fixture
+def resnet18_cache(monkeypatch, tmp_path):
+    """torchvision's cache moved to tmp_path; no download is possible."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    path = models.weights_cache_path("resnet18")
+    path.parent.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02 not a pickle"])
+def test_empty_or_corrupt_cached_weights(resnet18_cache, content):
+    resnet18_cache.write_bytes(content)
+    assert models.has_cached_weights("resnet18") is bool(content)
+    with pytest.raises(pw.WeightsUnavailableError) as info:
+        pw.load_model("resnet18")
+    message = str(info.value)
+    assert str(resnet18_cache) in message and "delete" in message
+    assert "python -m pwawidgets fetch resnet18" in message
+    with pytest.raises(pw.WeightsUnavailableError, match="fetch resnet18"):
+        models.verify_cached_weights("resnet18")
+
+
+def test_cached_weights_checksum(resnet18_cache):
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet18_cache)
+    with pytest.raises(pw.WeightsUnavailableError, match="(?s)SHA-256 does not match.*delete"):
+        models.verify_cached_weights("resnet18")
+
+
+def test_bad_local_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pw.load_model("resnet18", pretrained=tmp_path / "missing.pth")
+    empty = tmp_path / "empty.pth"
+    empty.touch()
+    with pytest.raises(pw.WeightsUnavailableError, match="empty"):
+        pw.load_model("mini_vgg", pretrained=empty)
+    not_a_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], not_a_dict)
+    with pytest.raises(pw.WeightsUnavailableError, match="not a state_dict"):
+        pw.load_model("efficientnet_lite0", pretrained=not_a_dict)
+    other = tmp_path / "mini_vgg.pth"
+    torch.save(pw.zoo.build("mini_vgg").state_dict(), other)
+    with pytest.raises(RuntimeError, match="does not fit 'mini_resnet'.*another architecture"):
+        pw.load_model("mini_resnet", pretrained=other)
+    with pytest.raises(TypeError, match="pretrained must be True, False or the path"):
+        pw.load_model("mini_vgg", pretrained=1)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_unknown_name_lists_every_kind():
+    with pytest.raises(models.UnknownModelError) as info:
+        pw.load_model("efficientnet_lite1")
+    message = str(info.value)
+    assert "\n" not in message and "did you mean 'efficientnet_lite0'" in message
+    for name in ("efficientnet_lite0", "mini_vgg", "mini_vgg_bn", "mini_resnet", "vgg19", "resnet101", "alexnet"):
+        assert name in message
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name", [None, 19, torchvision.models.vgg11])
+def test_name_must_be_a_string(name):
+    with pytest.raises(TypeError, match="model name must be a string"):
+        pw.load_model(name)
+
+
+# ------------------------------------------------------------------------------------------ random state
+
+
+@pytest.mark.parametrize("load", [
+    lambda: pw.zoo.load("mini_resnet"),
+    lambda: pw.load_model("mini_vgg"),
+    lambda: pw.load_model("efficientnet_lite0"),
+    lambda: pw.load_model("mini_vgg_bn", pretrained=pw.zoo.weights_path("mini_vgg_bn")),
+])
+def test_pretrained_loading_leaves_the_global_rng_alone(load):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_random_weights_draw_from_the_seed():
+    torch.manual_seed(5)
+    a = pw.load_model("mini_vgg", pretrained=False)
+    torch.manual_seed(5)
+    b = pw.load_model("mini_vgg", pretrained=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert a.pretrained is False

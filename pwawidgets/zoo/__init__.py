@@ -41,11 +41,15 @@ def weights_path(name: str) -> Path:
 
 
 def load(name: str) -> nn.Module:
-    """The trained net, in eval mode, with its weights loaded by ``torch.load(..., weights_only=True)``."""
+    """The trained net, in eval mode, with its weights loaded by ``torch.load(..., weights_only=True)``.
+
+    The global torch random state is left as it was (the random initialisation is overwritten anyway).
+    """
     path = weights_path(name)
     if not path.exists():
         raise FileNotFoundError(f"no weights at {path}: run `python -m pwawidgets.zoo train --only {name}`")
-    model = build(name)
+    with torch.random.fork_rng(devices=[]):
+        model = build(name)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 

@@ -1,0 +1,472 @@
+"""What a network may contain to be piece-wise affine, and where its piece-wise parts switch.
+
+One registry, read by layer capture (which modules are activations: the ``"all"`` preset), by the audit (is
+every operation piece-wise affine in the input?) and by the region radius (how far along a direction until some
+operation switches to another affine piece). Adding an activation is one entry here.
+
+Categories of an operation, judged by what it does to values that depend on the input:
+
+- ``affine``: linear maps plus constants (convolutions, sums, reshapes, padding, average pooling...);
+- ``bilinear``: affine in each operand (products, matrix products, convolutions by a computed kernel): piece-wise
+  affine only while at most one operand depends on the input;
+- ``division``: affine in the numerator, not in the denominator;
+- ``piecewise``: piece-wise affine with switch points (ReLU and kin, max-pooling, clamp, abs, max/min);
+- ``step``: piece-wise constant (comparisons, sign, floor, argmax): fine as masks or indices;
+- ``smooth``: not piece-wise affine when applied to input-dependent values (exp, sigmoid, GELU, LayerNorm...);
+- ``mode``: depends on the training flag (BatchNorm, Dropout, RReLU): affine in eval mode only;
+- ``lookup``: an embedding: its output is a new continuous tensor (decompose after it, not at its integer input);
+- ``shape``: reads metadata (``x.shape``, ``x.dim()``): a constant;
+- ``detach``: cuts the gradient, so ``w`` misses that path.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import nn
+
+AFFINE, BILINEAR, DIVISION, PIECEWISE, STEP, SMOOTH = "affine", "bilinear", "division", "piecewise", "step", "smooth"
+MODE, LOOKUP, SHAPE, DETACH = "mode", "lookup", "shape", "detach"
+
+Switches = Callable[[tuple, dict], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of operation: its category, the modules, functions and Tensor methods that perform it, and (for
+    piece-wise and step kinds) how to find the smallest step ``t >= 0`` at which it switches."""
+
+    name: str
+    category: str
+    modules: tuple[type[nn.Module], ...] = ()
+    functions: tuple[Callable, ...] = ()
+    methods: tuple[str, ...] = ()
+    switches: Switches | None = None
+    activation: bool = False  # its module's output is an activation (the "all" preset)
+
+
+# ------------------------------------------------------------------------------------------ switch steps
+
+
+def _dual(value) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(primal, tangent) of a tensor under forward-mode AD; (value, None) for constants and numbers."""
+    if not isinstance(value, torch.Tensor):
+        return (None if value is None else torch.as_tensor(value)), None
+    primal, tangent = fwAD.unpack_dual(value)
+    return primal.detach(), (None if tangent is None else tangent.detach())
+
+
+def _per_example(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Smallest step per example ``(batch,)`` of a tensor of steps whose first axis is the batch."""
+    if t.dim() == 0 or t.shape[0] != batch:
+        return t.reshape(-1).amin().expand(batch) if t.numel() else torch.full((batch,), float("inf"))
+    return t.flatten(1).amin(1) if t.dim() > 1 else t
+
+
+def crossing(z: torch.Tensor, dz: torch.Tensor, level: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Per entry, the smallest ``t >= 0`` with ``z + t dz == level`` (inf where never)."""
+    level = torch.as_tensor(level, dtype=z.dtype, device=z.device)
+    t = (level - z) / dz
+    return torch.where((dz != 0) & (t >= 0), t, torch.full_like(t, float("inf")))
+
+
+def _levels(levels: Sequence) -> Switches:
+    """Switches of an elementwise function of its first argument at fixed levels read from the call."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        z, dz = _dual(args[0])
+        if dz is None:
+            return []
+        values = levels(args, kwargs) if callable(levels) else levels
+        return [_per_example(crossing(z, dz, v), z.shape[0]) for v in values if v is not None]
+
+    return switches
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _difference(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """Switches of a two-operand comparison, max or min: where ``a - b`` crosses 0."""
+    a, da = _dual(args[0])
+    b_value = _arg(args, kwargs, 1, "other")
+    if b_value is None or isinstance(b_value, (int, float)) and not isinstance(b_value, bool):
+        b_value = 0.0 if b_value is None else b_value
+    b, db = _dual(b_value)
+    if da is None and db is None:
+        return []
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    diff = a - b.to(a.device, a.dtype)
+    rate = (da if da is not None else zero) - (db.to(a.device) if db is not None else zero)
+    batch = max(a.shape[0] if a.dim() else 1, 1)
+    return [_per_example(crossing(diff, rate.expand_as(diff)), batch)]
+
+
+def _max_or_min(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """``torch.max(x, other)`` switches like a comparison; ``torch.max(x, dim)`` like a window over ``dim``."""
+    other = _arg(args, kwargs, 1, "other")
+    if isinstance(other, torch.Tensor):
+        return _difference(args, kwargs)
+    dims = _arg(args, kwargs, 1, "dim")
+    return _reduction_switches(args[0], dims)
+
+
+def _reduction(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    return _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"))
+
+
+def _reduction_switches(x, dims) -> list[torch.Tensor]:
+    v, dv = _dual(x)
+    if dv is None:
+        return []
+    if dims is None:
+        dims = tuple(range(1, v.dim()))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    dims = tuple(d % v.dim() for d in dims)
+    keep = [d for d in range(v.dim()) if d not in dims]
+    values = v.permute(*keep, *dims).flatten(len(keep))
+    rates = dv.permute(*keep, *dims).flatten(len(keep))
+    return [_per_example(_window_steps(values.unsqueeze(-1), rates.unsqueeze(-1), axis=-2), v.shape[0])]
+
+
+def _window_steps(values: torch.Tensor, rates: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per window (entries along ``axis``), the smallest step before another entry overtakes the maximum.
+
+    A minimum is the maximum of the negated values, so callers negate for min."""
+    top, idx = values.max(dim=axis, keepdim=True)
+    gap, closing = top - values, rates - rates.gather(axis, idx)
+    t = gap / closing
+    valid = (closing > 0) & torch.isfinite(gap)
+    return torch.where(valid, t, torch.full_like(t, float("inf")))
+
+
+def _pool_switches(dims: int, adaptive: bool) -> Switches:
+    """Switches of a max-pool: another entry of a window overtakes its maximum."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        v, dv = _dual(args[0])
+        if dv is None:
+            return []
+        windows = _pool_windows(v, dv, args, kwargs, dims, adaptive)
+        if windows is None:
+            raise NotImplementedError("max-pool with ceil_mode, an uneven adaptive grid or 3-D windows")
+        vals, rates = windows
+        return [_per_example(_window_steps(vals, rates, axis=2), v.shape[0])]
+
+    return switches
+
+
+def _pair(value, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def _pool_windows(v, dv, args, kwargs, dims, adaptive):
+    """Max-pool windows of ``v`` and ``dv`` as ``(B, C, window, positions)``; None where not modelled."""
+    if dims == 3 or v.dim() < dims + 1:
+        return None
+    if dims == 1:  # a 1-D pool is a 2-D pool over a height of 1
+        v, dv = v.unsqueeze(-2), dv.unsqueeze(-2)
+    if v.dim() == 3:  # unbatched (C, H, W)
+        v, dv = v.unsqueeze(0), dv.unsqueeze(0)
+    h, w = v.shape[-2:]
+    if adaptive:
+        out = _pair(_arg(args, kwargs, 1, "output_size"), dims)
+        out = (1, *out) if dims == 1 else out
+        oh, ow = (h if out[0] is None else out[0]), (w if out[1] is None else out[1])
+        if h % oh or w % ow:
+            return None
+        kernel, stride, padding, dilation = (h // oh, w // ow), (h // oh, w // ow), (0, 0), (1, 1)
+    else:
+        if _arg(args, kwargs, 5, "ceil_mode", False):
+            return None
+        kernel = _pair(_arg(args, kwargs, 1, "kernel_size"), dims)
+        stride = _arg(args, kwargs, 2, "stride") or kernel
+        stride = _pair(stride, dims)
+        padding = _pair(_arg(args, kwargs, 3, "padding", 0), dims)
+        dilation = _pair(_arg(args, kwargs, 4, "dilation", 1), dims)
+        if dims == 1:
+            kernel, stride, padding, dilation = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation)
+    pads = (padding[1], padding[1], padding[0], padding[0])
+    vp = F.pad(v, pads, value=float("-inf"))
+    dvp = F.pad(dv, pads, value=0.0)
+    b, c = vp.shape[:2]
+    unfold = {"kernel_size": kernel, "dilation": dilation, "stride": stride}
+    vals = F.unfold(vp.reshape(b * c, 1, *vp.shape[-2:]), **unfold).view(b, c, -1, _positions(vp, unfold))
+    rates = F.unfold(dvp.reshape(b * c, 1, *vp.shape[-2:]), **unfold).view(b, c, -1, _positions(vp, unfold))
+    return vals, rates
+
+
+def _positions(x: torch.Tensor, unfold: dict) -> int:
+    k, d, s = unfold["kernel_size"], unfold["dilation"], unfold["stride"]
+    return math.prod((size - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, size in enumerate(x.shape[-2:]))
+
+
+def _integer_steps(offset: float) -> Switches:
+    """Switches of floor/ceil/round: the value crosses the next boundary ``k + offset``."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        z, dz = _dual(args[0])
+        if dz is None:
+            return []
+        up = torch.floor(z - offset) + 1 + offset
+        down = torch.ceil(z - offset) - 1 + offset
+        level = torch.where(dz > 0, up, down)
+        return [_per_example(crossing(z, dz, level), z.shape[0])]
+
+    return switches
+
+
+def _clamp_levels(args: tuple, kwargs: dict) -> list:
+    return [_arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")]
+
+
+def _hardtanh_levels(args: tuple, kwargs: dict) -> list:
+    return [_arg(args, kwargs, 1, "min_val", -1.0), _arg(args, kwargs, 2, "max_val", 1.0)]
+
+
+def _shrink_levels(args: tuple, kwargs: dict) -> list:
+    lam = _arg(args, kwargs, 1, "lambd", 0.5)
+    return [-lam, lam]
+
+
+def _threshold_levels(args: tuple, kwargs: dict) -> list:
+    return [_arg(args, kwargs, 1, "threshold")]
+
+
+def _pool_dispatch(adaptive: bool) -> Switches:
+    """Switches of a max-pool called through any of its functions (1-D and 2-D windows are modelled)."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        v, _ = _dual(args[0])
+        dims = 3 if v is not None and v.dim() == 5 else 2
+        if v is not None and v.dim() == 3 and _is_1d_pool(args, kwargs, adaptive):
+            dims = 1
+        return _pool_switches(dims, adaptive)(args, kwargs)
+
+    return switches
+
+
+def _is_1d_pool(args: tuple, kwargs: dict, adaptive: bool) -> bool:
+    size = _arg(args, kwargs, 1, "output_size" if adaptive else "kernel_size")
+    return isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 1)
+
+
+# ----------------------------------------------------------------------------------------- the registry
+
+
+def _fns(*names: str, module=F) -> tuple[Callable, ...]:
+    """The functions of ``module`` with these names that exist in this PyTorch."""
+    return tuple(getattr(module, n) for n in names if hasattr(module, n))
+
+
+def _tensor_methods(*names: str) -> tuple[Callable, ...]:
+    """Tensor methods (and their in-place forms) as ``__torch_function__`` sees them."""
+    out = []
+    for n in names:
+        for variant in (n, n + "_", f"__{n}__"):
+            if hasattr(torch.Tensor, variant):
+                out.append(getattr(torch.Tensor, variant))
+    return tuple(out)
+
+
+_ZERO = (0.0,)
+
+KINDS: tuple[Kind, ...] = (
+    # piece-wise affine activations
+    Kind("relu", PIECEWISE, (nn.ReLU,), _fns("relu", "relu_") + _fns("relu", "relu_", module=torch)
+         + _tensor_methods("relu"), ("relu",), _levels(_ZERO), activation=True),
+    Kind("leaky_relu", PIECEWISE, (nn.LeakyReLU,), _fns("leaky_relu", "leaky_relu_"), ("leaky_relu",),
+         _levels(_ZERO), activation=True),
+    Kind("prelu", PIECEWISE, (nn.PReLU,), _fns("prelu") + _fns("prelu", module=torch), ("prelu",), _levels(_ZERO),
+         activation=True),
+    Kind("relu6", PIECEWISE, (nn.ReLU6,), _fns("relu6"), (), _levels((0.0, 6.0)), activation=True),
+    Kind("hardtanh", PIECEWISE, (nn.Hardtanh,), _fns("hardtanh", "hardtanh_"), (), _levels(_hardtanh_levels),
+         activation=True),
+    Kind("rrelu", MODE, (nn.RReLU,), _fns("rrelu", "rrelu_"), (), _levels(_ZERO), activation=True),
+    Kind("threshold", PIECEWISE, (nn.Threshold,), _fns("threshold", "threshold_", "_threshold"), (),
+         _levels(_threshold_levels), activation=True),
+    Kind("hardsigmoid", PIECEWISE, (nn.Hardsigmoid,), _fns("hardsigmoid"), (), _levels((-3.0, 3.0)),
+         activation=True),
+    Kind("shrink", PIECEWISE, (nn.Softshrink, nn.Hardshrink), _fns("softshrink", "hardshrink")
+         + _tensor_methods("hardshrink"), ("hardshrink",), _levels(_shrink_levels), activation=True),
+    Kind("clamp", PIECEWISE, (), _fns("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", module=torch)
+         + _tensor_methods("clamp", "clip", "clamp_min", "clamp_max"), ("clamp", "clip", "clamp_min", "clamp_max"),
+         _levels(_clamp_levels)),
+    Kind("abs", PIECEWISE, (), _fns("abs", "absolute", module=torch) + _tensor_methods("abs", "absolute")
+         + (operator.abs,), ("abs", "absolute"), _levels(_ZERO)),
+    Kind("maximum", PIECEWISE, (), _fns("maximum", "minimum", "fmax", "fmin", module=torch)
+         + _tensor_methods("maximum", "minimum", "fmax", "fmin"), ("maximum", "minimum", "fmax", "fmin"),
+         _difference),
+    Kind("max", PIECEWISE, (), _fns("max", "min", module=torch) + _tensor_methods("max", "min"), ("max", "min"),
+         _max_or_min),
+    Kind("amax", PIECEWISE, (), _fns("amax", "amin", module=torch) + _tensor_methods("amax", "amin"),
+         ("amax", "amin"), _reduction),
+    Kind("max_pool", PIECEWISE, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d),
+         _fns("max_pool1d", "max_pool2d", "max_pool3d", "_max_pool1d", "_max_pool2d", "_max_pool3d",
+              "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices")
+         + _fns("max_pool1d", "max_pool2d", "max_pool3d", module=torch), (), _pool_dispatch(adaptive=False)),
+    Kind("adaptive_max_pool", PIECEWISE, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+         _fns("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "_adaptive_max_pool1d",
+              "_adaptive_max_pool2d", "_adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+              "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"), (),
+         _pool_dispatch(adaptive=True)),
+    Kind("select", PIECEWISE, (), _fns("where", module=torch) + _tensor_methods("where", "masked_fill"),
+         ("where", "masked_fill"), lambda args, kwargs: []),
+    # piece-wise constant
+    Kind("compare", STEP, (), _fns("gt", "ge", "lt", "le", "eq", "ne", "greater", "less", module=torch)
+         + _tensor_methods("gt", "ge", "lt", "le", "eq", "ne")
+         + (operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne),
+         ("gt", "ge", "lt", "le", "eq", "ne"), _difference),
+    Kind("sign", STEP, (), _fns("sign", "heaviside", "signbit", module=torch) + _tensor_methods("sign", "heaviside"),
+         ("sign", "heaviside", "signbit"), _levels(_ZERO)),
+    Kind("floor", STEP, (), _fns("floor", "trunc", "floor_divide", module=torch) + _tensor_methods("floor", "trunc")
+         + (operator.floordiv,), ("floor", "trunc", "floor_divide"), _integer_steps(0.0)),
+    Kind("ceil", STEP, (), _fns("ceil", module=torch) + _tensor_methods("ceil"), ("ceil",), _integer_steps(0.0)),
+    Kind("round", STEP, (), _fns("round", module=torch) + _tensor_methods("round"), ("round",), _integer_steps(0.5)),
+    Kind("argmax", STEP, (), _fns("argmax", "argmin", "argsort", "topk", "sort", module=torch)
+         + _tensor_methods("argmax", "argmin", "argsort"), ("argmax", "argmin", "argsort", "topk", "sort"),
+         lambda args, kwargs: []),
+    Kind("logic", STEP, (), (operator.and_, operator.or_, operator.xor, operator.invert, operator.not_)
+         + _fns("logical_and", "logical_or", "logical_not", module=torch), ("logical_and", "logical_or",
+         "logical_not", "bool", "long", "int"), lambda args, kwargs: []),
+    # affine
+    Kind("affine", AFFINE, (
+        nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
+        nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+        nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d,
+        nn.CircularPad3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.PixelShuffle,
+        nn.PixelUnshuffle, nn.ChannelShuffle, nn.Fold, nn.Unfold),
+        (operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.pos, operator.getitem)
+        + _fns("add", "sub", "subtract", "neg", "negative", "cat", "concat", "concatenate", "stack", "hstack",
+               "vstack", "flatten", "reshape", "transpose", "permute", "squeeze", "unsqueeze", "mean", "sum",
+               "chunk", "split", "narrow", "select", "index_select", "gather", "roll", "flip", "cumsum", "diff",
+               "movedim", "swapaxes", "tile", "repeat_interleave", "t", "diagonal", "unbind", "nansum",
+               module=torch)
+        + _fns("pad", "interpolate", "upsample", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+               "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
+               "channel_shuffle", "native_channel_shuffle"),
+        ("view", "reshape", "flatten", "unflatten", "permute", "transpose", "contiguous", "add", "sub", "subtract",
+         "mean", "sum", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "chunk", "split", "clone", "neg",
+         "view_as", "reshape_as", "narrow", "select", "index_select", "gather", "roll", "flip", "cumsum", "t",
+         "movedim", "unbind", "float", "double", "half", "bfloat16", "to", "type", "type_as", "cpu", "cuda",
+         "diagonal", "squeeze_", "unsqueeze_", "nansum", "requires_grad_"), None),
+    Kind("bilinear", BILINEAR, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                nn.ConvTranspose3d, nn.Linear, nn.LazyLinear, nn.LazyConv1d, nn.LazyConv2d,
+                                nn.LazyConv3d),
+         (operator.mul, operator.imul, operator.matmul, operator.imatmul)
+         + _fns("mul", "multiply", "matmul", "mm", "bmm", "einsum", "outer", "dot", "addmm", "baddbmm", "mv",
+                "tensordot", "kron", module=torch)
+         + _fns("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
+         ("mul", "multiply", "matmul", "mm", "bmm", "outer", "dot", "mv", "addmm"), None),
+    Kind("division", DIVISION, (), (operator.truediv, operator.itruediv) + _fns("div", "divide", "true_divide",
+                                                                                  module=torch),
+         ("div", "divide", "true_divide"), None),
+    Kind("batch_norm", MODE, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                              nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d), _fns("batch_norm"), (),
+         None),
+    Kind("dropout", MODE, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                           nn.FeatureAlphaDropout), _fns("dropout", "dropout1d", "dropout2d", "dropout3d",
+                                                         "alpha_dropout", "feature_alpha_dropout"), (), None),
+    Kind("embedding", LOOKUP, (nn.Embedding, nn.EmbeddingBag), _fns("embedding", "embedding_bag"), (), None),
+    Kind("shape", SHAPE, (), _fns("zeros_like", "ones_like", "full_like", "empty_like", "zeros", "ones", "full",
+                                  "arange", "numel", "tensor", "as_tensor", module=torch)
+         + (len,), ("size", "dim", "numel", "ndimension", "nelement", "new_zeros", "new_ones", "new_full",
+                             "new_empty", "new_tensor", "zero_"), None),
+    Kind("detach", DETACH, (), _fns("detach", module=torch), ("detach", "detach_", "data"), None),
+    # smooth: not piece-wise affine
+    Kind("smooth", SMOOTH, (
+        nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.Softmax2d, nn.LogSoftmax, nn.Softmin, nn.Softplus,
+        nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink, nn.Softsign, nn.GLU,
+        nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm,
+        nn.CrossMapLRN2d, nn.RMSNorm, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Bilinear, nn.LPPool1d,
+        nn.LPPool2d, nn.Transformer, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.CosineSimilarity,
+        nn.PairwiseDistance),
+        _fns("gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "softmin", "softplus", "elu", "elu_",
+             "selu", "celu", "mish", "hardswish", "logsigmoid", "tanhshrink", "softsign", "glu", "layer_norm",
+             "group_norm", "instance_norm", "local_response_norm", "rms_norm", "normalize",
+             "scaled_dot_product_attention", "lp_pool1d", "lp_pool2d", "cosine_similarity", "pairwise_distance")
+        + _fns("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "sigmoid", "tanh", "erf",
+               "erfc", "sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh", "asinh", "atanh", "pow",
+               "square", "reciprocal", "softmax", "log_softmax", "logsumexp", "norm", "std", "var", "var_mean",
+               "std_mean", "prod", "cumprod", "special_erf", "atan2", "hypot", "lgamma", "digamma", module=torch)
+        + (operator.pow, operator.ipow),
+        ("sigmoid", "tanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "softmax",
+         "log_softmax", "pow", "square", "reciprocal", "erf", "erfc", "sin", "cos", "tan", "atan", "norm", "std",
+         "var", "prod", "cumprod", "logsumexp", "sinh", "cosh"), None),
+)
+
+
+for _kind in KINDS:  # the region radius reads where every piece-wise or step kind switches
+    if _kind.category in (PIECEWISE, STEP) and _kind.switches is None:
+        raise AssertionError(f"kind {_kind.name!r} has no switch function")
+
+# lookups -------------------------------------------------------------------------------------------------
+
+_BY_MODULE: dict[type, Kind] = {m: k for k in KINDS for m in k.modules}
+_BY_FUNCTION: dict[Callable, Kind] = {}
+for _kind in KINDS:
+    for _fn in _kind.functions:
+        _BY_FUNCTION.setdefault(_fn, _kind)
+_BY_METHOD: dict[str, Kind] = {m: k for k in KINDS for m in k.methods}
+
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = tuple(m for k in KINDS if k.activation for m in k.modules)
+"""Module types whose outputs are activations: the ``"all"`` preset captures every call of these."""
+
+
+def kind_of_module(module: nn.Module) -> Kind | None:
+    """The kind of a leaf module (by type, most derived registered class first); None when unknown."""
+    for cls in type(module).__mro__:
+        kind = _BY_MODULE.get(cls)
+        if kind is not None:
+            return kind
+    if type(module).__module__.startswith("torch.nn.modules.activation"):
+        return _SMOOTH_ACTIVATION
+    return None
+
+
+def kind_of_function(fn: Callable) -> Kind | None:
+    """The kind of a function or Tensor method as torch.fx or ``__torch_function__`` records it."""
+    try:
+        return _BY_FUNCTION.get(fn)
+    except TypeError:  # unhashable
+        return None
+
+
+def kind_of_method(name: str) -> Kind | None:
+    """The kind of a Tensor method called by name (torch.fx ``call_method``); in-place forms count as theirs."""
+    kind = _BY_METHOD.get(name)
+    if kind is None and name.endswith("_") and not name.endswith("__"):
+        kind = _BY_METHOD.get(name[:-1])
+    return kind
+
+
+_SMOOTH_ACTIVATION = Kind("activation", SMOOTH)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for modules whose output is an activation (ReLU and its piece-wise kin)."""
+    return isinstance(module, ACTIVATION_MODULES)
+
+
+def training_finding(module: nn.Module) -> str | None:
+    """Why a mode-dependent module is not affine now (None when it is, i.e. in eval mode)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if not module.track_running_stats or module.running_mean is None:
+            return "uses batch statistics (track_running_stats=False): not a fixed affine map"
+        if module.training:
+            return "in training mode (normalises by batch statistics): call model.eval() first"
+        return None
+    if isinstance(module, nn.RReLU) and module.training:
+        return "in training mode (random negative slopes): call model.eval() first"
+    if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                           nn.FeatureAlphaDropout)) and module.training and module.p > 0:
+        return "in training mode (random masks): call model.eval() first"
+    return None

@@ -1,0 +1,210 @@
+"""The audit judges each operation by what it does to values that depend on the input: both ways, every case."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pwawidgets as pw
+from pwawidgets.audit import signature
+
+
+class Wrap(nn.Module):
+    """A model whose forward is a given function of the input and two linear layers."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.lin, self.lin2 = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.W = nn.Parameter(torch.randn(4, 2))
+        self.log_s = nn.Parameter(torch.zeros(4))
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+AFFINE_CASES = {
+    "matmul by a parameter": lambda m, x: torch.matmul(torch.relu(x), m.W),
+    "@ by a parameter": lambda m, x: F.relu(m.lin(x)) @ m.W,
+    "scale by exp of a parameter": lambda m, x: m.lin2(m.lin(x) * m.log_s.exp()),
+    "divide by a parameter": lambda m, x: m.lin2(m.lin(x) / (1 + m.log_s.exp())),
+    "mask times value": lambda m, x: m.lin2(m.lin(x) * (m.lin(x) > 0).float()),
+    "where with a comparison": lambda m, x: m.lin2(torch.where(x > 0, x, 0.1 * x)),
+    "clamp and abs": lambda m, x: m.lin2(m.lin(x).clamp(-1, 1) + x.abs()),
+    "shape arithmetic padding": lambda m, x: m.lin2(F.pad(x, (0, 1 + x.shape[-1] % 2))[..., :4]),
+    "max over a dimension": lambda m, x: m.lin2(x) + m.lin(x).max(dim=1, keepdim=True).values,
+    "x ** 1": lambda m, x: m.lin2(x ** 1),
+    "in-place relu": lambda m, x: m.lin2(m.lin(x).relu_()),
+    "hardsigmoid": lambda m, x: m.lin2(F.hardsigmoid(m.lin(x))),
+}
+
+SMOOTH_CASES = {
+    "product of two computed values": lambda m, x: m.lin2(m.lin(x) * m.lin(x)),
+    "one over a computed value": lambda m, x: m.lin2(1.0 / m.lin(x)),
+    "division by a computed value": lambda m, x: m.lin2(x / m.lin(x)),
+    "hand-written GELU (erf)": lambda m, x: m.lin2(0.5 * m.lin(x) * (1 + torch.erf(m.lin(x) / 2 ** 0.5))),
+    "in-place sigmoid": lambda m, x: m.lin2(m.lin(x).sigmoid_()),
+    "where with a square": lambda m, x: m.lin2(torch.where(x > 0, x, x * x)),
+    "erf alone": lambda m, x: m.lin2(torch.erf(x)),
+    "square": lambda m, x: m.lin2(x ** 2),
+    "matmul of two computed values": lambda m, x: m.lin2(torch.matmul(m.lin(x).unsqueeze(2), x.unsqueeze(1)).sum(2)),
+    "exp of the input": lambda m, x: m.lin2(x.exp()),
+    "detach": lambda m, x: m.lin2(m.lin(x).detach() + x),
+    "softsign": lambda m, x: m.lin2(F.softsign(x)),
+    "training dropout call": lambda m, x: m.lin2(F.dropout(x, 0.5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFFINE_CASES))
+def test_piecewise_affine_forward_passes(name):
+    model = Wrap(AFFINE_CASES[name]).eval()
+    report = pw.audit(model)
+    assert report.verified, f"{name}: {report}"
+    pw.decompose(model, torch.randn(2, 4), 0, strict=True)  # no refusal, no warning
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTH_CASES))
+def test_non_affine_forward_is_refused(name):
+    model = Wrap(SMOOTH_CASES[name]).eval()
+    report = pw.audit(model)
+    assert not report.ok, f"{name}: {report}"
+    with pytest.raises(ValueError, match="allow_non_affine"):
+        pw.decompose(model, torch.randn(2, 4), 0)
+
+
+def test_modules_by_kind_and_mode():
+    assert pw.audit(nn.Sequential(nn.Linear(4, 4), nn.Softsign(), nn.Linear(4, 2)).eval()).offending
+    assert pw.audit(nn.Sequential(nn.Linear(4, 4), nn.Hardsigmoid(), nn.Linear(4, 2)).eval()).verified
+    assert pw.audit(nn.Sequential(nn.Linear(4, 4), nn.Hardswish(), nn.Linear(4, 2)).eval()).offending
+    rrelu = nn.Sequential(nn.Linear(4, 4), nn.RReLU(), nn.Linear(4, 2))
+    assert "random negative slopes" in str(pw.audit(rrelu.train()))
+    assert pw.audit(rrelu.eval()).verified
+    assert pw.audit(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)).eval()).offending
+
+
+class Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.GELU()
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.act(self.fc(x)))
+
+
+def test_offending_module_is_named_and_decompose_refuses_it():
+    report = pw.audit(Gelu().eval())
+    assert not report.ok and [f.where for f in report.offending] == ["act"]
+    with pytest.raises(ValueError, match="act.*GELU"):
+        pw.decompose(Gelu().eval(), torch.randn(1, 4), 0)
+    with pytest.warns(pw.ExactnessWarning, match="not piece-wise affine"):
+        pw.decompose(Gelu().eval(), torch.randn(1, 4), 0, allow_non_affine=True)
+
+
+def test_train_mode_batchnorm_and_dropout(small_cnn, vgg11, resnet18):
+    assert pw.audit(vgg11).verified and pw.audit(resnet18).verified and pw.audit(small_cnn).verified
+    small_cnn.train()
+    report = pw.audit(small_cnn)
+    assert {f.where for f in report.offending} == {"1", "13"}
+    assert "model.eval()" in str(report)
+    with pytest.raises(ValueError, match="training mode"):
+        pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
+    small_cnn.eval()
+    assert pw.audit(small_cnn).ok
+
+
+class Dynamic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow cannot be traced
+            return self.fc(x)
+        return -self.fc(x)
+
+
+def test_untraceable_code_is_unverified_and_decompose_warns_or_raises():
+    report = pw.audit(Dynamic().eval())
+    assert report.ok and not report.verified and not report.traced and "could not be traced" in str(report)
+    with pytest.warns(pw.ExactnessWarning, match="could not be traced"):
+        pw.decompose(Dynamic().eval(), torch.ones(1, 3), 0)
+    with pytest.raises(ValueError, match="strict=True"):
+        pw.decompose(Dynamic().eval(), torch.ones(1, 3), 0, strict=True)
+
+
+def test_unknown_operation_is_unverified():
+    model = Wrap(lambda m, x: m.lin2(torch.special.i0(x))).eval()
+    report = pw.audit(model)
+    assert report.ok and report.unverified and "unknown" in str(report)
+
+
+def test_custom_modules_are_checked_inside():
+    class Centre(nn.Module):  # custom, but only affine operations with a constant buffer
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.full((1, 4), 0.5))
+
+        def forward(self, x):
+            return (x - self.mean) / self.mean
+
+    class Squash(nn.Module):  # custom, with a smooth operation inside
+        def forward(self, x):
+            return torch.tanh(x)
+
+    assert pw.audit(nn.Sequential(Centre(), nn.Linear(4, 2)).eval()).verified
+    report = pw.audit(nn.Sequential(nn.Linear(4, 4), Squash(), nn.Linear(4, 2)).eval())
+    assert not report.ok and "tanh" in str(report)
+
+
+class Switchable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.smooth = False
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x)) if self.smooth else self.fc(torch.relu(x))
+
+
+def test_cache_follows_flags_modes_and_replaced_modules():
+    model = Switchable().eval()
+    assert pw.audit(model).verified
+    model.smooth = True  # a Python flag switches a smooth path on
+    assert not pw.audit(model).ok
+    model.smooth = False
+    assert pw.audit(model).verified
+
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    assert pw.audit(net).verified
+    net[1].track_running_stats = False  # now uses batch statistics
+    assert "batch statistics" in str(pw.audit(net))
+    net[1].track_running_stats = True
+    net[2] = nn.Tanh()  # replaced in place
+    assert not pw.audit(net).ok
+
+
+def test_signature_is_stable_and_the_report_is_a_copy():
+    model = Switchable().eval()
+    assert signature(model) == signature(model)
+    report = pw.audit(model)
+    report.offending.append("tampered")
+    assert pw.audit(model).verified
+
+
+def test_embedding_output_is_a_new_variable():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            return self.fc(torch.relu(self.embed(ids)).mean(1))
+
+    assert pw.audit(Tokens().eval()).verified
+    bad = Wrap(lambda m, x: m.lin2(torch.sigmoid(x))).eval()
+    assert not pw.audit(bad).ok
