@@ -1,4 +1,4 @@
-"""Command line: ``python -m pwawidgets fetch|audit|course``.
+"""Command line: ``python -m pwawidgets fetch|audit|course|reproduce``.
 
 Each subcommand is one ``_add_<name>`` function (its arguments) and one ``_<name>`` function (its work, taking
 the parsed arguments and returning the exit status); :data:`SUBCOMMANDS` lists them in help order. Exit
@@ -111,7 +111,13 @@ def _course(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- main
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course]
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from .reproduce import add_subcommand
+
+    add_subcommand(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course, _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

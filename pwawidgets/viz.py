@@ -243,31 +243,49 @@ def map_grid(
     opacity: float = 0.6,
     cell: float = 1.9,
     show_image: bool = True,
+    units: str | dict[str, str] = "score units",
+    colorbars: bool = True,
 ):
     """The paper's Fig. 2 layout: one row per method, one column per layer, each map on the image.
 
-    ``rows`` maps a method name to its maps (``H x W`` arrays, one per column, already at the image's size);
-    each map is scaled to its own maximum. Returns a matplotlib ``Figure`` (not attached to pyplot).
+    ``rows`` maps a method name to its maps (``H x W`` arrays, one per column, already at the image's size); each
+    map is scaled to its own maximum and gets a colour bar in ``units`` (one string, or one per row). A map whose
+    view is empty (e.g. no positive part) says so on its panel. The plain image comes first in each row. Returns a
+    matplotlib ``Figure`` (not attached to pyplot).
     """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     n_rows, n_cols = len(rows), len(columns) + int(show_image)
-    fig = Figure(figsize=(cell * n_cols, cell * n_rows + (0.5 if title else 0.2)), layout="constrained")
+    extra = 0.45 if colorbars else 0.0
+    fig = Figure(figsize=(cell * n_cols, (cell + extra) * n_rows + (0.5 if title else 0.2)), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    empty = {"positive": "no positive part", "negative": "no negative part"}.get(sign, "all zero")
     for r, (method, maps) in enumerate(rows.items()):
         if len(maps) != len(columns):
             raise ValueError(f"row {method!r} has {len(maps)} maps for {len(columns)} columns")
-        offset = 0
+        unit = units.get(method, "") if isinstance(units, dict) else units
         if show_image:
             axes[r, 0].imshow(to_uint8(image))
-            axes[r, 0].set_title("image" if r == 0 else "", fontsize=9)
-            offset = 1
+            axes[r, 0].set_title("image", fontsize=9)
         for c, values in enumerate(maps):
-            picture, _ = render_map(image, values, sign, keep, opacity)
-            ax = axes[r, c + offset]
+            ax = axes[r, c + int(show_image)]
+            view = sign_view(values, sign)
+            picture, vmax = render_map(image, values, sign, keep, opacity)
             ax.imshow(picture)
-            if r == 0:
-                ax.set_title(columns[c], fontsize=9)
+            ax.set_title(f"{method}: {columns[c]}" if n_rows > 1 else columns[c], fontsize=8)
+            if not np.any(view):
+                ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
+            if colorbars:
+                low = -vmax if sign == "diverging" else 0.0
+                mappable = ScalarMappable(Normalize(low, vmax), colormaps[DEFAULT_CMAPS[sign]])
+                bar = fig.colorbar(mappable, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02)
+                bar.ax.tick_params(labelsize=6)
+                bar.set_ticks([low, vmax], labels=[f"{low:.3g}", f"{vmax:.3g}"])
+                bar.set_label(unit, fontsize=6, labelpad=1)
         axes[r, 0].set_ylabel(method, fontsize=9)
     for ax in axes.ravel():
         ax.set_xticks([])

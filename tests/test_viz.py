@@ -117,7 +117,12 @@ def test_colorbar_shows_the_colour_scale() -> None:
 def test_map_grid_layout(image: np.ndarray, values: np.ndarray) -> None:
     fig = viz.map_grid(image, {"ours": [values, values], "Grad-CAM": [values, -values]}, ["conv4", "conv5"],
                        title="test")
-    assert len(fig.axes) == 2 * 3
-    assert fig.axes[1].get_title() == "conv4"
+    assert len(fig.axes) == 2 * 3 + 2 * 2  # the panels, then a colour bar under each map
+    assert fig.axes[1].get_title() == "ours: conv4" and fig.axes[0].get_title() == "image"
+    assert "score units" in {ax.get_xlabel() for ax in fig.axes}
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("no positive part") == 0
+    fig = viz.map_grid(image, {"ours": [values, -np.abs(values)]}, ["conv4", "conv5"], colorbars=False)
+    assert len(fig.axes) == 3 and [t.get_text() for t in fig.axes[2].texts] == ["no positive part"]
     with pytest.raises(ValueError, match="maps for 2 columns"):
         viz.map_grid(image, {"ours": [values]}, ["conv4", "conv5"])
