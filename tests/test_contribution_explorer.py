@@ -292,3 +292,114 @@ def test_close_frees_the_explorer(mini: nn.Module, photo: np.ndarray) -> None:
     del explorer
     gc.collect()
     assert ref() is None  # nothing (no widget callback) keeps it alive
+
+
+MOVES = [("layer", "conv2"), ("method", "gradcam"), ("sign", "both"), ("threshold", 30.0)]
+
+
+def _moves_work(explorer: ContributionExplorer) -> None:
+    """Every slider still changes the picture, with no message."""
+    for key, value in MOVES:
+        before = explorer.snapshot()
+        explorer.controls[key].value = value
+        assert explorer.message == "", (key, explorer.message)
+        assert not np.array_equal(explorer.snapshot(), before), f"{key}={value} changed nothing"
+
+
+BAD_IMAGES = {
+    "bytes": lambda: b"\x89PNG but not really",
+    "nan": lambda: torch.full((1, 3, 64, 64), float("nan")),
+    "inf": lambda: torch.full((1, 3, 8, 8), float("inf")),
+    "too small for the net": lambda: torch.zeros(1, 3, 8, 8),
+    "batch": lambda: torch.zeros(2, 3, 64, 64),
+    "four channels": lambda: torch.zeros(1, 4, 64, 64),
+    "none": lambda: None,
+    "empty path": lambda: "",
+    "empty bytes": lambda: b"",
+    "object": lambda: object(),
+    "1-d": lambda: torch.zeros(5),
+    "5-d": lambda: np.zeros((1, 1, 3, 4, 4), np.uint8),
+    "uint8 batch": lambda: np.zeros((2, 8, 8, 3), np.uint8),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_IMAGES))
+def test_a_failed_set_image_keeps_the_previous_image_and_cache(explorer: ContributionExplorer, bad: str) -> None:
+    s = explorer.state
+    kept = {key: getattr(s, key) for key in ("inputs", "explained", "top", "target", "source", "probabilities")}
+    before = explorer.snapshot()
+    assert explorer.set_image(BAD_IMAGES[bad]()) is False  # never raises
+    assert explorer.message.startswith("Could not use this image: ")
+    for key, value in kept.items():
+        assert getattr(s, key) is value, key
+    assert np.array_equal(explorer.snapshot(), before)
+    _moves_work(explorer)
+
+
+def test_a_failure_while_showing_a_new_image_restores_the_previous_one(explorer: ContributionExplorer,
+                                                                       photo: np.ndarray, monkeypatch) -> None:
+    s = explorer.state
+    kept = {key: getattr(s, key) for key in ("inputs", "explained", "top", "target", "source", "picture")}
+    before = explorer.snapshot()
+    render = explorer._render
+
+    def failing_render() -> None:
+        if s.source == "boom":
+            raise RuntimeError("cannot draw this one")
+        render()
+
+    monkeypatch.setattr(explorer, "_render", failing_render)
+    assert explorer.set_image(photo[::-1].copy(), name="boom") is False
+    assert "cannot draw this one" in explorer.message
+    for key, value in kept.items():
+        assert getattr(s, key) is value, key
+    assert [v for _, v in explorer.controls["target"].options] == s.top
+    assert explorer.controls["target"].value == s.target
+    assert np.array_equal(explorer.snapshot(), before)
+    _moves_work(explorer)
+
+
+def test_uint8_pixels_are_scaled_like_a_photo(explorer: ContributionExplorer, photo: np.ndarray) -> None:
+    assert explorer.set_image(Image.fromarray(photo))
+    reference = explorer.state.inputs.clone()
+    chw = torch.from_numpy(photo).permute(2, 0, 1)
+    for source in (chw[None], photo, chw, photo[None], torch.from_numpy(photo)):
+        assert explorer.set_image(source) and explorer.message == "", explorer.message
+        torch.testing.assert_close(explorer.state.inputs, reference, rtol=0, atol=0)
+    assert float(reference.max()) <= 1.0  # the mini nets take raw pixels in [0, 1]
+
+
+@pytest.mark.parametrize("cls", [-1, 10**6, "no such class", 2.5, None, True, float("nan"), "", [1], "-3"])
+def test_bad_classes_show_a_message_and_keep_working(explorer: ContributionExplorer, cls) -> None:
+    target, before = explorer.state.target, explorer.snapshot()
+    assert explorer.select_class(cls) is False  # never raises
+    assert explorer.message.startswith("Class: ")
+    assert explorer.state.target == target and np.array_equal(explorer.snapshot(), before)
+    _moves_work(explorer)
+    assert explorer.select_class(np.int64(explorer.state.top[1])) and explorer.message == ""
+    assert explorer.select_class(str(explorer.state.top[2])) and explorer.state.target == explorer.state.top[2]
+
+
+def test_state_class_is_contribution_state(explorer: ContributionExplorer) -> None:
+    from pwawidgets.widgets import contribution_explorer as CE
+
+    assert isinstance(explorer.state, CE.ContributionState)
+    assert not hasattr(CE, "ExplorerState")
+
+
+def test_the_default_model_is_the_best_imagenet_net_available(mini: nn.Module, photo: np.ndarray,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwawidgets.models as models
+
+    asked: list[str] = []
+
+    def load_model(name: str, *args, **kwargs) -> nn.Module:
+        asked.append(name)
+        return mini
+
+    monkeypatch.setattr(models, "best_available_imagenet", lambda: "efficientnet_lite0", raising=False)
+    monkeypatch.setattr(models, "load_model", load_model)
+    explorer = ContributionExplorer(image=photo)
+    assert asked == ["efficientnet_lite0"]
+    assert explorer.model is mini and explorer.message == ""
+    assert ContributionExplorer(None, photo).model is mini

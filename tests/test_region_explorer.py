@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,76 @@ def test_from_model_and_unsupported_model() -> None:
     assert ex.controls["output"].options[-1][1] == 2 and ex.message == ""
     with pytest.raises(ValueError, match="GELU"):
         RE.RegionExplorer.from_model(nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 1)), ((-1, 1), (-1, 1)))
+
+
+def test_state_class_is_region_state(explorer: RE.RegionExplorer) -> None:
+    assert isinstance(explorer.state, RE.RegionState)
+    assert not hasattr(RE, "ExplorerState")
+
+
+def test_a_slider_move_during_a_background_install_is_applied(explorer: RE.RegionExplorer, monkeypatch) -> None:
+    """The worker pauses inside its own hold, between two controls of the install; the kernel thread moves a
+    slider meanwhile. The move must be applied (not swallowed by the worker's hold), survive the rest of the
+    install, and every later callback must still work."""
+    paused, release = threading.Event(), threading.Event()
+    push = explorer._push_control
+
+    def pausing_push(key: str) -> None:
+        if threading.current_thread() is not threading.main_thread() and key == "y" and not paused.is_set():
+            paused.set()
+            assert release.wait(60), "the test never released the worker"
+        push(key)
+
+    monkeypatch.setattr(explorer, "_push_control", pausing_push)
+    c = explorer.controls
+    c["dataset"].value, c["depth"].value, c["width"].value = "circles", 2, 6
+    thread = explorer.retrain()
+    try:
+        assert paused.wait(120), "the worker never reached the install"
+        assert explorer.state.full.widths == (6, 6)  # the new network is committed; its controls are not all set
+        assert c["y"].value != 0.25
+        c["y"].value = 0.25  # inside the old and the new box
+        assert explorer.state.point[1] == 0.25, "the move was dropped"
+    finally:
+        release.set()
+        explorer.wait(120)
+    assert not thread.is_alive() and explorer.message == ""
+    assert explorer.state.point[1] == 0.25 and c["y"].value == 0.25
+    assert not explorer._held
+    before = explorer.snapshot()
+    c["x"].value = 0.5
+    assert explorer.state.point == (0.5, 0.25)
+    assert not np.array_equal(explorer.snapshot(), before)
+    c["layer"].value = 1
+    assert explorer.state.layer == 1 and len(explorer.regions) < len(explorer.state.full)
+
+
+def test_retraining_leaves_the_thread_count_alone(explorer: RE.RegionExplorer, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    explorer.retrain(wait=True)
+    assert explorer.message == ""
+    assert calls == []  # the worker thread never changes the process-wide setting
+
+
+def test_a_click_outside_the_map_and_a_bad_pick_do_not_raise(explorer: RE.RegionExplorer) -> None:
+    assert explorer.pick_pixel(-50, -50) is False and explorer.message == ""
+    assert explorer.pick("left", 0) is False
+    assert explorer.message.startswith("ValueError")
+    assert explorer.pick(0.3, 0.2) is True and explorer.message == ""
+    assert explorer.state.point == (0.3, 0.2)
+
+
+def test_close_frees_the_explorer(toy: R.ToyNet) -> None:
+    import gc
+    import weakref
+
+    explorer = RE.RegionExplorer(toy, steps=150)
+    ref = weakref.ref(explorer)
+    explorer.close()
+    assert explorer.image.comm is None and explorer.controls["x"].comm is None
+    assert explorer._events is None or explorer._events.comm is None
+    assert explorer.state.layer_sets == [] and explorer._backgrounds == {}
+    del explorer
+    gc.collect()
+    assert ref() is None

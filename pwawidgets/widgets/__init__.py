@@ -1,4 +1,5 @@
-"""Interactive explorers (ipywidgets 8). Each keeps its state in one object and only renders from it.
+"""Interactive explorers (ipywidgets 8). Each keeps its state in one object and only renders from it; both share
+:class:`~pwawidgets.widgets.base.Explorer` (errors shown inside the widget, ``message``, ``snapshot()``, ``close()``).
 
 Imported on first use, so that ``import pwawidgets.widgets`` stays light.
 """

@@ -7,8 +7,9 @@ layer. The maps are reduced to one ``H_l x W_l`` array per (method, layer, class
 the top-k is decomposed once when first asked for, then kept too. Moving a slider only re-renders from this
 cache: numpy colormap, blend and PNG into an ``ipywidgets.Image`` (no figure, no network pass).
 
-All state is in one :class:`ExplorerState`; rendering reads only the state. Errors (a bad upload, an unknown
-class name, a model that is not piece-wise affine) are shown inside the widget (``explorer.message``).
+All state is in one :class:`ContributionState`; rendering reads only the state. Errors (a bad upload, an unknown
+class name, a model that is not piece-wise affine) are shown inside the widget (``explorer.message``); a new image
+is committed only once it has been explained and drawn, so a failure leaves the previous one in place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import html
 import math
-import warnings
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,58 +30,29 @@ from torch import nn
 from .. import viz
 from ..baselines import maps_from, resize_maps
 from ..core import decompose
-from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
+from ..images import ImageLoadError, display_image
 from ..layers import INPUT, layer_presets
-from ..models import imagenet_categories
-from ._sync import close_tree, holding
+from ..placement import model_device, model_dtype
+from .base import Explorer, Messages, guarded
+from .contribution_inputs import (
+    Preprocess,
+    class_names_for,
+    default_model,
+    is_mini,
+    option_labels,
+    prepare,
+    preprocessing_for,
+    sample_image,
+    sample_names,
+)
 
-__all__ = ["ClassExplanation", "ContributionExplorer", "ExplorerState", "Preprocess", "preprocessing_for"]
+__all__ = ["ClassExplanation", "ContributionExplorer", "ContributionState", "Preprocess", "preprocessing_for"]
 
 METHODS: dict[str, str] = {"ours": "contributions (ours)", "gradcam": "Grad-CAM", "gradient": "gradient"}
 SIDE_BY_SIDE = "side"
-MAX_UPLOAD_BYTES = 50 * 2**20
-MINI_SIZE = 64
 
 
 # ------------------------------------------------------------------------------------------------- state
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes a model input, and how big it is shown."""
-
-    size: int  # shorter side after resizing
-    crop: int | None  # centre crop
-    normalize: bool
-    normalization: tuple[tuple[float, ...], tuple[float, ...]]
-    display: int  # side of the displayed picture, pixels
-
-
-def _is_mini(model: nn.Module) -> bool:
-    try:
-        from ..zoo import MiniResNet, MiniVGG
-    except ImportError:
-        return False
-    return isinstance(model, (MiniVGG, MiniResNet))
-
-
-def preprocessing_for(model: nn.Module, image_size: int | None = None) -> Preprocess:
-    """Preprocessing decided from the model.
-
-    Input size: ``image_size`` if given, else a ``model.input_size`` attribute, else 64 for the mini zoo and
-    224 (resize 256, centre crop 224) for ImageNet classifiers. Normalisation: ``model.normalization``; a model
-    whose normalisation is ``((0, 0, 0), (1, 1, 1))`` (the mini zoo) takes raw pixels in [0, 1].
-    """
-    norm = getattr(model, "normalization", None) or IMAGENET_NORMALIZATION
-    mean, std = (tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1]))
-    raw = all(v == 0 for v in mean) and all(v == 1 for v in std)
-    side = image_size or getattr(model, "input_size", None) or (MINI_SIZE if _is_mini(model) else None)
-    if side is None:
-        size, crop = 256, 224
-    else:
-        size, crop = int(side), int(side)
-    display = crop if crop >= 200 else crop * max(1, round(256 / crop))
-    return Preprocess(size, crop, not raw, (mean, std), display)
 
 
 @dataclass
@@ -98,7 +70,7 @@ class ClassExplanation:
 
 
 @dataclass
-class ExplorerState:
+class ContributionState(Messages):
     """The whole interactive state: model facts, the current image and its cached explanations, the choices."""
 
     model_label: str
@@ -119,78 +91,11 @@ class ExplorerState:
     sign: str = "positive"
     keep: float = 100.0
     opacity: float = 0.6
-    error: str = ""
-    note: str = ""
     stats: dict[str, int] = field(default_factory=lambda: {"forwards": 0, "decompositions": 0, "renders": 0})
 
-    @property
-    def message(self) -> str:
-        return self.error or self.note
 
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _guard(what: str) -> Callable[[Callable], Callable]:
-    """Run a callback; show any exception as a message inside the widget (never a traceback)."""
-
-    def decorate(method: Callable) -> Callable:
-        @functools.wraps(method)
-        def wrapper(self: ContributionExplorer, *args: Any, **kwargs: Any) -> Any:
-            try:
-                result = method(self, *args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - every error of a callback is shown to the learner
-                plain = isinstance(e, (ImageLoadError, LookupError, ValueError))
-                text = str(e) if plain else f"{type(e).__name__}: {e}"
-                self._set_error(f"{what}: {text}")
-                return False
-            if self.state.error:
-                self._set_error("")
-            return True if result is None else result
-
-        return wrapper
-
-    return decorate
-
-
-def _class_names(model: nn.Module, n_classes: int | None) -> list[str]:
-    names = getattr(model, "class_names", None)
-    if names is not None:
-        return [str(n) for n in names]
-    if n_classes == 1000:
-        return imagenet_categories()
-    return [f"class {i}" for i in range(n_classes or 0)]
-
-
-def _option_labels(names: Sequence[str]) -> list[str]:
-    """Class names for completion; repeated names (ImageNet has two 'crane's) get their index appended."""
-    counts: dict[str, int] = {}
-    for n in names:
-        counts[n] = counts.get(n, 0) + 1
-    return [n if counts[n] == 1 else f"{n} (#{i})" for i, n in enumerate(names)]
-
-
-def _sample_names(model: nn.Module) -> list[str]:
-    from .. import data
-
-    photos = list(data.SAMPLE_PHOTOS)
-    if _is_mini(model):
-        return [f"shape:{c}" for c in data.SHAPE_CLASSES] + photos
-    return photos
-
-
-def _sample_image(name: str) -> np.ndarray:
-    """A sample picture by name: a scikit-image photo, or ``"shape:<class>"`` (a generated 64x64 shape)."""
-    from .. import data
-
-    if name.startswith("shape:"):
-        cls = name.split(":", 1)[1]
-        if cls not in data.SHAPE_CLASSES:
-            raise LookupError(f"unknown shape {cls!r}; one of {', '.join(data.SHAPE_CLASSES)}")
-        batch = data.shapes(len(data.SHAPE_CLASSES) * 4, seed=0)
-        i = int((batch.labels == data.SHAPE_CLASSES.index(cls)).nonzero()[0, 0])
-        return batch.images[i].permute(1, 2, 0).numpy()
-    return data.sample_photo(name)
+# what a new image replaces: restored as a whole when showing it fails
+IMAGE_FIELDS = ("class_names", "inputs", "picture", "probabilities", "top", "explained", "target", "source", "note")
 
 
 def _probability_text(p: float) -> str:
@@ -200,18 +105,23 @@ def _probability_text(p: float) -> str:
 # ----------------------------------------------------------------------------------------------- widget
 
 
-class ContributionExplorer:
+class ContributionExplorer(Explorer):
     """Explore the exact contributions of an image at every preset layer, against Grad-CAM and the gradient.
 
-    ``ContributionExplorer(model, image)``: ``image`` is a sample name (``"chelsea"``, ``"shape:star"`` on a
-    mini-zoo net), a path, bytes, a PIL image, an array, or a model-ready ``(1, 3, H, W)`` tensor; None picks
-    the first sample. Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`,
-    :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown.
+    ``ContributionExplorer(model, image)``: ``model`` defaults to the best ImageNet classifier available offline
+    (:func:`pwawidgets.models.best_available_imagenet`). ``image`` is a sample name (``"chelsea"``,
+    ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
+    0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample.
+    Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
+    :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. Bad input never raises: it is shown as a
+    message in the widget, which keeps working.
     """
+
+    PLAIN_ERRORS = (ImageLoadError, LookupError, ValueError)
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | None = None,
         image: Any = None,
         *,
         top_k: int = 5,
@@ -224,15 +134,18 @@ class ContributionExplorer:
         class_names: Sequence[str] | None = None,
         label: str | None = None,
     ):
+        super().__init__()
+        if model is None:
+            model = default_model()
         self.model = model
         presets = layer_presets(model).get("blocks", {})
         layers = [INPUT, *presets]
         head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
-        names = list(class_names) if class_names is not None else _class_names(
+        names = list(class_names) if class_names is not None else class_names_for(
             model, head.out_features if head is not None else None)
         untrained = getattr(model, "pretrained", None) is False
         base = label or getattr(model, "model_name", None) or type(model).__name__
-        self.state = ExplorerState(
+        self.state = ContributionState(
             model_label=base + (" (untrained: random weights)" if untrained else ""),
             untrained=untrained,
             class_names=names,
@@ -245,41 +158,34 @@ class ContributionExplorer:
             keep=float(keep),
             opacity=float(opacity),
         )
-        self._syncing = False
         self._build_controls(model)
         self._connect()
         if not presets:
             self.state.note = "No preset blocks are known for this model: only the input layer is shown."
         if image is None:
-            samples = _sample_names(model)
-            image = "chelsea" if "chelsea" in samples and not _is_mini(model) else samples[0]
+            samples = sample_names(model)
+            image = "chelsea" if "chelsea" in samples and not is_mini(model) else samples[0]
         self.set_image(image)
         if self.state.inputs is None:
             self._render()
 
     # ------------------------------------------------------------------ public surface
 
-    @property
-    def message(self) -> str:
-        """The text shown to the user under the picture: an error, else a note; empty when all is well."""
-        return self.state.message
-
-    def snapshot(self) -> np.ndarray:
-        """The picture the widget shows now, as an RGB uint8 array (decoded from the displayed PNG)."""
-        return viz.from_png(self.image.value)
-
-    @_guard("Could not use this image")
+    @guarded("Could not use this image")
     def set_image(self, source: Any, name: str | None = None) -> bool:
         """Explain a new image (anything the picker takes); returns False and shows why if it cannot be used."""
         if isinstance(source, str) and source in self._samples:
-            name, source = name or f"sample '{source}'", _sample_image(source)
-        inputs, notes = self._prepare(source)
+            name, source = name or f"sample '{source}'", sample_image(source)
+        inputs, notes = prepare(source, self.state.preprocess)
         self._install(inputs, notes, name or self._describe(source))
         return True
 
-    @_guard("Class")
+    @guarded("Class")
     def select_class(self, cls: int | str) -> bool:
-        """Show class ``cls`` (an index or a name); a class outside the top-k is decomposed once, then cached."""
+        """Show class ``cls`` (an index or a name); a class outside the top-k is decomposed once, then cached.
+
+        Returns False, and shows why in the widget, for an index out of range, an unknown or ambiguous name, or a
+        value that is neither (a float, None...)."""
         index = self._class_index(cls)
         self._ensure_explained(index)
         self._sync_target_options()
@@ -301,28 +207,17 @@ class ContributionExplorer:
             "contributions": ex.score - bias, "bias_ratio": ex.ratio(s.layer),
         }
 
-    def close(self) -> None:
-        """Close every widget of the explorer and drop its cached maps and image.
-
-        ipywidgets keeps each open widget (and so the explorer behind its callbacks, and the model) alive until it
-        is closed: close an explorer you no longer need to give its memory back.
-        """
-        close_tree(self.widget)
+    def _drop_caches(self) -> None:
         s = self.state
         s.explained.clear()
         s.inputs = s.picture = s.probabilities = None
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
     # ------------------------------------------------------------------ building
 
     def _build_controls(self, model: nn.Module) -> None:
         s = self.state
-        self._samples = _sample_names(model)
-        self._labels = _option_labels(s.class_names)
+        self._samples = sample_names(model)
+        self._labels = option_labels(s.class_names)
         self._label_index = {lab: i for i, lab in enumerate(self._labels)}
         wide = W.Layout(width="420px")
         c: dict[str, W.Widget] = {
@@ -352,7 +247,6 @@ class ContributionExplorer:
         self.controls = c
         self.image = W.Image(format="png")
         self.info = W.HTML()
-        self.message_widget = W.HTML()
         picker = W.HBox([c["sample"], c["path"], c["load"], c["upload"]])
         settings = W.VBox([c["target"], c["class_name"], c["layer"], c["method"], c["sign"], c["threshold"],
                            c["opacity"], self.info])
@@ -369,46 +263,43 @@ class ContributionExplorer:
         c["load"].on_click(lambda _: self._on_path())
         c["upload"].observe(self._on_upload, names="value")
 
-    def _hold(self):
-        return holding(self)
-
     # ------------------------------------------------------------------ callbacks
 
-    @_guard("Setting")
+    @guarded("Setting")
     def _on_setting(self, attr: str, cast: Callable, change: dict) -> None:
-        if self._syncing or change["new"] is None:
+        if self._held or change["new"] is None:
             return
         setattr(self.state, attr, cast(change["new"]))
         self._render()
 
     def _on_target(self, change: dict) -> None:
-        if not self._syncing and change["new"] is not None:
+        if not self._held and change["new"] is not None:
             self.select_class(int(change["new"]))
 
     def _on_class_name(self, change: dict) -> None:
         text = str(change["new"] or "").strip()
-        if not self._syncing and text:
+        if not self._held and text:
             self.select_class(text)
 
     def _on_sample(self, change: dict) -> None:
-        if not self._syncing and change["new"]:
+        if not self._held and change["new"]:
             self.set_image(change["new"])
             with self._hold():  # back to the prompt, so that the same sample can be picked again
                 self.controls["sample"].value = ""
 
     def _on_path(self) -> None:
         path = self.controls["path"].value.strip()
-        if not self._syncing and path:
+        if not self._held and path:
             self.set_image(path, name=path)
 
     def _on_upload(self, change: dict) -> None:
         files = change["new"]
-        if self._syncing or not files:
+        if self._held or not files:
             return
         item = files[-1]
-        content = item["content"] if isinstance(item, dict) else getattr(item, "content", b"")
-        name = item.get("name", "upload") if isinstance(item, dict) else "upload"
-        self.set_image(bytes(content), name=f"upload '{name}'")
+        content = item.get("content", b"") if isinstance(item, dict) else getattr(item, "content", b"")
+        name = item.get("name", "upload") if isinstance(item, dict) else getattr(item, "name", "upload")
+        self.set_image(content, name=f"upload '{name}'")
         with self._hold():  # clear, so that the same file can be uploaded again
             self.controls["upload"].value = ()
 
@@ -422,35 +313,6 @@ class ContributionExplorer:
         shape = getattr(source, "shape", None) or getattr(source, "size", None)
         return f"{type(source).__name__} {tuple(shape) if shape is not None else ''}".strip()
 
-    def _prepare(self, source: Any) -> tuple[torch.Tensor, list[str]]:
-        """Source -> model input ``(1, 3, H, W)`` and the notes of information dropped on the way."""
-        p = self.state.preprocess
-        if isinstance(source, (bytearray, memoryview)):
-            source = bytes(source)
-        if isinstance(source, bytes) and len(source) > MAX_UPLOAD_BYTES:
-            raise ImageLoadError(f"the file has {len(source) / 2**20:.0f} MB; use an image under "
-                                 f"{MAX_UPLOAD_BYTES // 2**20} MB")
-        if isinstance(source, bytes) and not source:
-            raise ImageLoadError("the uploaded file is empty")
-        if isinstance(source, torch.Tensor) and source.dim() == 4:
-            if source.shape[0] != 1 or source.shape[1] != 3:
-                raise ImageLoadError(f"a model-ready tensor must be (1, 3, H, W), got {tuple(source.shape)}")
-            return source.detach().float(), []
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ImageWarning)
-            x = load_image(source, size=p.size, crop=p.crop, normalize=p.normalize, normalization=p.normalization)
-        notes = []
-        for w in caught:
-            if issubclass(w.category, ImageWarning):
-                notes.append(str(w.message))
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return x, notes
-
-    def _device(self) -> torch.device:
-        param = next(self.model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-
     def _picture(self, x: torch.Tensor) -> np.ndarray:
         p = self.state.preprocess
         rgb = torch.from_numpy(display_image(x, normalized=p.normalize, normalization=p.normalization).copy())
@@ -459,31 +321,49 @@ class ContributionExplorer:
         return rgb.float().numpy()
 
     def _install(self, inputs: torch.Tensor, notes: list[str], source: str) -> None:
-        """Explain a new image (one forward, one decomposition), then make it the current one."""
+        """Explain a new image (one forward, one decomposition), then make it the current one.
+
+        Nothing is committed before the explanation succeeded, and if showing the new image fails, every field of
+        the previous one is restored: a failed image leaves the explorer as it was.
+        """
         s = self.state
-        param = next(self.model.parameters(), None)
-        x = inputs.to(self._device(), dtype=param.dtype if param is not None else inputs.dtype)
+        x = inputs.to(model_device(self.model), dtype=model_dtype(self.model, inputs.dtype))
         known = len(s.class_names)
         explained, logits = self._explain(x, f"top{min(s.top_k, known) if known else s.top_k}")
         s.stats["forwards"] += 1
         if logits.dim() != 2 or logits.shape[0] != 1:
             raise ValueError(f"the model returned {tuple(logits.shape)}; a classifier must return (1, classes)")
-        if len(s.class_names) < logits.shape[1]:
-            s.class_names = _class_names(self.model, logits.shape[1])
-            self._labels = _option_labels(s.class_names)
-            self._label_index = {lab: i for i, lab in enumerate(self._labels)}
-            self.controls["class_name"].options = self._labels
-        probabilities = logits[0].double().softmax(0)
-        top = list(explained)
-        # commit only now: a failure above leaves the previous image in place
-        s.inputs, s.picture, s.probabilities, s.top, s.explained = x, self._picture(x), probabilities, top, explained
-        s.target, s.source = top[0], source
-        s.note = "; ".join(f"Note: {n}" for n in notes)
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("the model's scores for this image are not finite (NaN or infinite)")
+        names = s.class_names if len(s.class_names) >= logits.shape[1] else class_names_for(self.model, logits.shape[1])
+        new = dict(class_names=names, inputs=x, picture=self._picture(x), probabilities=logits[0].double().softmax(0),
+                   top=list(explained), explained=explained, target=next(iter(explained)), source=source,
+                   note="; ".join(f"Note: {n}" for n in notes))
+        previous = {key: getattr(s, key) for key in IMAGE_FIELDS}
+        try:
+            self._show_image(new)
+        except Exception:
+            self._show_image(previous)
+            raise
+
+    def _show_image(self, fields: dict[str, Any]) -> None:
+        """Make an image (all of :data:`IMAGE_FIELDS`) the current one: state, class controls, picture."""
+        s = self.state
+        if fields["class_names"] is not s.class_names:
+            self._set_class_names(fields["class_names"])
+        for key, value in fields.items():
+            setattr(s, key, value)
         self._sync_target_options()
         with self._hold():
-            self.controls["target"].value = s.target
+            self.controls["target"].value = s.target if s.top else None
             self.controls["class_name"].value = ""
         self._render()
+
+    def _set_class_names(self, names: list[str]) -> None:
+        self.state.class_names = names
+        self._labels = option_labels(names)
+        self._label_index = {lab: i for i, lab in enumerate(self._labels)}
+        self.controls["class_name"].options = self._labels
 
     def _explain(self, x: torch.Tensor, target: list[int] | str) -> tuple[dict[int, ClassExplanation], torch.Tensor]:
         """One decomposition (one forward pass) for a list of classes or ``"top<k>"``: contributions, Grad-CAM
@@ -514,12 +394,22 @@ class ContributionExplorer:
 
     def _class_index(self, cls: int | str) -> int:
         n = len(self.state.class_names)
-        if isinstance(cls, (int, np.integer)) or (isinstance(cls, str) and cls.strip().isdigit()):
+        if not isinstance(cls, str):
+            try:  # an int, a numpy or 0-d torch integer; not a bool, a float or None
+                index = operator.index(cls) if not isinstance(cls, bool) else None
+            except TypeError:
+                index = None
+            if index is None:
+                raise LookupError(f"a class is an index (0 to {n - 1}) or part of a name, got {cls!r}")
+            cls = str(index)
+        if cls.strip().lstrip("-").isdigit():
             index = int(cls)
             if not 0 <= index < n:
                 raise LookupError(f"class index {index} is outside [0, {n - 1}]")
             return index
-        text = str(cls).strip()
+        text = cls.strip()
+        if not text:
+            raise LookupError("type part of a class name, or its index")
         if text in self._label_index:
             return self._label_index[text]
         low = text.lower()
@@ -543,19 +433,6 @@ class ContributionExplorer:
             options.append((f"{self._labels[c]}: p = {p}{tag}", c))
         with self._hold():
             self.controls["target"].options = options
-
-    def _set_error(self, text: str) -> None:
-        self.state.error = text
-        self._show_message()
-
-    def _show_message(self) -> None:
-        s = self.state
-        if s.error:
-            self.message_widget.value = f"<div style='color:#b00020;font-weight:bold'>{html.escape(s.error)}</div>"
-        elif s.note:
-            self.message_widget.value = f"<div style='color:#8a5a00'>{html.escape(s.note)}</div>"
-        else:
-            self.message_widget.value = ""
 
     # ------------------------------------------------------------------ rendering (reads the state only)
 

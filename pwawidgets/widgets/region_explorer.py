@@ -1,17 +1,19 @@
 """RegionExplorer: the linear regions of a toy 2-D ReLU network, one point's affine piece at a time.
 
-The state lives in one :class:`ExplorerState`; rendering only reads it. The figure is persistent (Agg canvas): the
+The state lives in one :class:`RegionState`; rendering only reads it. The figure is persistent (Agg canvas): the
 regions, boundary and data of each layer's partition are drawn once and kept as a bitmap, and a point pick only
 redraws the highlight and the bar chart of contributions over it.
+
+Retraining runs in a worker thread. The state and the rendering are guarded by one lock, and the controls are
+written from the state by :meth:`RegionExplorer._push_control` under a per-thread hold: a slider moved in the
+kernel while the worker installs a new network is applied (clamped to the new box), never dropped.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 import io
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +26,13 @@ from matplotlib.patches import Polygon
 from PIL import Image
 
 from ..regions import DATASETS, Region, RegionSet, ToyNet, enumerate_layers, region_colors, train_toy
-from ._sync import holding
+from .base import Explorer, Messages, guarded
 
-__all__ = ["ExplorerState", "RegionExplorer"]
+__all__ = ["RegionExplorer", "RegionState"]
 
 
 @dataclass
-class ExplorerState:
+class RegionState(Messages):
     """Everything the explorer shows: the network and data, its cached partitions, and the current choices."""
 
     toy: ToyNet
@@ -40,7 +42,6 @@ class ExplorerState:
     point: tuple[float, float] = (0.0, 0.0)
     layer: int = 1
     output: int = 0
-    message: str = ""
     stats: dict[str, int] = field(default_factory=lambda: {"enumerations": 0, "trainings": 0, "scene_draws": 0})
 
     @property
@@ -57,24 +58,17 @@ class ExplorerState:
         return self.layer_sets[-1]
 
 
-def _guard(method: Callable) -> Callable:
-    """Show any exception of a callback as a message inside the widget, never as a traceback."""
+@dataclass(frozen=True)
+class _Partitions:
+    """A network's partitions with their colours and decision boundary: computed before taking the lock."""
 
-    @functools.wraps(method)
-    def wrapper(self: RegionExplorer, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = method(self, *args, **kwargs)
-            if not (self._thread is not None and self._thread.is_alive()):
-                self._set_message("")
-            return result
-        except Exception as e:  # noqa: BLE001 - every error of a callback is shown to the learner
-            self._set_message(f"{type(e).__name__}: {e}")
-            return None
-
-    return wrapper
+    toy: ToyNet
+    layer_sets: list[RegionSet]
+    colors: list[np.ndarray]
+    boundary: list[np.ndarray]
 
 
-class RegionExplorer:
+class RegionExplorer(Explorer):
     """Pick a point: its linear region is highlighted with ``W``, ``b``, the contributions ``w_i x_i`` and the bias.
 
     ``RegionExplorer()`` trains the paper's 3x5 network on the two moons; pass a :class:`ToyNet` (from
@@ -93,18 +87,19 @@ class RegionExplorer:
         figsize: tuple[float, float] = (9.0, 4.0),
         dpi: int = 80,
     ):
+        super().__init__()
         self.steps = steps
-        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._syncing = False
+        self._closed = False
         self._backgrounds: dict[int, Any] = {}
         if toy is None:
             toy = train_toy(dataset, hidden, seed, steps=steps)
-        self.state = ExplorerState(toy, [], [], [])
+        parts = _partitions(toy)  # a model that cannot be read raises here, before any widget exists
+        self.state = RegionState(toy, [], [], [])
         self.state.stats["trainings"] += 1
         self._build_figure(figsize, dpi)
         self._build_controls(toy)
-        self._install(toy)
+        self._install(parts)
         self._connect()
         self._render()
 
@@ -123,11 +118,6 @@ class RegionExplorer:
     # ------------------------------------------------------------------ public surface
 
     @property
-    def message(self) -> str:
-        """The error shown in the widget; empty when all is well."""
-        return self.state.message
-
-    @property
     def regions(self) -> RegionSet:
         """The partition currently shown."""
         return self.state.regions
@@ -137,41 +127,39 @@ class RegionExplorer:
         """The final region (all layers) holding the picked point."""
         return self.state.full.locate(self.state.point)
 
-    def snapshot(self) -> np.ndarray:
-        """The picture the widget shows now, as an RGB uint8 array (decoded from the displayed PNG)."""
-        return np.asarray(Image.open(io.BytesIO(self.image.value)).convert("RGB"))
-
-    def pick(self, x: float, y: float) -> None:
+    @guarded()
+    def pick(self, x: float, y: float) -> bool:
         """Move the point to ``(x, y)`` (clamped to the box), as the sliders or a click do."""
-        (x0, x1), (y0, y1) = self.state.full.bounds
-        with self._hold():
-            self.controls["x"].value = float(np.clip(x, x0, x1))
-            self.controls["y"].value = float(np.clip(y, y0, y1))
-        self._on_point()
+        with self._lock:
+            self._set_point(float(x), float(y))
+        return True
 
-    @_guard
-    def pick_pixel(self, px: float, py: float) -> None:
+    @guarded()
+    def pick_pixel(self, px: float, py: float) -> bool:
         """Move the point to the image pixel ``(px, py)`` (from the top left), if it falls on the map."""
-        h = self.fig.bbox.height
-        xy = self.ax_map.transData.inverted().transform((px, h - py))
-        (x0, x1), (y0, y1) = self.state.full.bounds
-        if x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1:
-            self.pick(*xy)
+        with self._lock:
+            h = self.fig.bbox.height
+            xy = self.ax_map.transData.inverted().transform((px, h - py))
+            (x0, x1), (y0, y1) = self.state.full.bounds
+            if not (x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1):
+                return False
+            self._set_point(float(xy[0]), float(xy[1]))
+        return True
 
     def retrain(self, wait: bool = False) -> threading.Thread | None:
         """Train a new network with the dataset/depth/width/seed controls, in a background thread.
 
         A progress bar follows the training; the notebook stays free. ``wait=True`` blocks until it is done.
         """
-        if self._thread is not None and self._thread.is_alive():
-            self._set_message("Training is already running: wait for it to finish.")
+        if self._training:
+            self._set_error("Training is already running: wait for it to finish.")
             return self._thread
         c = self.controls
         hidden = (int(c["width"].value),) * int(c["depth"].value)
         params = dict(dataset=c["dataset"].value, hidden=hidden, seed=int(c["seed"].value))
         c["retrain"].disabled = True
         c["progress"].value = 0
-        self._set_message("")
+        self._set_error("")
         self._thread = threading.Thread(target=self._retrain_job, kwargs=params, daemon=True)
         self._thread.start()
         if wait:
@@ -182,11 +170,6 @@ class RegionExplorer:
         """Block until a running retraining has finished."""
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
     # ------------------------------------------------------------------ building
 
@@ -231,7 +214,6 @@ class RegionExplorer:
         self.controls = c
         self.image = W.Image(format="png")
         self.info = W.HTML()
-        self.message_widget = W.HTML()
         left = W.VBox([self.image, W.HBox([c["x"], c["y"]]), W.HBox([c["layer"], c["output"]])])
         retrain = W.VBox([W.HTML("<b>Another network</b>"), c["dataset"], c["depth"], c["width"], c["seed"],
                           c["retrain"], c["progress"]])
@@ -247,47 +229,85 @@ class RegionExplorer:
 
     def _connect(self) -> None:
         c = self.controls
-        c["x"].observe(lambda _: self._on_point(), names="value")
-        c["y"].observe(lambda _: self._on_point(), names="value")
-        c["layer"].observe(lambda _: self._on_layer(), names="value")
-        c["output"].observe(lambda _: self._on_output(), names="value")
+        c["x"].observe(functools.partial(self._on_axis, 0), names="value")
+        c["y"].observe(functools.partial(self._on_axis, 1), names="value")
+        c["layer"].observe(self._on_layer, names="value")
+        c["output"].observe(self._on_output, names="value")
         c["retrain"].on_click(lambda _: self._on_retrain())
 
-    def _hold(self):
-        return holding(self)
+    def _widgets(self) -> list[W.Widget]:
+        return [self.widget] + ([self._events] if self._events is not None else [])
+
+    def _drop_caches(self) -> None:
+        self._closed = True
+        self._backgrounds.clear()
+        s = self.state
+        s.layer_sets, s.colors, s.boundary = [], [], []
+
+    @property
+    def _training(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _after_success(self) -> None:
+        if not self._training:  # a message about the running training stays until it ends
+            super()._after_success()
 
     # ------------------------------------------------------------------ state changes
 
-    def _install(self, toy: ToyNet) -> None:
-        """Make ``toy`` the current network: enumerate its partitions once, reset the controls, redraw the scene."""
-        sets = enumerate_layers(toy.model, toy.bounds)
+    def _install(self, parts: _Partitions) -> bool:
+        """Make a network current: commit its partitions to the state (under the lock), then reset the controls
+        (each under the lock, in a hold). False, and nothing changed, once the explorer is closed."""
         with self._lock:
+            if self._closed:
+                return False
             s = self.state
             first_time = not s.layer_sets
             s.stats["enumerations"] += 1
-            s.toy, s.layer_sets = toy, sets
-            s.colors = [region_colors(rs) for rs in sets]
-            s.boundary = sets[-1].decision_boundary() if sets[-1].complete else []
-            (x0, x1), (y0, y1) = toy.bounds
-            if first_time and len(toy.X):  # start on a data point: a zero point has zero contributions
-                s.point = (float(toy.X[0, 0]), float(toy.X[0, 1]))
+            s.toy, s.layer_sets, s.colors, s.boundary = parts.toy, parts.layer_sets, parts.colors, parts.boundary
+            (x0, x1), (y0, y1) = s.full.bounds
+            if first_time and len(s.toy.X):  # start on a data point: a zero point has zero contributions
+                s.point = (float(s.toy.X[0, 0]), float(s.toy.X[0, 1]))
             s.point = (float(np.clip(s.point[0], x0, x1)), float(np.clip(s.point[1], y0, y1)))
-            s.layer = len(sets[-1].widths) if sets[-1].widths else 1
-            s.output = min(s.output, sets[-1].n_outputs - 1)
+            s.layer = max(1, s.n_layers)
+            s.output = min(s.output, s.full.n_outputs - 1)
             self._backgrounds.clear()
-            c = self.controls
-            with self._hold():
-                for key, (lo, hi), v in (("x", (x0, x1), s.point[0]), ("y", (y0, y1), s.point[1])):
-                    c[key].min, c[key].max = -1e9, 1e9  # widen first so that min < max holds while moving
-                    c[key].min, c[key].max, c[key].step, c[key].value = lo, hi, (hi - lo) / 200, v
-                c["layer"].min, c["layer"].max = min(1, s.n_layers), max(1, s.n_layers)
-                c["layer"].value = s.layer
-                c["output"].options = [(f"logit {k}", k) for k in range(sets[-1].n_outputs)]
-                c["output"].value = s.output
-            self._set_data(toy)
+            self._set_data(s.toy)
+        with self._hold():
+            for key in ("x", "y", "layer", "output"):
+                self._push_control(key)
+        return True
+
+    def _push_control(self, key: str) -> None:
+        """Show the state's current value (and range) on one control; call it inside :meth:`_hold`."""
+        with self._lock:
+            s, w = self.state, self.controls[key]
+            if key in ("x", "y"):
+                axis = "xy".index(key)
+                lo, hi = s.full.bounds[axis]
+                if (w.min, w.max) != (lo, hi):
+                    w.min, w.max = -1e9, 1e9  # widen first so that min < max holds while moving
+                    w.min, w.max, w.step = lo, hi, (hi - lo) / 200
+                w.value = s.point[axis]
+            elif key == "layer":
+                w.min, w.max = min(1, s.n_layers), max(1, s.n_layers)
+                w.value = s.layer
+            elif key == "output":
+                options = [(f"logit {k}", k) for k in range(s.full.n_outputs)]
+                if list(w.options) != options:
+                    w.options = options
+                w.value = s.output
+
+    def _set_point(self, x: float, y: float) -> None:
+        """Move the point (clamped to the box) and show it; the caller holds the lock."""
+        (x0, x1), (y0, y1) = self.state.full.bounds
+        self.state.point = (float(np.clip(x, x0, x1)), float(np.clip(y, y0, y1)))
+        with self._hold():
+            self._push_control("x")
+            self._push_control("y")
+        self._render()
 
     def _set_data(self, toy: ToyNet) -> None:
-        (x0, x1), (y0, y1) = toy.bounds
+        (x0, x1), (y0, y1) = self.state.full.bounds
         self.scatter.set_offsets(toy.X if len(toy.X) else np.zeros((0, 2)))
         cmap = "coolwarm" if toy.n_classes <= 2 else "brg"
         self.scatter.set_cmap(cmap)
@@ -297,28 +317,37 @@ class RegionExplorer:
         self.ax_map.set_ylim(y0, y1)
         self.lines.set_segments(self.state.boundary)
 
-    @_guard
-    def _on_point(self) -> None:
-        if self._syncing:
+    @guarded()
+    def _on_axis(self, axis: int, change: dict) -> None:
+        if self._held:
             return
-        self.state.point = (float(self.controls["x"].value), float(self.controls["y"].value))
-        self._render()
+        with self._lock:  # the moved coordinate from the event: the other one from the state
+            point = list(self.state.point)
+            point[axis] = float(change["new"])
+            self._set_point(*point)
 
-    @_guard
-    def _on_layer(self) -> None:
-        if self._syncing:
+    @guarded()
+    def _on_layer(self, change: dict) -> None:
+        if self._held:
             return
-        self.state.layer = int(self.controls["layer"].value)
-        self._render()
+        with self._lock:
+            s = self.state
+            s.layer = int(np.clip(int(change["new"]), 1, max(1, s.n_layers)))
+            if s.layer != change["new"]:
+                with self._hold():
+                    self._push_control("layer")
+            self._render()
 
-    @_guard
-    def _on_output(self) -> None:
-        if self._syncing or self.controls["output"].value is None:
+    @guarded()
+    def _on_output(self, change: dict) -> None:
+        if self._held or change["new"] is None:
             return
-        self.state.output = int(self.controls["output"].value)
-        self._render()
+        with self._lock:
+            s = self.state
+            s.output = int(np.clip(int(change["new"]), 0, s.full.n_outputs - 1))
+            self._render()
 
-    @_guard
+    @guarded()
     def _on_retrain(self) -> None:
         self.retrain(wait=False)
 
@@ -327,6 +356,7 @@ class RegionExplorer:
             self.pick_pixel(float(event["dataX"]), float(event["dataY"]))
 
     def _retrain_job(self, dataset: str, hidden: tuple[int, ...], seed: int) -> None:
+        """The worker thread: train and enumerate (no lock held), then install and render."""
         try:
             bar = self.controls["progress"]
 
@@ -334,20 +364,16 @@ class RegionExplorer:
                 bar.value = int(100 * step / total)
 
             toy = train_toy(dataset, hidden, seed, steps=self.steps, progress=progress)
-            self.state.stats["trainings"] += 1
-            self._install(toy)
-            self._set_message("")
-            self._render()
+            parts = _partitions(toy)
+            with self._lock:
+                self.state.stats["trainings"] += 1
+            if self._install(parts):
+                self._set_error("")
+                self._render()
         except Exception as e:  # noqa: BLE001 - shown in the widget
-            self._set_message(f"{type(e).__name__}: {e}")
+            self._set_error(self._error_text(e))
         finally:
             self.controls["retrain"].disabled = False
-
-    def _set_message(self, text: str) -> None:
-        self.state.message = text
-        self.message_widget.value = (
-            f"<div style='color:#b00020;font-weight:bold'>{html.escape(text)}</div>" if text else ""
-        )
 
     # ------------------------------------------------------------------ rendering (reads the state only)
 
@@ -429,3 +455,10 @@ def _affine_text(w: np.ndarray, b: float) -> str:
         return f"{sign}{abs(v):.2f}{name}"
 
     return term(w[0], "·x₁", True) + term(w[1], "·x₂", False) + term(b, "", False)
+
+
+def _partitions(toy: ToyNet) -> _Partitions:
+    """Enumerate a network's partitions once (the slow part of an install: no lock is held)."""
+    sets = enumerate_layers(toy.model, toy.bounds)
+    boundary = sets[-1].decision_boundary() if sets[-1].complete else []
+    return _Partitions(toy, sets, [region_colors(rs) for rs in sets], boundary)

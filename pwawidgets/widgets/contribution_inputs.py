@@ -1,0 +1,165 @@
+"""What the ContributionExplorer takes in: a model's preprocessing and class names, sample images, and any image
+source turned into a model input (with notes on what was dropped)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, load_image
+from ..models import imagenet_categories
+
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "Preprocess",
+    "class_names_for",
+    "default_model",
+    "is_mini",
+    "one_image",
+    "option_labels",
+    "prepare",
+    "preprocessing_for",
+    "sample_image",
+    "sample_names",
+]
+
+MAX_UPLOAD_BYTES = 50 * 2**20
+MINI_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes a model input, and how big it is shown."""
+
+    size: int  # shorter side after resizing
+    crop: int | None  # centre crop
+    normalize: bool
+    normalization: tuple[tuple[float, ...], tuple[float, ...]]
+    display: int  # side of the displayed picture, pixels
+
+
+def is_mini(model: nn.Module) -> bool:
+    try:
+        from ..zoo import MiniResNet, MiniVGG
+    except ImportError:
+        return False
+    return isinstance(model, (MiniVGG, MiniResNet))
+
+
+def preprocessing_for(model: nn.Module, image_size: int | None = None) -> Preprocess:
+    """Preprocessing decided from the model.
+
+    Input size: ``image_size`` if given, else a ``model.input_size`` attribute, else 64 for the mini zoo and
+    224 (resize 256, centre crop 224) for ImageNet classifiers. Normalisation: ``model.normalization``; a model
+    whose normalisation is ``((0, 0, 0), (1, 1, 1))`` (the mini zoo) takes raw pixels in [0, 1].
+    """
+    norm = getattr(model, "normalization", None) or IMAGENET_NORMALIZATION
+    mean, std = (tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1]))
+    raw = all(v == 0 for v in mean) and all(v == 1 for v in std)
+    side = image_size or getattr(model, "input_size", None) or (MINI_SIZE if is_mini(model) else None)
+    if side is None:
+        size, crop = 256, 224
+    else:
+        size, crop = int(side), int(side)
+    display = crop if crop >= 200 else crop * max(1, round(256 / crop))
+    return Preprocess(size, crop, not raw, (mean, std), display)
+
+
+def class_names_for(model: nn.Module, n_classes: int | None) -> list[str]:
+    names = getattr(model, "class_names", None)
+    if names is not None:
+        return [str(n) for n in names]
+    if n_classes == 1000:
+        return imagenet_categories()
+    return [f"class {i}" for i in range(n_classes or 0)]
+
+
+def option_labels(names: Sequence[str]) -> list[str]:
+    """Class names for completion; repeated names (ImageNet has two 'crane's) get their index appended."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return [n if counts[n] == 1 else f"{n} (#{i})" for i, n in enumerate(names)]
+
+
+def sample_names(model: nn.Module) -> list[str]:
+    from .. import data
+
+    photos = list(data.SAMPLE_PHOTOS)
+    if is_mini(model):
+        return [f"shape:{c}" for c in data.SHAPE_CLASSES] + photos
+    return photos
+
+
+def sample_image(name: str) -> np.ndarray:
+    """A sample picture by name: a scikit-image photo, or ``"shape:<class>"`` (a generated 64x64 shape)."""
+    from .. import data
+
+    if name.startswith("shape:"):
+        cls = name.split(":", 1)[1]
+        if cls not in data.SHAPE_CLASSES:
+            raise LookupError(f"unknown shape {cls!r}; one of {', '.join(data.SHAPE_CLASSES)}")
+        batch = data.shapes(len(data.SHAPE_CLASSES) * 4, seed=0)
+        i = int((batch.labels == data.SHAPE_CLASSES.index(cls)).nonzero()[0, 0])
+        return batch.images[i].permute(1, 2, 0).numpy()
+    return data.sample_photo(name)
+
+
+def default_model() -> nn.Module:
+    """The best ImageNet classifier available offline (pretrained weights cached, else one shipped offline)."""
+    from .. import models
+
+    return models.load_model(models.best_available_imagenet())
+
+
+def one_image(batch: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """A 4-D batch of one: a float tensor is model-ready and kept (checked); pixels (``uint8`` 0..255, other
+    integers, an array) are returned as one ``(3, H, W)`` or ``(H, W, 3)`` picture, to be scaled like a photo."""
+    shape = tuple(batch.shape)
+    if shape[0] != 1:
+        raise ImageLoadError(f"one image at a time: got a batch of {shape[0]} {shape}")
+    if isinstance(batch, torch.Tensor) and batch.is_floating_point():
+        if shape[1] != 3:
+            raise ImageLoadError(f"a model-ready tensor must be (1, 3, H, W), got {shape}")
+        x = batch.detach().float()
+        if not bool(torch.isfinite(x).all()):
+            raise ImageLoadError("the image tensor holds NaN or infinite values")
+        return x
+    return batch[0]
+
+
+def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
+    """Source -> model input ``(1, 3, H, W)`` and the notes of information dropped on the way.
+
+    Pixels (a path, bytes, a PIL image, an array or a 3-D tensor, ``uint8`` 0..255 or floats in [0, 1], and a
+    4-D batch of one such picture) are resized, cropped and normalised as ``p`` says; a float ``(1, 3, H, W)``
+    tensor is taken as model-ready. Raises :class:`ImageLoadError` with the reason.
+    """
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if isinstance(source, bytes) and len(source) > MAX_UPLOAD_BYTES:
+        raise ImageLoadError(f"the file has {len(source) / 2**20:.0f} MB; use an image under "
+                             f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    if isinstance(source, bytes) and not source:
+        raise ImageLoadError("the uploaded file is empty")
+    if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 4:
+        source = one_image(source)
+        if isinstance(source, torch.Tensor) and source.ndim == 4:  # model-ready: used as it is
+            return source, []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        x = load_image(source, size=p.size, crop=p.crop, normalize=p.normalize, normalization=p.normalization)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, ImageWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return x, notes
+
