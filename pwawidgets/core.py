@@ -380,7 +380,13 @@ def decompose(
 
     with exact_math(x.device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
         # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
-        logits = _logits(model(x.clone() if x.requires_grad else x))
+        try:
+            output = model(x.clone() if x.requires_grad else x)
+        except RuntimeError as exc:
+            raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): {exc}\n"
+                               "Check the size and channels it expects (224 px RGB for the ImageNet networks, "
+                               "64 px for the mini zoo).") from exc
+        logits = _logits(output)
         if wants_all:
             named = {s.name for s in specs}
             specs = specs + [s for s in capture.relu_specs() if s.name not in named]

@@ -330,6 +330,13 @@ def test_models_returning_tuples_dicts_or_vectors():
             pw.decompose(model.eval(), x, 0)
 
 
+def test_inputs_the_model_cannot_take_say_so(vgg11):
+    with pytest.raises(RuntimeError, match=r"(?s)could not run on inputs of shape \(1, 3, 8, 8\).*224 px"):
+        pw.decompose(vgg11, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0, ["conv5"])
+    with pytest.raises(RuntimeError, match="could not run on inputs of shape"):
+        pw.decompose(vgg11, torch.zeros(1, 4, 64, 64, dtype=torch.float64), 0)
+
+
 def test_inference_mode_and_inference_tensors():
     model = _mlp()
     with torch.inference_mode():
