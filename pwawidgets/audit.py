@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ from .kinds import (
     STEP,
     Kind,
 )
+from .layers import check_model
+from .precision import ExactnessWarning
 
 CONST, STEPWISE, VARYING = 0, 1, 2  # how a value depends on the input
 
@@ -95,10 +98,15 @@ _PLAIN = {bool, int, float, str, type(None)}
 _MODULE_INTERNALS = frozenset(vars(nn.Module()).keys()) - {"training"}  # hook tables, parameters, buffers...
 
 
-def _flags(module: nn.Module) -> frozenset:
-    """The module's own attributes (flags, sizes, modes; others by identity): a change to any can change forward."""
+_HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _flags(module: nn.Module) -> tuple:
+    """The module's own attributes (flags, sizes, modes; others by identity) and its hooks: a change to any can
+    change what forward computes."""
     d = module.__dict__
-    return frozenset((k, d[k] if type(d[k]) in _PLAIN else id(d[k])) for k in d.keys() - _MODULE_INTERNALS)
+    own = frozenset((k, d[k] if type(d[k]) in _PLAIN else id(d[k])) for k in d.keys() - _MODULE_INTERNALS)
+    return own, tuple(tuple(d[t]) for t in _HOOK_TABLES)
 
 
 def signature(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> tuple:
@@ -119,6 +127,7 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     cached until any module, mode or plain attribute of the model changes. ``modules``:
     ``dict(model.named_modules())`` if the caller already has it.
     """
+    model = check_model(model)
     named = modules if modules is not None else dict(model.named_modules())
     key = signature(model, named)
     cached = _CACHE.get(model)
@@ -127,6 +136,23 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     report = _audit(model, named)
     _CACHE[model] = (key, report)
     return report.copy()
+
+
+def require_piecewise_affine(model: nn.Module, allow_non_affine: bool = False, strict: bool = False,
+                             modules: dict[str, nn.Module] | None = None) -> AuditReport:
+    """Refuse (or, with ``allow_non_affine``, warn about) a model the audit finds not piece-wise affine; warn about
+    (or, with ``strict``, refuse) one with unverified parts. Returns the report."""
+    report = audit(model, modules)
+    if not report.ok:
+        if not allow_non_affine:
+            raise ValueError(f"{report}\nPass allow_non_affine=True to go on anyway (not exact).")
+        warnings.warn(f"this model is not piece-wise affine:\n{report}", ExactnessWarning, 3)
+    elif report.unverified:
+        message = f"the audit could not check everything, so exactness is not guaranteed:\n{report}"
+        if strict:
+            raise ValueError(message + "\n(strict=True) Check with pwawidgets.verify, then pass strict=False.")
+        warnings.warn(message + "\nCheck with pwawidgets.verify.", ExactnessWarning, 3)
+    return report
 
 
 def _audit(model: nn.Module, named: dict[str, nn.Module]) -> AuditReport:
@@ -138,6 +164,7 @@ def _audit(model: nn.Module, named: dict[str, nn.Module]) -> AuditReport:
     for node in graph.nodes:
         judge.node(node)
     report = AuditReport(traced=True)
+    judge.findings += _hook_findings(named)
     for status, finding in judge.findings:
         bucket = report.offending if status == "offending" else report.unverified
         if finding not in bucket:
@@ -145,11 +172,28 @@ def _audit(model: nn.Module, named: dict[str, nn.Module]) -> AuditReport:
     return report
 
 
+def _hook_findings(named: dict[str, nn.Module]) -> list[tuple[str, Finding]]:
+    """Hooks the user left on the model: they can change values or gradients in ways the trace does not show."""
+    found = []
+    for name, module in named.items():
+        kinds_ = [t.strip("_").replace("_", " ")[:-1] for t in _HOOK_TABLES if getattr(module, t)]
+        if kinds_:
+            found.append(("unverified", Finding(name or type(module).__name__, ", ".join(kinds_),
+                                                "a hook can change values or gradients unseen by the audit")))
+    globals_ = nn.modules.module
+    if any(getattr(globals_, t, None) for t in ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                                 "_global_backward_hooks", "_global_backward_pre_hooks")):
+        found.append(("unverified", Finding("every module", "global hook", "a global module hook is registered")))
+    return found
+
+
 def _module_walk(named: dict[str, nn.Module], exc: Exception) -> AuditReport:
     """Without a trace: judge every leaf module by its type, and say that functional code went unchecked."""
     report = AuditReport(traced=False)
     report.unverified.append(Finding("forward", "trace", f"could not be traced ({type(exc).__name__}): functional "
                                                          "calls inside custom modules are unchecked"))
+    for _status, finding in _hook_findings(named):
+        report.unverified.append(finding)
     for name, module in named.items():
         if any(True for _ in module.children()):
             continue
@@ -174,6 +218,20 @@ def _module_verdict(module: nn.Module, state: int) -> tuple[str | None, str]:
     if kind.category == BILINEAR and isinstance(module, nn.Bilinear):
         return "offending", "product of two inputs"
     return None, ""
+
+
+_REDUCTIONS = {"mean", "sum", "nansum", "max", "min", "amax", "amin", "std", "var", "cumsum"}
+
+
+def _over_batch(node: torch.fx.Node) -> bool:
+    """Whether a reduction covers axis 0 (no ``dim`` at all, or one that includes 0)."""
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if isinstance(dim, torch.fx.Node):
+        return False  # computed at run time; cannot tell
+    if dim is None:
+        return True
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return any(d == 0 for d in dims if isinstance(d, int))
 
 
 class _Judge:
@@ -260,6 +318,9 @@ class _Judge:
             self._flag("unverified", node, what, "operation unknown to the audit")
             return top
         category = kind.category
+        if category in (AFFINE, PIECEWISE) and name in _REDUCTIONS and top == VARYING and _over_batch(node):
+            self._flag("unverified", node, what, "reduces over the batch axis: examples are no longer independent, "
+                                                "so one example's gradient mixes in the others'")
         if category in (AFFINE, PIECEWISE):
             return top
         if category == STEP:

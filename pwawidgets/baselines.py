@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from .core import Decomposition, decompose, resize_maps
-from .layers import INPUT, layer_presets, resolve_one
-from .placement import model_device
+from .layers import INPUT, check_model, layer_presets, resolve_one
+from .placement import model_device, model_dtype
 from .precision import exact_math
 
 Target = int | Sequence[int] | torch.Tensor | None
@@ -106,7 +106,9 @@ def _targets(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     batch = x.shape[0]
     if target is None:
         with torch.no_grad():
-            return model(x).argmax(dim=1)
+            return model(x.clone()).argmax(dim=1)
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise TypeError("target must hold integer class indices, not booleans")
     if isinstance(target, str):
         raise ValueError(f"target {target!r}: attribute() takes one class per example (an int, one int per example "
                          "or None); for the top-k classes use decompose(..., target='top5') and maps_from")
@@ -114,11 +116,18 @@ def _targets(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     if t.is_floating_point():
         raise TypeError("target must hold integer class indices")
     if t.dim() == 0:
-        return t.long().expand(batch).clone()
-    if t.dim() == 1 and t.numel() == batch:
-        return t.long()
-    raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: attribute() takes one class per "
-                     "example (for k classes at once use decompose(..., target=(B, k)) and maps_from)")
+        t = t.long().expand(batch).clone()
+    elif t.dim() == 1 and t.numel() == batch:
+        t = t.long()
+    else:
+        raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: attribute() takes one class per "
+                         "example (for k classes at once use decompose(..., target=(B, k)) and maps_from)")
+    with torch.no_grad():  # the number of classes, from one example
+        n_classes = model(x[:1].clone()).shape[-1]
+    if int(t.min()) < 0 or int(t.max()) >= n_classes:
+        raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
+    return t
+
 
 
 def _spatial(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -183,6 +192,9 @@ FROM_DECOMPOSITION: tuple[str, ...] = ("ours", "gradcam", "gradcam_relu", "gradi
 
 def maps_from(decomposition: Decomposition, method: str, layer: str) -> torch.Tensor:
     """Maps of one of :data:`FROM_DECOMPOSITION` at ``layer``, read from a decomposition, no new pass."""
+    if not isinstance(decomposition, Decomposition):
+        raise TypeError(f"maps_from reads a Decomposition (from pwawidgets.decompose), got "
+                        f"{type(decomposition).__name__}")
     if method == "ours":
         return decomposition.maps(layer)
     if method == "gradcam":
@@ -226,7 +238,7 @@ def _gradient(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) ->
 
     with _as_found(model):
         if layer == INPUT:
-            out = Saliency(model).attribute(x.clone().requires_grad_(True), target=t, abs=False)
+            out = Saliency(_fresh_input(model)).attribute(x.clone().requires_grad_(True), target=t, abs=False)
         else:
             lga = LayerGradientXActivation(model, _module(model, layer), multiply_by_inputs=False)
             out = lga.attribute(x, target=t)
@@ -238,10 +250,15 @@ def _gradient_x_input(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer:
 
     with _as_found(model):
         if layer == INPUT:
-            out = InputXGradient(model).attribute(x.clone().requires_grad_(True), target=t)
+            out = InputXGradient(_fresh_input(model)).attribute(x.clone().requires_grad_(True), target=t)
         else:
             out = LayerGradientXActivation(model, _module(model, layer)).attribute(x, target=t)
     return _spatial(out, f"gradient x input at {layer!r}")
+
+
+def _fresh_input(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model called on a copy of its input, so that one that edits its input in place still has a gradient."""
+    return lambda t: model(t.clone())
 
 
 def _bias_layers(model: nn.Module) -> list[nn.Module]:
@@ -327,12 +344,20 @@ def attribute(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("attribution methods need gradients: call attribute outside torch.inference_mode()")
+    model = check_model(model)
     spec = METHODS[method]
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
-        raise ValueError("inputs must be a (B, 3, H, W) tensor; see pwawidgets.load_image")
-    x = inputs.detach().to(model_device(model, inputs.device))
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
+        raise ValueError("inputs must be a (B, 3, H, W) float tensor; see pwawidgets.load_image")
+    x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
+    if x.is_inference():
+        x = x.clone()
     layer = layer or default_layer(model, spec.default)
+    resolve_one(model, layer)  # one layer, with a clear error for presets, 'all' and unknown names
     if layer == INPUT and not spec.accepts_input:
         raise ValueError(f"{spec.label} needs a feature layer (e.g. {default_layer(model)!r}), not the input")
-    t = _targets(model, x, target)
-    return spec.compute(model, x, t, layer).detach()
+    with exact_math():
+        t = _targets(model, x, target)
+    # a copy: a model that edits its input in place must not edit the caller's tensor
+    return spec.compute(model, x.clone(), t, layer).detach()

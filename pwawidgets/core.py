@@ -11,19 +11,19 @@ no unit of that layer explains. One forward pass serves every layer; one backwar
 
 from __future__ import annotations
 
+import contextlib
 import math
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audit import audit
-from .layers import LayerCapture, LayerSpec, resolve_layers
+from .audit import require_piecewise_affine
+from .layers import LayerCapture, LayerSpec, check_model, resolve_layers
 from .placement import model_device, model_dtype
-from .precision import ExactnessWarning, check_precision, exact_math
+from .precision import check_precision, exact_math
 
 Target = int | Sequence[int] | torch.Tensor | str | None
 Normalization = tuple[Sequence[float], Sequence[float]]
@@ -111,16 +111,7 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 
 
 def _check_model(model: nn.Module, allow_non_affine: bool, strict: bool, modules: dict[str, nn.Module]) -> None:
-    report = audit(model, modules)
-    if not report.ok:
-        if not allow_non_affine:
-            raise ValueError(f"{report}\nPass allow_non_affine=True to decompose anyway (not exact).")
-        warnings.warn(f"decomposing a model that is not piece-wise affine:\n{report}", ExactnessWarning, 3)
-    elif report.unverified:
-        message = f"the audit could not check everything, so exactness is not guaranteed:\n{report}"
-        if strict:
-            raise ValueError(message + "\n(strict=True) Check with pwawidgets.verify, then pass strict=False.")
-        warnings.warn(message + "\nCheck with pwawidgets.verify.", ExactnessWarning, 3)
+    require_piecewise_affine(model, allow_non_affine, strict, modules)
 
 
 def _prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
@@ -158,11 +149,24 @@ def _normalization(model: nn.Module, normalization: Normalization | None, refere
             "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
             "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
         )
+    try:
+        mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in norm)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"normalization must be (mean, std), one value per channel each; got {norm!r}") from exc
+    if mean.shape != std.shape or not bool(torch.isfinite(std).all() & (std > 0).all()):
+        raise ValueError(f"normalization must be (mean, std) of equal length with every std > 0; got {norm!r}")
     return norm
 
 
+def _check_raw_input(x: torch.Tensor, norm: Normalization) -> None:
+    channels = len(torch.as_tensor(norm[0]).flatten())
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"reference='raw' works on image batches (B, C, H, W) with C = {channels} channels (one "
+                         f"per normalisation value); the input has shape {tuple(x.shape)}")
+
+
 def _logits(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor) and output.dim() == 2:
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[1] > 0:
         return output
     if isinstance(output, torch.Tensor):
         what = f"a tensor of shape {tuple(output.shape)}"
@@ -174,6 +178,24 @@ def _logits(output) -> torch.Tensor:
         what = type(output).__name__
     raise ValueError(f"the model returned {what}; decompose needs logits of shape (batch, classes). Wrap the model "
                      "in a module whose forward returns that tensor (e.g. the 'logits' entry).")
+
+
+@contextlib.contextmanager
+def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> Iterator[None]:
+    """For a model with parts in training mode (decomposed only with ``allow_non_affine``): put its buffers (BatchNorm
+    running statistics) and the random state (dropout) back afterwards."""
+    if not any(m.training for m in modules.values()):
+        yield
+        return
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
 
 
 # --------------------------------------------------------------------------------------------- targets
@@ -368,6 +390,7 @@ def decompose(
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("decompose needs autograd: call it outside torch.inference_mode()")
+    model = check_model(model)
     modules = dict(model.named_modules())
     specs, wants_all = resolve_layers(model, layers, modules)
     if not specs and not wants_all:
@@ -376,9 +399,12 @@ def decompose(
     norm = _normalization(model, normalization, reference, wants_input)
     _check_model(model, allow_non_affine, strict, modules)
     x = _prepare_inputs(model, inputs, wants_input)
+    if norm is not None:
+        _check_raw_input(x, norm)
     check_precision(model_dtype(model, x.dtype), strict)
 
-    with exact_math(x.device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
+    with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
+          LayerCapture(model, specs, wants_all, modules) as capture):
         # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
         try:
             output = model(x.clone() if x.requires_grad else x)

@@ -12,6 +12,7 @@ The audit, the TF32 guard and the TF32 simulation live in :mod:`pwawidgets.audit
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import kinds
-from .audit import AuditReport, Finding, audit
-from .core import decompose
-from .layers import LayerSpec, resolve_one, substitute
-from .placement import model_device
+from .audit import AuditReport, Finding, audit, require_piecewise_affine
+from .core import decompose, left_as_found
+from .layers import LayerSpec, check_model, resolve_one, substitute
+from .placement import model_device, model_dtype
 from .precision import ExactnessWarning, exact_math, round_to_tf32, simulate_tf32
 
 __all__ = [
@@ -66,17 +67,23 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} holds NaN or infinite values")
 
 
-def _run_moving(model: nn.Module, x: torch.Tensor, spec: LayerSpec, make_moving) -> None:
+def _run_moving(model: nn.Module, x: torch.Tensor, spec: LayerSpec, make_moving) -> torch.Tensor:
     """One forward pass in which the input, or the layer of ``spec``, is replaced by ``make_moving(value)``."""
     if spec.module is None:
-        model(make_moving(x))
-    else:
-        with substitute(model, spec, make_moving):
-            model(x)
+        return model(make_moving(x))
+    with substitute(model, spec, make_moving):
+        return model(x)
+
+
+def _moves(output) -> bool:
+    """Whether the model's output carries a tangent (depends on the moved tensor)."""
+    tensors = output if isinstance(output, (tuple, list)) else [output]
+    return any(isinstance(t, torch.Tensor) and fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def region_radius(
-    model: nn.Module, x: torch.Tensor, direction: torch.Tensor, layer: str | None = None
+    model: nn.Module, x: torch.Tensor, direction: torch.Tensor, layer: str | None = None, *,
+    allow_non_affine: bool = False,
 ) -> torch.Tensor:
     """Largest step ``t`` along ``direction`` before any piece-wise operation downstream of ``layer`` switches.
 
@@ -85,14 +92,26 @@ def region_radius(
     a module or as a functional call: ReLU and kin (ReLU6 and Hardtanh caps included), max-pool windows,
     clamp, abs, max/min, comparisons. Returns one radius per example ``(B,)`` (``inf`` if nothing switches).
     ``direction`` has the shape of the layer tensor (of ``x`` for the input). ``layer`` names one layer; a module
-    that runs several times must be named per call (``"layer1.0.relu@1"``).
+    that runs several times must be named per call (``"layer1.0.relu@1"``). Like :func:`~pwawidgets.decompose`,
+    it refuses a model the audit rejects unless ``allow_non_affine`` (a radius means nothing there).
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("region_radius needs forward-mode AD: call it outside torch.inference_mode()")
+    model = check_model(model)
     if not isinstance(x, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("x and direction must be tensors")
     spec = resolve_one(model, layer)
+    require_piecewise_affine(model, allow_non_affine)
     device = model_device(model, x.device)
-    x = x.detach().to(device)
-    direction = direction.detach().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
+    # copies: a model that edits its input in place must not edit the caller's tensors
+    x = x.detach().clone().to(device)
+    if x.is_floating_point():
+        x = x.to(model_dtype(model, x.dtype))
+    elif spec.module is None:
+        raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
+    if not direction.is_floating_point():
+        raise TypeError(f"direction must hold floats, got {direction.dtype}")
+    direction = direction.detach().clone().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
     _check_finite(x, "the point x")
     _check_finite(direction, "the direction")
     if spec.module is None and direction.shape != x.shape:
@@ -102,14 +121,19 @@ def region_radius(
         if direction.shape != value.shape:
             raise ValueError(f"direction has shape {tuple(direction.shape)}; layer {spec.name!r} has "
                              f"{tuple(value.shape)}")
-        return fwAD.make_dual(value.detach(), direction.to(value.dtype))
+        return fwAD.make_dual(value.detach().clone(), direction.to(value.dtype))
 
     watcher = _SwitchWatcher()
-    with exact_math(device), torch.no_grad(), fwAD.dual_level(), warnings.catch_warnings():
+    modules = dict(model.named_modules())
+    with (left_as_found(model, modules, device), exact_math(device), torch.no_grad(), fwAD.dual_level(),
+          warnings.catch_warnings()):
         # PyTorch loads its forward-AD decompositions through torch.jit.script on first use
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         with watcher:
-            _run_moving(model, x, spec, make_moving)
+            output = _run_moving(model, x, spec, make_moving)
+        if not _moves(output):
+            raise ValueError(f"the output does not depend on {spec.name!r} (forward() cuts it off: detach(), .data, "
+                             "torch.no_grad()): no direction moves the score")
     if watcher.unmodelled:
         warnings.warn(f"region radius ignores operations it cannot model (the radius may be too large): "
                       f"{sorted(watcher.unmodelled)}", ExactnessWarning, 2)
@@ -167,6 +191,8 @@ class VerifyReport:
                 for i, s in enumerate(self.steps)]
         if bool((self.radius == 0).any()):
             verdict = f"on a region edge in {self.dtype} (radius 0): no step stays inside one affine piece"
+        elif not self.inside:
+            verdict = "no step inside the region (steps are fractions of the radius: give some below 1)"
         elif not self.ok:
             verdict = "NOT affine within tolerance"
         elif self.max_error <= self.tol:
@@ -175,6 +201,18 @@ class VerifyReport:
             verdict = f"agrees only to rounding: these steps are below what {self.dtype} resolves"
         radius = ", ".join(f"{r:.3g}" for r in self.radius.tolist())
         return f"{verdict}: radius {radius} ({self.dtype})\n" + "\n".join(rows)
+
+
+def _check_steps(steps) -> tuple[float, ...]:
+    if isinstance(steps, (int, float)):
+        steps = (steps,)
+    try:
+        steps = tuple(float(t) for t in steps)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"steps are fractions of the region radius, e.g. (0.1, 0.5, 0.9); got {steps!r}") from exc
+    if not steps or not all(math.isfinite(t) and t > 0 for t in steps):
+        raise ValueError(f"steps must be positive fractions of the region radius, e.g. (0.1, 0.5, 0.9); got {steps}")
+    return steps
 
 
 def _default_direction(h: torch.Tensor, is_input: bool, seed: int) -> torch.Tensor:
@@ -209,10 +247,22 @@ def verify(
     If nothing switches along ``direction`` (infinite radius), steps are taken as multiples of 1.
     ``layer`` names one layer (``"input"`` by default), not a preset.
     """
+    model = check_model(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}; see pwawidgets.load_image")
     spec = resolve_one(model, layer)
-    if not steps:
-        raise ValueError("give at least one step, e.g. steps=(0.1, 0.5, 0.9)")
-    work = copy.deepcopy(model).to(dtype)
+    steps = _check_steps(steps)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    try:
+        work = copy.deepcopy(model).to(dtype)
+    except (TypeError, RuntimeError, copy.Error) as exc:
+        raise TypeError(f"verify works on a {dtype} copy of the model, and this model cannot be copied ({exc}); "
+                        "call region_radius and decompose on a float64 model yourself") from exc
     device = model_device(work, x.device)
     x = x.detach().to(device=device, dtype=dtype if x.is_floating_point() else None)
     dec = decompose(work, x, target, [spec.name], keep_gradients=True)
@@ -222,9 +272,13 @@ def verify(
     if direction is None:
         direction = _default_direction(h, spec.module is None, seed)
     else:
+        if not isinstance(direction, torch.Tensor):
+            raise TypeError(f"direction must be a tensor, got {type(direction).__name__}")
         direction = direction.detach().to(h.device, dtype)
         if direction.shape != h.shape:
             raise ValueError(f"direction has shape {tuple(direction.shape)}; {spec.name!r} has {tuple(h.shape)}")
+        if not bool((direction.flatten(1).abs().sum(1) > 0).all()):
+            raise ValueError("the direction is zero for some example: nothing moves, so there is nothing to check")
     radius = region_radius(work, x, direction, spec.name)
     finite = torch.where(torch.isfinite(radius), radius, torch.ones_like(radius))
     slope = (w * direction).flatten(1).sum(1)

@@ -38,7 +38,8 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
         if not source:
             raise ImageLoadError("the data is empty (0 bytes): give the bytes of an image file (PNG, JPEG, ...)")
     else:
-        path = os.fspath(source)
+        path = os.path.expanduser(os.fspath(source))
+        source = path
         if isinstance(path, str) and path.startswith(("http://", "https://")):
             raise ImageLoadError(f"{what} is a URL: images are not downloaded here; save it and give the file's "
                                  "path, or its bytes")
@@ -46,6 +47,8 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
             raise ImageLoadError(f"{what} is a directory, not an image file: give the path of one image in it")
         if not os.path.exists(path):
             raise ImageLoadError(f"no file at {what}: check the path (relative paths start at {os.getcwd()!r})")
+        if os.path.getsize(path) == 0:
+            raise ImageLoadError(f"{what} is empty (0 bytes): give an image file (PNG, JPEG, ...)")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
@@ -223,6 +226,10 @@ def load_image(
         ValueError: ``size`` or ``crop`` is not a positive integer, or ``crop > size`` (it would pad with black).
     """
     size = _positive_int(size, "size")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    if normalize:
+        normalization = _check_normalization(normalization)
     if crop is not None:
         crop = _positive_int(crop, "crop")
         if crop > size:
@@ -246,14 +253,30 @@ def load_image(
     return tensor.unsqueeze(0).as_subclass(torch.Tensor)
 
 
+def _check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in normalization)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"normalization must be (mean, std) with one value per channel, e.g. "
+                         f"pwawidgets.IMAGENET_NORMALIZATION or model.normalization; got {normalization!r}") from exc
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ValueError(f"normalization must hold 3 means and 3 positive stds (RGB); got {normalization!r}")
+    return mean, std
+
+
 def display_image(
     batch: torch.Tensor,
     normalized: bool = True,
     normalization: tuple[Sequence[float], Sequence[float]] = IMAGENET_NORMALIZATION,
 ) -> np.ndarray:
-    """The first image of a batch as ``H x W x 3`` floats in [0, 1] for plotting (undoes normalisation)."""
-    image = batch[0].detach().cpu().double()
+    """The first image of a batch ``(B, 3, H, W)`` (or one image ``(3, H, W)``) as ``H x W x 3`` floats in [0, 1]
+    for plotting (undoes normalisation)."""
+    if not isinstance(batch, torch.Tensor) or batch.dim() not in (3, 4) or batch.shape[-3] != 3:
+        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+        raise ValueError(f"display_image takes a (B, 3, H, W) batch or a (3, H, W) image, got {shape}")
+    image = (batch[0] if batch.dim() == 4 else batch).detach().cpu().double()
     if normalized:
+        normalization = _check_normalization(normalization)
         mean = torch.tensor(normalization[0], dtype=torch.float64).view(-1, 1, 1)
         std = torch.tensor(normalization[1], dtype=torch.float64).view(-1, 1, 1)
         image = image * std + mean

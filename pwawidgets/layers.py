@@ -63,6 +63,18 @@ def resnet_blocks(model: nn.Module) -> dict[str, str]:
     return blocks
 
 
+def check_model(model: object) -> nn.Module:
+    """The model itself (the original module of a ``torch.compile``d one), or a clear TypeError for anything that
+    is not an ``nn.Module``. Decomposing the original is the same function: hooks need the eager modules."""
+    if not isinstance(model, nn.Module):
+        hint = " (load it first: pwawidgets.load_model(name))" if isinstance(model, str) else ""
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}{hint}")
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
+        return original
+    return model
+
+
 def layer_presets(model: nn.Module) -> dict[str, dict[str, str]]:
     """Preset layer groups of a model: ``{"blocks": {alias: module name}}``.
 
@@ -70,6 +82,7 @@ def layer_presets(model: nn.Module) -> dict[str, dict[str, str]]:
     zoo does); otherwise VGG- and ResNet-shaped torchvision models are recognised. ``"all"`` is resolved at
     run time (every ReLU call) and is not listed here.
     """
+    model = check_model(model)
     declared = getattr(model, "block_layers", None)
     blocks = dict(declared) if declared else (vgg_blocks(model) or resnet_blocks(model))
     return {"blocks": blocks} if blocks else {}
@@ -92,8 +105,15 @@ def resolve_layers(
         layers = [INPUT]
     if isinstance(layers, str):
         layers = [layers]
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(f"layers must be a name or a list of names, got {type(layers).__name__}: {layers!r}")
+    model = check_model(model)
     modules = dict(model.named_modules()) if modules is None else modules
     presets = layer_presets(model)
+    for group in presets.values():
+        missing = {alias: target for alias, target in group.items() if target not in modules}
+        if missing:
+            raise ValueError(f"the model's block_layers name modules it does not have: {missing}")
     aliases = {alias: target for group in presets.values() for alias, target in group.items()}
     specs: list[LayerSpec] = []
     wants_all = False

@@ -118,8 +118,38 @@ def best_available_imagenet(preferred: tuple[str, ...] = PAPER_MODELS) -> str:
 
 
 def imagenet_categories(name: str = "vgg19") -> list[str]:
-    """The 1000 ImageNet class names, from torchvision's weights metadata (available offline)."""
-    return list(_weights_enum(name).DEFAULT.meta["categories"])
+    """The 1000 ImageNet class names, from torchvision's weights metadata (available offline). Every ImageNet
+    network here (EfficientNet-Lite0 included) uses this order."""
+    if name == EFFICIENTNET_LITE0:
+        name = "vgg19"
+    if name in _MINI_ZOO:
+        raise ValueError(f"{name!r} is not an ImageNet network: its classes are pwawidgets.data.SHAPE_CLASSES")
+    return list(_weights_enum(check_model_name(name)).DEFAULT.meta["categories"])
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """A usable device, with a clear error for one this machine lacks."""
+    try:
+        target = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from exc
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but this machine has no usable CUDA GPU: use device='cpu'")
+    if target.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' asked for, but this machine has no usable Apple GPU: use device='cpu'")
+    return target
+
+
+def _unwrap_state(state: dict) -> dict:
+    """The state_dict inside common checkpoint layouts: ``{"state_dict": ...}``/``{"model": ...}``, and the
+    ``module.`` prefix that ``nn.DataParallel`` adds."""
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state.get(key), dict) and all(isinstance(v, torch.Tensor) for v in state[key].values()):
+            state = state[key]
+            break
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def _tag(model: nn.Module, name: str, pretrained: bool, categories: list[str], normalization) -> nn.Module:
@@ -180,6 +210,7 @@ def load_model(
             to fix it.
     """
     check_model_name(name)
+    target_device = _device(device)
     if not isinstance(pretrained, (bool, str, os.PathLike)):
         raise TypeError(f"pretrained must be True, False or the path of a state_dict, got {type(pretrained).__name__}")
     if pretrained is False:
@@ -188,7 +219,7 @@ def load_model(
         with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone
             model = _load_pretrained(name) if pretrained is True else _build(name)
         if pretrained is not True:
-            state = _load_state(pretrained, f"checkpoint for {name!r}")
+            state = _unwrap_state(_load_state(pretrained, f"checkpoint for {name!r}"))
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
@@ -197,13 +228,13 @@ def load_model(
     if name in _MINI_ZOO:
         model.pretrained = pretrained is not False
         model.model_name = name
-        return model.eval().to(device or "cpu")
+        return model.eval().to(target_device)
     if name == EFFICIENTNET_LITE0:  # trained on torchvision's class order (checked by its predictions)
         categories, normalization = imagenet_categories(), efficientnet_lite.NORMALIZATION
     else:
         categories, normalization = imagenet_categories(name), IMAGENET_NORMALIZATION
     model = _tag(model, name, pretrained is not False, categories, normalization)
-    return model.to(device or "cpu")
+    return model.to(target_device)
 
 
 def _build(name: str) -> nn.Module:

@@ -153,6 +153,8 @@ def render_map(
 ) -> tuple[np.ndarray, float]:
     """Overlay of one map on its image: returns the ``uint8`` picture and the colour scale used."""
     view = sign_view(values, sign)
+    if not np.isfinite(view).all():
+        raise ValueError("the map holds NaN or infinite values: nothing sensible to colour")
     scale = view_scale(view) if vmax is None else float(vmax)
     mask = shown_mask(view, keep)
     return overlay(image, colorize(view, sign, scale, cmap), mask, opacity), scale

@@ -208,3 +208,23 @@ def test_embedding_output_is_a_new_variable():
     assert pw.audit(Tokens().eval()).verified
     bad = Wrap(lambda m, x: m.lin2(torch.sigmoid(x))).eval()
     assert not pw.audit(bad).ok
+
+
+def test_hooks_are_unverified():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    handle = net[1].register_forward_hook(lambda module, args, out: torch.sigmoid(out))
+    report = pw.audit(net)
+    assert report.ok and not report.verified and "hook" in str(report)
+    with pytest.warns(pw.ExactnessWarning, match="hook"):
+        pw.decompose(net, torch.randn(1, 4), 0)
+    handle.remove()
+    assert pw.audit(net).verified  # the cache follows hooks too
+
+
+def test_reductions_over_the_batch_axis_are_unverified():
+    across = Wrap(lambda m, x: m.lin2(m.lin(x) - m.lin(x).mean(0))).eval()
+    assert "batch axis" in str(pw.audit(across))
+    whole = Wrap(lambda m, x: m.lin2(x) - x.sum()).eval()
+    assert "batch axis" in str(pw.audit(whole))
+    within = Wrap(lambda m, x: m.lin2(m.lin(x) - m.lin(x).mean(1, keepdim=True))).eval()
+    assert pw.audit(within).verified

@@ -252,3 +252,32 @@ def test_one_layer_and_one_class_per_example(vgg11: nn.Module, images64: torch.T
         B.attribute("gradcam_captum", vgg11, images64[:1], 0, layer="all")
     with pytest.raises(ValueError, match="one class per example.*maps_from"):
         B.attribute("ours", vgg11, images64[:1], "top2", "conv2")
+
+
+def test_attribute_checks_targets_dtypes_and_leaves_inputs_alone(small_cnn: nn.Module) -> None:
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for method in ("gradient", "gradcam_plusplus", "ours"):
+        with pytest.raises(ValueError, match=r"\[0, 4\]"):
+            B.attribute(method, small_cnn, x, 99, layer="5")
+    with pytest.raises(TypeError, match="booleans"):
+        B.attribute("gradient", small_cnn, x, True, layer="5")
+    out = B.attribute("ours", small_cnn.float(), x, 1, layer="5")  # float64 inputs, float32 model
+    small_cnn.double()
+    assert out.dtype == torch.float32
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        B.attribute("gradient", small_cnn, x, 1)
+    with pytest.raises(TypeError, match="reads a Decomposition"):
+        B.maps_from({"input": x}, "ours", "input")
+
+    class InPlace(nn.Module):
+        def __init__(self, body: nn.Module):
+            super().__init__()
+            self.body = body
+
+        def forward(self, t):
+            t.mul_(2.0)
+            return self.body(t)
+
+    before = x.clone()
+    B.attribute("gradient", InPlace(small_cnn).eval(), x, None, layer="input")
+    assert torch.equal(x, before)

@@ -214,7 +214,8 @@ def test_tf32_flags_restored_after_decompose(small_cnn):
         seen = []
         hook = small_cnn[0].register_forward_hook(
             lambda *a: seen.append((matmul.fp32_precision, conv.fp32_precision)))
-        pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
+        with pytest.warns(pw.ExactnessWarning, match="hook"):  # the test's own hook is reported, as any hook is
+            pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
         hook.remove()
         assert seen == [("ieee", "ieee")]
         assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
@@ -402,3 +403,52 @@ def test_integer_inputs_decompose_after_the_embedding():
     torch.testing.assert_close(d.total("embed") + d.bias["embed"], d.score, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="integer inputs.*after the embedding"):
         pw.decompose(model, ids, 1, ["input", "embed"])
+
+
+def test_raw_reference_checks_shape_and_normalisation():
+    mlp = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with pytest.raises(ValueError, match=r"image batches \(B, C, H, W\)"):
+        pw.decompose(mlp, torch.randn(2, 5), 0, reference="raw", normalization=([0.5] * 5, [0.2] * 5))
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).eval()
+    conv(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="C = 3 channels"):
+        pw.decompose(conv, torch.randn(2, 1, 8, 8), 0, reference="raw", normalization=pw.IMAGENET_NORMALIZATION)
+    for bad in (([0.5] * 3, [0.2, 0.0, 0.2]), ([0.5],), ([0.5, 0.5], [0.2] * 3)):
+        with pytest.raises(ValueError, match="normalization must be"):
+            pw.decompose(conv, torch.randn(2, 1, 8, 8), 0, reference="raw", normalization=bad)
+
+
+def test_a_model_in_training_mode_is_left_as_found():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 4)
+    rng = torch.get_rng_state()
+    with pytest.warns(pw.ExactnessWarning, match="not piece-wise affine"):
+        pw.decompose(model, x, 0, allow_non_affine=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched
+    assert torch.equal(rng, torch.get_rng_state())  # dropout drew from a forked generator
+
+
+def test_what_is_not_a_model_or_not_a_layer_list():
+    with pytest.raises(TypeError, match="torch.nn.Module, got NoneType"):
+        pw.decompose(None, torch.zeros(1, 4))
+    with pytest.raises(TypeError, match=r"load it first: pwawidgets.load_model"):
+        pw.audit("mini_vgg")
+    with pytest.raises(TypeError, match="a name or a list of names"):
+        pw.decompose(_mlp(), torch.zeros(1, 4, dtype=torch.float64), 0, layers=1)
+    model = _mlp()
+    model.block_layers = {"hidden": "7"}
+    with pytest.raises(ValueError, match="block_layers name modules it does not have"):
+        pw.decompose(model, torch.zeros(1, 4, dtype=torch.float64), 0, "blocks")
+    empty = nn.Sequential(nn.Linear(4, 0)).eval()
+    with pytest.raises(ValueError, match=r"shape \(1, 0\)"):
+        pw.decompose(empty, torch.zeros(1, 4), 0)
+
+
+def test_a_compiled_model_is_decomposed_through_its_original():
+    model = _mlp()
+    compiled = torch.compile(model)  # nothing compiles until it is called
+    x = torch.randn(2, 4, dtype=torch.float64)
+    d = pw.decompose(compiled, x, 1, ["input", "1"])
+    torch.testing.assert_close(d.contributions["1"], pw.decompose(model, x, 1, ["1"]).contributions["1"])

@@ -233,3 +233,70 @@ def test_verify_names_one_layer(vgg11, images64):
         pw.verify(vgg11, images64[:1], "top2")
     with pytest.raises(ValueError, match="direction has shape"):
         pw.verify(vgg11, images64[:1], 0, direction=torch.zeros(1, 3, 8, 8))
+
+
+class InPlaceInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        x.sub_(0.5)
+        return self.body(x)
+
+
+def test_region_radius_refuses_what_decompose_refuses():
+    x, d = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    smooth = nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)).double().eval()
+    with pytest.raises(ValueError, match="allow_non_affine"):
+        pw.region_radius(smooth, x, d)
+    assert torch.isinf(pw.region_radius(smooth, x, d, allow_non_affine=True)).all()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        pw.region_radius(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), x, d)
+
+    class Cut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.relu(self.lin(x.detach() * 0 + 1))
+
+    with pytest.raises(ValueError, match="cuts it off|allow_non_affine"):
+        pw.region_radius(Cut().double().eval(), x, d)
+
+
+def test_radius_and_verify_leave_the_callers_tensors_alone():
+    torch.manual_seed(0)
+    model = InPlaceInput().double().eval()
+    x, d = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    before = x.clone()
+    radius = pw.region_radius(model, x, d)
+    assert torch.equal(x, before) and torch.isfinite(radius).all()
+    assert pw.verify(model, x, 0, direction=d).ok and torch.equal(x, before)
+    r32 = pw.region_radius(model.float(), x, d)  # float64 point, float32 model: converted like decompose
+    assert r32.dtype == torch.float32
+
+
+def test_verify_arguments_are_checked():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
+    x = torch.randn(1, 3, dtype=torch.float64)
+    cases = [
+        (dict(steps=(0.5, float("nan"))), ValueError, "positive fractions"),
+        (dict(steps=(-0.5,)), ValueError, "positive fractions"),
+        (dict(steps="abc"), TypeError, "fractions of the region radius"),
+        (dict(tol=-1), ValueError, "tol must be"),
+        (dict(dtype="float64"), TypeError, "floating torch.dtype"),
+        (dict(dtype=torch.int64), TypeError, "floating torch.dtype"),
+        (dict(seed="a"), TypeError, "seed must be an int"),
+        (dict(direction=torch.zeros(1, 3)), ValueError, "direction is zero"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            pw.verify(model, x, 0, **kwargs)
+    with pytest.raises(TypeError, match="x must be a tensor"):
+        pw.verify(model, x.numpy(), 0)
+    report = pw.verify(model, x, 0, steps=0.5)  # one number is one step
+    assert report.steps == (0.5,) and report.ok
+    outside = pw.verify(model, x, 0, steps=(2.0,))
+    assert not outside.ok and "no step inside the region" in str(outside)

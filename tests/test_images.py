@@ -222,3 +222,19 @@ def test_bool_arrays_are_black_and_white_and_low_precision_tensors_load():
     half = torch.full((3, 8, 8), 0.5, dtype=torch.bfloat16)
     assert pw.load_image(half, size=8, crop=None, normalize=False).sub(128 / 255).abs().max() < 1e-6
     assert pw.load_image(bytearray(_png(_photo())), size=8, crop=8).shape == (1, 3, 8, 8)
+
+
+def test_display_image_takes_one_image_or_a_batch_and_load_image_checks_its_options(tmp_path):
+    x = pw.load_image(np.full((40, 40, 3), 0.25), size=32, crop=32)
+    np.testing.assert_allclose(pw.display_image(x[0]), pw.display_image(x), atol=1e-12)
+    assert abs(float(pw.display_image(x).mean()) - 0.25) < 0.01
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\) batch or a \(3, H, W\)"):
+        pw.display_image(x[0, 0])
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalize="no")
+    with pytest.raises(ValueError, match="normalization must be"):
+        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalization=None)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(pw.ImageLoadError, match=r"empty \(0 bytes\)"):
+        pw.load_image(empty)

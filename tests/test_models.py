@@ -191,3 +191,21 @@ def test_random_weights_draw_from_the_seed():
     b = pw.load_model("mini_vgg", pretrained=False)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert a.pretrained is False
+
+
+def test_devices_checkpoint_layouts_and_categories(tmp_path):
+    import torch
+
+    with pytest.raises(ValueError, match="unknown device 'banana'"):
+        pw.load_model("mini_vgg", device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable CUDA GPU"):
+            pw.load_model("mini_vgg", device="cuda")
+    state = pw.load_model("mini_vgg").state_dict()
+    for layout in ({"state_dict": state}, {f"module.{k}": v for k, v in state.items()}):
+        torch.save(layout, tmp_path / "ckpt.pt")
+        loaded = pw.load_model("mini_vgg", pretrained=tmp_path / "ckpt.pt")
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    assert pw.imagenet_categories("efficientnet_lite0") == pw.imagenet_categories()
+    with pytest.raises(ValueError, match="not an ImageNet network"):
+        pw.imagenet_categories("mini_vgg")

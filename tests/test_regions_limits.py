@@ -211,3 +211,14 @@ def test_train_toy_in_a_worker_thread_matches_the_main_thread(monkeypatch) -> No
     assert worker_result and calls == [] and torch.get_num_threads() == before
     for p, q in zip(main.model.parameters(), worker_result[0].model.parameters(), strict=True):
         assert torch.equal(p, q)  # the same training in either thread
+
+
+def test_train_toy_checks_its_arguments():
+    import pytest
+
+    from pwawidgets.regions import train_toy
+
+    for kwargs, message in ((dict(hidden=5), "sequence of integer widths"), (dict(hidden=(2.5,)), "integer widths"),
+                            (dict(n_samples=1), "n_samples"), (dict(steps=-1), "steps"), (dict(seed=-1), "seed")):
+        with pytest.raises((TypeError, ValueError), match=message):
+            train_toy(**kwargs)

@@ -126,3 +126,10 @@ def test_map_grid_layout(image: np.ndarray, values: np.ndarray) -> None:
     assert len(fig.axes) == 3 and [t.get_text() for t in fig.axes[2].texts] == ["no positive part"]
     with pytest.raises(ValueError, match="maps for 2 columns"):
         viz.map_grid(image, {"ours": [values]}, ["conv4", "conv5"])
+
+
+def test_render_map_refuses_non_finite_maps(image: np.ndarray, values: np.ndarray) -> None:
+    bad = values.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        viz.render_map(image, bad)

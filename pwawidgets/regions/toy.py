@@ -58,6 +58,8 @@ def build_mlp(
     hidden: Sequence[int] = (5, 5, 5), n_in: int = 2, n_out: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> nn.Sequential:
     """``Linear -> ReLU`` for every width in ``hidden``, then a ``Linear`` to ``n_out`` logits; seeded init."""
+    if isinstance(hidden, int) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
+        raise TypeError(f"hidden is a sequence of integer widths, one per hidden layer, e.g. (5, 5, 5); got {hidden!r}")
     sizes = [n_in, *[int(h) for h in hidden]]
     if any(h < 1 for h in sizes[1:]):
         raise ValueError(f"every hidden width must be at least 1, got {tuple(hidden)}")
@@ -111,6 +113,12 @@ def train_toy(
     Safe in a worker thread: torch runs on one thread in the calling thread only, and the process-wide thread
     settings are left alone (see :func:`~pwawidgets.regions.threads.one_thread`).
     """
+    if not isinstance(n_samples, int) or n_samples < 10:
+        raise ValueError(f"n_samples must be an integer >= 10 (a data set to learn from), got {n_samples!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     X, y = make_toy_data(dataset, n_samples=n_samples, noise=noise, seed=seed)
     n_out = int(y.max()) + 1
     model = build_mlp(hidden, n_out=n_out, seed=seed)
