@@ -21,7 +21,6 @@ Categories of an operation, judged by what it does to values that depend on the 
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,16 +195,16 @@ def _pool_windows(v, dv, args, kwargs, dims, adaptive):
     pads = (padding[1], padding[1], padding[0], padding[0])
     vp = F.pad(v, pads, value=float("-inf"))
     dvp = F.pad(dv, pads, value=0.0)
-    b, c = vp.shape[:2]
-    unfold = {"kernel_size": kernel, "dilation": dilation, "stride": stride}
-    vals = F.unfold(vp.reshape(b * c, 1, *vp.shape[-2:]), **unfold).view(b, c, -1, _positions(vp, unfold))
-    rates = F.unfold(dvp.reshape(b * c, 1, *vp.shape[-2:]), **unfold).view(b, c, -1, _positions(vp, unfold))
-    return vals, rates
+    return _windows(vp, kernel, stride, dilation), _windows(dvp, kernel, stride, dilation)
 
 
-def _positions(x: torch.Tensor, unfold: dict) -> int:
-    k, d, s = unfold["kernel_size"], unfold["dilation"], unfold["stride"]
-    return math.prod((size - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, size in enumerate(x.shape[-2:]))
+def _windows(x: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
+    """Pooling windows of a ``(B, C, H, W)`` tensor as ``(B, C, window, positions)``, from strided views (no
+    ``F.unfold``, which is slow on a busy CPU)."""
+    for axis, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True), start=2):
+        x = x.unfold(axis, d * (k - 1) + 1, s)[..., ::d]  # appends one window axis per spatial axis
+    b, c, oh, ow, kh, kw = x.shape
+    return x.reshape(b, c, oh * ow, kh * kw).transpose(2, 3)
 
 
 def _integer_steps(offset: float) -> Switches:

@@ -85,3 +85,12 @@ def test_crossing_and_window_steps():
     steps = kinds._window_steps(z.view(1, 1, 4, 1), dz.view(1, 1, 4, 1), axis=2)
     # the maximum 2 rises at rate 1; 1.0 falls, -1.0 closes the gap of 3 at rate 1 -> step 3
     assert steps.flatten().tolist() == [float("inf"), 3.0, float("inf"), float("inf")]
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [((2, 2), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 1)),
+                                                      ((3, 3), (2, 1), (2, 1))])
+def test_pool_windows_equal_unfold(kernel, stride, dilation):
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    ours = kinds._windows(x, kernel, stride, dilation)
+    reference = F.unfold(x.reshape(6, 1, 9, 8), kernel, dilation=dilation, stride=stride)
+    torch.testing.assert_close(ours, reference.view(2, 3, *reference.shape[1:]), rtol=0, atol=0)
