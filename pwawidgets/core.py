@@ -21,12 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audit import require_piecewise_affine
-from .layers import LayerCapture, LayerSpec, check_model, resolve_layers
-from .placement import model_device, model_dtype
+from .calls import (
+    LayerPass,
+    Normalization,
+    Scores,
+    Target,
+    check_raw_input,
+    input_normalization,
+    layer_pass,
+    logits_of,
+    prepare_inputs,
+    select_scores,
+)
+from .layers import LayerCapture, check_model, resolve_layers
+from .placement import model_dtype
 from .precision import check_precision, exact_math
-
-Target = int | Sequence[int] | torch.Tensor | str | None
-Normalization = tuple[Sequence[float], Sequence[float]]
 
 
 @dataclass
@@ -110,76 +119,6 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 # ------------------------------------------------------------------------------------------ checks of a call
 
 
-def _check_model(model: nn.Module, allow_non_affine: bool, strict: bool, modules: dict[str, nn.Module]) -> None:
-    require_piecewise_affine(model, allow_non_affine, strict, modules)
-
-
-def _prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
-    """The batch on the model's device: floats in the model's dtype (a leaf that requires grad), or integer
-    indices as they are (for models that start with an embedding)."""
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
-    if inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: give a batch with at least one example, (B, ...)")
-    device = model_device(model, inputs.device)
-    if inputs.dtype in (torch.uint8, torch.int8):
-        raise TypeError("a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and normalise it as "
-                        "the model expects, or load it with pwawidgets.load_image")
-    if inputs.dtype == torch.bool or inputs.is_complex():
-        raise TypeError(f"inputs of dtype {inputs.dtype}: give real floats (or integer indices for an embedding)")
-    x = inputs.detach()
-    if x.is_inference():  # made under torch.inference_mode: autograd cannot use it
-        x = x.clone()
-    if not x.is_floating_point():
-        if wants_input:
-            raise ValueError("integer inputs (token indices) have no contributions: the input is not a continuous "
-                             "variable. Decompose at a layer after the embedding (e.g. its module name).")
-        return x.to(device)
-    return x.to(device=device, dtype=model_dtype(model, x.dtype)).requires_grad_(True)
-
-
-def _normalization(model: nn.Module, normalization: Normalization | None, reference: str, wants_input: bool):
-    if reference not in ("normalized", "raw"):
-        raise ValueError("reference must be 'normalized' or 'raw'")
-    if reference != "raw" or not wants_input:
-        return None
-    norm = normalization or getattr(model, "normalization", None)
-    if norm is None:
-        raise ValueError(
-            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
-            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
-        )
-    try:
-        mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in norm)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"normalization must be (mean, std), one value per channel each; got {norm!r}") from exc
-    if mean.shape != std.shape or not bool(torch.isfinite(std).all() & (std > 0).all()):
-        raise ValueError(f"normalization must be (mean, std) of equal length with every std > 0; got {norm!r}")
-    return norm
-
-
-def _check_raw_input(x: torch.Tensor, norm: Normalization) -> None:
-    channels = len(torch.as_tensor(norm[0]).flatten())
-    if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"reference='raw' works on image batches (B, C, H, W) with C = {channels} channels (one "
-                         f"per normalisation value); the input has shape {tuple(x.shape)}")
-
-
-def _logits(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[1] > 0:
-        return output
-    if isinstance(output, torch.Tensor):
-        what = f"a tensor of shape {tuple(output.shape)}"
-    elif isinstance(output, (tuple, list)):
-        what = f"a {type(output).__name__} of {len(output)}"
-    elif isinstance(output, Mapping):
-        what = f"a mapping with keys {list(output)[:5]}"
-    else:
-        what = type(output).__name__
-    raise ValueError(f"the model returned {what}; decompose needs logits of shape (batch, classes). Wrap the model "
-                     "in a module whose forward returns that tensor (e.g. the 'logits' entry).")
-
-
 @contextlib.contextmanager
 def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> Iterator[None]:
     """For a model with parts in training mode (decomposed only with ``allow_non_affine``): put its buffers (BatchNorm
@@ -198,97 +137,10 @@ def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch
                 buffer.copy_(saved)
 
 
-# --------------------------------------------------------------------------------------------- targets
-
-
-@dataclass
-class _Scores:
-    """The classes asked for, as a ``(B, k)`` index, their logits, and whether a class axis is kept."""
-
-    targets: torch.Tensor
-    scores: torch.Tensor
-    logits: torch.Tensor
-    per_class: bool
-
-    def squeeze(self, t: torch.Tensor) -> torch.Tensor:
-        """Drop the class axis when one class per example was asked."""
-        return t if self.per_class else t.squeeze(1)
-
-
-def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Targets as a ``(B, k)`` long tensor, and whether the caller asked for a class axis."""
-    batch, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(dim=1, keepdim=True), False
-    if isinstance(target, str):
-        k = int(target[3:]) if target.startswith("top") and target[3:].isdigit() else 0
-        if not 0 < k <= n_classes:
-            raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
-        return logits.topk(k, dim=1).indices, True
-    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
-        raise TypeError("target must hold integer class indices, not booleans")
-    try:
-        t = torch.as_tensor(target)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(f"target {target!r}: give an int, one int per example, a (batch, k) tensor, 'top5' or "
-                        "None") from exc
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError("target must hold integer class indices")
-    if t.device.type == "cpu":  # checked here, before anything waits on the device
-        _check_range(t, n_classes)
-    t = t.to(logits.device)
-    if t.dim() == 0:
-        return t.expand(batch, 1).long(), False
-    if t.dim() == 1:
-        if t.numel() != batch:
-            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
-        return t[:, None].long(), False
-    if t.dim() == 2 and t.shape[0] == batch and t.shape[1] > 0:
-        return t.long(), True
-    raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k) with k >= 1")
-
-
-def _check_range(t: torch.Tensor, n_classes: int) -> None:
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
-
-
-def _scores(target: Target, logits: torch.Tensor) -> tuple[_Scores, torch.Tensor | None]:
-    """The scores asked for; and, for a target tensor on an accelerator, a range check to read later (reading
-    it now would make the host wait before the backward passes)."""
-    targets, per_class = _targets(target, logits.detach())
-    in_range = None
-    if isinstance(target, torch.Tensor) and target.device.type != "cpu":
-        in_range = ((targets >= 0) & (targets < logits.shape[1])).all()
-        targets = targets.clamp(0, logits.shape[1] - 1)
-    return _Scores(targets, logits.gather(1, targets), logits.detach(), per_class), in_range
-
-
 # ------------------------------------------------------------------------------------------ the passes
 
 
-@dataclass
-class _Layer:
-    """One requested layer during the passes: its name, the graph node, its value and the input scale."""
-
-    name: str
-    node: torch.Tensor  # the tensor gradients are taken with respect to
-    value: torch.Tensor  # what the contributions multiply (raw pixels for reference="raw")
-    scale: torch.Tensor | None = None  # d/d(raw) = d/d(normalised) / std
-    stored: torch.Tensor | None = None  # (B, k, ...) contributions, or gradients when they are kept
-    totals: torch.Tensor | None = None  # (B, k)
-
-
-def _layer(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) -> _Layer:
-    value = node.detach()
-    if spec.module is None and norm is not None:
-        mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-        return _Layer(spec.name, node, value * std + mean, std)
-    return _Layer(spec.name, node, value)
-
-
-def _backward(scores: torch.Tensor, layers: list[_Layer], keep_gradients: bool) -> None:
+def _backward(scores: torch.Tensor, layers: list[LayerPass], keep_gradients: bool) -> None:
     """One backward pass per class. Fills, class by class, either the contributions or (with ``keep_gradients``)
     the gradients, ``(B, k, ...)`` each, and the totals ``sum_i w_i h_i``, ``(B, k)``."""
     k = scores.shape[1]
@@ -335,7 +187,7 @@ class LazyContributions(Mapping):
         return len(self._gradients)
 
 
-def _assemble(layers: list[_Layer], result: _Scores, keep_gradients: bool, reference: str) -> Decomposition:
+def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, reference: str) -> Decomposition:
     score = result.scores.detach()
     stored = {layer.name: result.squeeze(layer.stored) for layer in layers}
     activations = {layer.name: layer.value for layer in layers}
@@ -396,11 +248,11 @@ def decompose(
     if not specs and not wants_all:
         raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
     wants_input = any(s.module is None for s in specs)
-    norm = _normalization(model, normalization, reference, wants_input)
-    _check_model(model, allow_non_affine, strict, modules)
-    x = _prepare_inputs(model, inputs, wants_input)
+    norm = input_normalization(model, normalization, reference, wants_input)
+    require_piecewise_affine(model, allow_non_affine, strict, modules)
+    x = prepare_inputs(model, inputs, wants_input)
     if norm is not None:
-        _check_raw_input(x, norm)
+        check_raw_input(x, norm)
     check_precision(model_dtype(model, x.dtype), strict)
 
     with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
@@ -412,14 +264,14 @@ def decompose(
             raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): {exc}\n"
                                "Check the size and channels it expects (224 px RGB for the ImageNet networks, "
                                "64 px for the mini zoo).") from exc
-        logits = _logits(output)
+        logits = logits_of(output)
         if wants_all:
             named = {s.name for s in specs}
             specs = specs + [s for s in capture.relu_specs() if s.name not in named]
         if not specs:
             raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
-        result, in_range = _scores(target, logits)
-        passes = [_layer(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
+        result, in_range = select_scores(target, logits)
+        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
         _backward(result.scores, passes, keep_gradients)
     # read only now, so that nothing waits on an accelerator before the backward passes
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):

@@ -1,0 +1,173 @@
+"""What every decomposition-like call checks and prepares: the inputs, the input normalisation, the logits,
+the target classes and the layer tensors gradients are taken at. Shared by :mod:`pwawidgets.core`,
+:mod:`pwawidgets.bias` and :mod:`pwawidgets.robustness`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import LayerSpec
+from .placement import model_device, model_dtype
+
+Target = int | Sequence[int] | torch.Tensor | str | None
+Normalization = tuple[Sequence[float], Sequence[float]]
+
+
+def prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
+    """The batch on the model's device: floats in the model's dtype (a leaf that requires grad), or integer
+    indices as they are (for models that start with an embedding)."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: give a batch with at least one example, (B, ...)")
+    device = model_device(model, inputs.device)
+    if inputs.dtype in (torch.uint8, torch.int8):
+        raise TypeError("a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and normalise it as "
+                        "the model expects, or load it with pwawidgets.load_image")
+    if inputs.dtype == torch.bool or inputs.is_complex():
+        raise TypeError(f"inputs of dtype {inputs.dtype}: give real floats (or integer indices for an embedding)")
+    x = inputs.detach()
+    if x.is_inference():  # made under torch.inference_mode: autograd cannot use it
+        x = x.clone()
+    if not x.is_floating_point():
+        if wants_input:
+            raise ValueError("integer inputs (token indices) have no contributions: the input is not a continuous "
+                             "variable. Decompose at a layer after the embedding (e.g. its module name).")
+        return x.to(device)
+    return x.to(device=device, dtype=model_dtype(model, x.dtype)).requires_grad_(True)
+
+
+def input_normalization(model: nn.Module, normalization: Normalization | None, reference: str, wants_input: bool):
+    if reference not in ("normalized", "raw"):
+        raise ValueError("reference must be 'normalized' or 'raw'")
+    if reference != "raw" or not wants_input:
+        return None
+    norm = normalization or getattr(model, "normalization", None)
+    if norm is None:
+        raise ValueError(
+            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
+            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
+        )
+    try:
+        mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in norm)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"normalization must be (mean, std), one value per channel each; got {norm!r}") from exc
+    if mean.shape != std.shape or not bool(torch.isfinite(std).all() & (std > 0).all()):
+        raise ValueError(f"normalization must be (mean, std) of equal length with every std > 0; got {norm!r}")
+    return norm
+
+
+def check_raw_input(x: torch.Tensor, norm: Normalization) -> None:
+    channels = len(torch.as_tensor(norm[0]).flatten())
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"reference='raw' works on image batches (B, C, H, W) with C = {channels} channels (one "
+                         f"per normalisation value); the input has shape {tuple(x.shape)}")
+
+
+def logits_of(output) -> torch.Tensor:
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[1] > 0:
+        return output
+    if isinstance(output, torch.Tensor):
+        what = f"a tensor of shape {tuple(output.shape)}"
+    elif isinstance(output, (tuple, list)):
+        what = f"a {type(output).__name__} of {len(output)}"
+    elif isinstance(output, Mapping):
+        what = f"a mapping with keys {list(output)[:5]}"
+    else:
+        what = type(output).__name__
+    raise ValueError(f"the model returned {what}; decompose needs logits of shape (batch, classes). Wrap the model "
+                     "in a module whose forward returns that tensor (e.g. the 'logits' entry).")
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Scores:
+    """The classes asked for, as a ``(B, k)`` index, their logits, and whether a class axis is kept."""
+
+    targets: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor
+    per_class: bool
+
+    def squeeze(self, t: torch.Tensor) -> torch.Tensor:
+        """Drop the class axis when one class per example was asked."""
+        return t if self.per_class else t.squeeze(1)
+
+
+def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Targets as a ``(B, k)`` long tensor, and whether the caller asked for a class axis."""
+    batch, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=1, keepdim=True), False
+    if isinstance(target, str):
+        k = int(target[3:]) if target.startswith("top") and target[3:].isdigit() else 0
+        if not 0 < k <= n_classes:
+            raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
+        return logits.topk(k, dim=1).indices, True
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise TypeError("target must hold integer class indices, not booleans")
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"target {target!r}: give an int, one int per example, a (batch, k) tensor, 'top5' or "
+                        "None") from exc
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError("target must hold integer class indices")
+    if t.device.type == "cpu":  # checked here, before anything waits on the device
+        _check_range(t, n_classes)
+    t = t.to(logits.device)
+    if t.dim() == 0:
+        return t.expand(batch, 1).long(), False
+    if t.dim() == 1:
+        if t.numel() != batch:
+            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
+        return t[:, None].long(), False
+    if t.dim() == 2 and t.shape[0] == batch and t.shape[1] > 0:
+        return t.long(), True
+    raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k) with k >= 1")
+
+
+def _check_range(t: torch.Tensor, n_classes: int) -> None:
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+        raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
+
+
+def select_scores(target: Target, logits: torch.Tensor) -> tuple[Scores, torch.Tensor | None]:
+    """The scores asked for; and, for a target tensor on an accelerator, a range check to read later (reading
+    it now would make the host wait before the backward passes)."""
+    targets, per_class = _targets(target, logits.detach())
+    in_range = None
+    if isinstance(target, torch.Tensor) and target.device.type != "cpu":
+        in_range = ((targets >= 0) & (targets < logits.shape[1])).all()
+        targets = targets.clamp(0, logits.shape[1] - 1)
+    return Scores(targets, logits.gather(1, targets), logits.detach(), per_class), in_range
+
+
+# ------------------------------------------------------------------------------------------ layer tensors
+
+
+@dataclass
+class LayerPass:
+    """One requested layer during the passes: its name, the graph node, its value and the input scale."""
+
+    name: str
+    node: torch.Tensor  # the tensor gradients are taken with respect to
+    value: torch.Tensor  # what the contributions multiply (raw pixels for reference="raw")
+    scale: torch.Tensor | None = None  # d/d(raw) = d/d(normalised) / std
+    stored: torch.Tensor | None = None  # (B, k, ...) contributions, or gradients when they are kept
+    totals: torch.Tensor | None = None  # (B, k)
+
+
+def layer_pass(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) -> LayerPass:
+    value = node.detach()
+    if spec.module is None and norm is not None:
+        mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+        return LayerPass(spec.name, node, value * std + mean, std)
+    return LayerPass(spec.name, node, value)
