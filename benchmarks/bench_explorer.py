@@ -180,6 +180,17 @@ def main() -> None:
           f"passes, {elapsed:.1f} s ({1000 * elapsed / args.moves:.1f} ms per move); RSS {rss_before:.0f} -> "
           f"{rss_after:.0f} MiB ({growth:+.1f} MiB) -> {verdict(errors == 0 and growth < TARGETS['growth_mb'])} "
           f"(no errors, growth < {TARGETS['growth_mb']:.0f} MiB)")
+    t0 = time.perf_counter()
+    explorer.show_bias_sources()  # the bias view: one extra pass, then slider moves read its cache
+    bias_s, bias_passes = time.perf_counter() - t0, s.stats["bias_passes"]
+    times = []
+    for i in range(60):
+        t0 = time.perf_counter()
+        c["layer"].value = layers[i % len(layers)]
+        times.append((time.perf_counter() - t0) * 1000)
+    print(f"bias view on: {bias_passes} extra pass (bias_sources_at: 1 forward + {s.top_k} backward, every layer) "
+          f"{bias_s:.2f} s; layer-slider redraws then median {statistics.median(times):.1f} ms, "
+          f"{s.stats['bias_passes'] - bias_passes} new passes")
     peak = peak_mb()
     print(f"peak memory: {peak:.0f} MiB (imports {rss_imports:.0f} MiB, model weights "
           f"{rss_model - rss_imports:.0f} MiB) -> {verdict(peak <= TARGETS['peak_mb'])} "

@@ -7,6 +7,8 @@
    the caller's flags back; its contributions match the float64 reference far better than the same
    computation run with TF32 on.
 3. The local affine prediction (verify) in float32 with TF32 on and off.
+4. The sources of the bias (bias_sources) on CUDA: in float64 they sum to decompose's bias and equal the CPU's;
+   in float32 with the caller's TF32 on, how far their sum is from the float64 bias.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 
 import pwawidgets as pw
+from pwawidgets.bias import REMAINDER
 from pwawidgets.layers import resolve_one, substitute
 
 
@@ -86,9 +89,27 @@ def main(device: str = "cuda", size: int = 224, names: tuple[str, ...] = ("vgg19
         set_tf32(True)
         report = pw.verify(gpu, x[:1].to(device), int(target[0]))
         print(f"[3] {name}: verify float64 on CUDA: {str(report).splitlines()[0]}")
+        bias_check(cpu, gpu, x, target, device, "conv1" if "vgg" in name else "stem")
         del cpu, gpu, gpu32
         if device == "cuda":
             torch.cuda.empty_cache()
+
+
+def bias_check(cpu, gpu, x, target, device: str, layer: str) -> None:
+    gpu = gpu.double()
+    on_cpu = pw.bias_sources(cpu, x, target, layer)
+    on_gpu = pw.bias_sources(gpu, x.to(device), target.to(device), layer)
+    bias = pw.decompose(gpu, x.to(device), target.to(device), [layer]).bias[layer]
+    parts = torch.stack([on_gpu[name] for name in on_gpu if name != REMAINDER]).sum(0)  # the remainder left out
+    scale = float(bias.abs().max())
+    worst = max(float((on_gpu[n].cpu() - on_cpu[n]).abs().max()) for n in on_cpu) / scale
+    print(f"[4] bias_sources at {layer}, float64 CUDA: |sum of {len(on_gpu) - 1} attributed parts - bias| / |bias| "
+          f"{float((parts - bias).abs().max()) / scale:.1e}; largest |CUDA - CPU| part / |bias| {worst:.1e}")
+    set_tf32(True)
+    f32 = pw.bias_sources(gpu.float(), x.float().to(device), target.to(device), layer)
+    total = torch.stack([f32[name] for name in f32 if name != REMAINDER]).sum(0).double()
+    print(f"    float32 with the caller's TF32 on: |sum of parts - float64 bias| / |bias| "
+          f"{float((total - bias).abs().max()) / scale:.1e}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from . import data, metrics, zoo
 from .audit import AuditReport, audit
+from .bias import bias_sources
 from .core import Decomposition, decompose
 from .exactness import region_radius, verify
 from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
@@ -19,6 +20,7 @@ __all__ = [
     "ImageWarning",
     "WeightsUnavailableError",
     "audit",
+    "bias_sources",
     "decompose",
     "data",
     "display_image",

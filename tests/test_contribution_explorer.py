@@ -403,3 +403,47 @@ def test_the_default_model_is_the_best_imagenet_net_available(mini: nn.Module, p
     assert asked == ["efficientnet_lite0"]
     assert explorer.model is mini and explorer.message == ""
     assert ContributionExplorer(None, photo).model is mini
+
+
+# ------------------------------------------------------------------------------------------- the bias view
+
+
+def test_bias_view_one_extra_pass_then_slider_moves_read_the_cache(explorer: ContributionExplorer,
+                                                                  mini: nn.Module) -> None:
+    s = explorer.state
+    assert s.stats["bias_passes"] == 0 and explorer.summary()["sources"] == []  # off by default: no extra pass
+    explorer.controls["sources"].value = True
+    assert explorer.message == "" and s.stats["bias_passes"] == 1
+    x = s.inputs
+    for layer in explorer.controls["layer"].options:
+        for c in s.top[:3]:
+            explorer.controls["layer"].value = layer
+            explorer.controls["target"].value = c
+            info = explorer.summary()
+            expected = pw.bias_sources(mini, x, c, layer)
+            shown = {name: value for name, _, value in info["sources"]}
+            assert shown.keys() == set(expected)
+            for name, value in expected.items():
+                assert shown[name] == pytest.approx(float(value[0]), rel=1e-5, abs=1e-6), (layer, c, name)
+            assert sum(shown.values()) == pytest.approx(info["bias"], rel=1e-5, abs=1e-5)
+            assert [abs(v) for v in shown.values()] == sorted((abs(v) for v in shown.values()), reverse=True)
+    assert s.stats["bias_passes"] == 1 and s.stats["decompositions"] == 1
+    assert "where the bias at" in explorer.info.value and "background:#" in explorer.info.value
+
+
+def test_bias_view_for_a_class_on_demand_and_a_new_image(explorer: ContributionExplorer, photo: np.ndarray) -> None:
+    s = explorer.state
+    explorer.show_bias_sources()
+    other = next(c for c in range(6) if c not in s.top)
+    explorer.select_class(other)
+    assert s.stats["bias_passes"] == 2 and other in s.sources
+    explorer.select_class(other)
+    explorer.controls["layer"].value = "conv2"
+    assert s.stats["bias_passes"] == 2
+    explorer.set_image(photo[::-1].copy())
+    assert s.stats["bias_passes"] == 3 and set(s.sources) == set(s.top)
+    before = dict(s.sources)
+    explorer.set_image(b"not an image")
+    assert explorer.message and s.sources == before  # a failed image keeps the previous sources
+    explorer.controls["sources"].value = False
+    assert "where the bias at" not in explorer.info.value and s.stats["bias_passes"] == 3

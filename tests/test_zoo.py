@@ -28,6 +28,7 @@ PIECEWISE_AFFINE_LEAVES = (
     nn.BatchNorm2d,
     nn.Flatten,
     nn.Dropout,
+    nn.Identity,
     Normalize,
 )
 CONTAINERS = (nn.Sequential, MiniVGG, MiniResNet, BasicBlock)
@@ -45,7 +46,7 @@ def net(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
 
 
 def test_names() -> None:
-    assert zoo.NAMES == ("mini_vgg", "mini_vgg_bn", "mini_resnet")
+    assert zoo.NAMES == ("mini_vgg", "mini_vgg_bn", "mini_resnet", "mini_vgg_fc")
 
 
 @pytest.mark.parametrize("call", [zoo.build, zoo.load, zoo.card])
@@ -58,7 +59,7 @@ def test_unknown_name_lists_valid_names(call) -> None:
 def test_weights_are_small_float32_state_dicts() -> None:
     for name in zoo.NAMES:
         path = zoo.weights_path(name)
-        assert path.stat().st_size < 1.5 * 2**20
+        assert path.stat().st_size < (2.5 if name == "mini_vgg_fc" else 1.5) * 2**20
         state = torch.load(path, map_location="cpu", weights_only=True)
         assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
         assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
@@ -199,3 +200,24 @@ def test_training_side_by_side_equals_training_alone(tmp_path) -> None:
         alone = torch.load(tmp_path / name / f"{name}.pt", weights_only=True)
         together = torch.load(tmp_path / "together" / f"{name}.pt", weights_only=True)
         assert all(torch.equal(alone[k], together[k]) for k in alone), name
+
+
+def test_mini_vgg_fc_is_mini_vgg_with_vggs_fully_connected_head() -> None:
+    fc, plain = zoo.build("mini_vgg_fc"), zoo.build("mini_vgg")
+    features = {k: v.shape for k, v in fc.state_dict().items() if k.startswith("features.")}
+    assert features == {k: v.shape for k, v in plain.state_dict().items() if k.startswith("features.")}
+    linears = [m for m in fc.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(128 * 4 * 4, 128), (128, 128), (128, 6)]
+    assert all(m.bias is not None for m in linears) and isinstance(fc.pool, nn.Identity)
+    assert not any(isinstance(m, nn.Dropout) for m in fc.modules())  # no draws from the global random state
+    assert fc(torch.rand(2, 3, 64, 64)).shape == (2, 6)
+
+
+def test_the_fc_heads_biases_are_part_of_the_bias_at_conv1(fresh: tuple[torch.Tensor, torch.Tensor]) -> None:
+    import pwawidgets as pw
+
+    model = zoo.load("mini_vgg_fc").double()
+    x, y = fresh[0][:4].double(), fresh[1][:4]
+    sources = pw.bias_sources(model, x, y, "conv1")
+    assert {"classifier.1", "classifier.3", "classifier.5"} <= set(sources)
+    torch.testing.assert_close(sources.total(), pw.decompose(model, x, y, ["conv1"]).bias["conv1"])

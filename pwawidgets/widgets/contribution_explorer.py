@@ -18,6 +18,7 @@ import functools
 import html
 import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 from .. import viz
 from ..baselines import maps_from, resize_maps
+from ..bias import REMAINDER, bias_sources_at
 from ..core import decompose
 from ..images import ImageLoadError, display_image
 from ..layers import INPUT, layer_presets
@@ -50,6 +52,9 @@ __all__ = ["ClassExplanation", "ContributionExplorer", "ContributionState", "Pre
 
 METHODS: dict[str, str] = {"ours": "contributions (ours)", "gradcam": "Grad-CAM", "gradient": "gradient"}
 SIDE_BY_SIDE = "side"
+TOP_SOURCES = 6  # bars of the bias view; the rest is summed into one bar
+
+Sources = dict[str, list[tuple[str, str, float]]]  # layer -> [(source, kind, part of the bias)], largest first
 
 
 # ------------------------------------------------------------------------------------------------- state
@@ -91,11 +96,15 @@ class ContributionState(Messages):
     sign: str = "positive"
     keep: float = 100.0
     opacity: float = 0.6
-    stats: dict[str, int] = field(default_factory=lambda: {"forwards": 0, "decompositions": 0, "renders": 0})
+    show_sources: bool = False  # the bias view: where the bias at the chosen layer comes from
+    sources: dict[int, Sources] = field(default_factory=dict)  # class -> its bias sources at every layer
+    stats: dict[str, int] = field(default_factory=lambda: {"forwards": 0, "decompositions": 0, "renders": 0,
+                                                           "bias_passes": 0})
 
 
 # what a new image replaces: restored as a whole when showing it fails
-IMAGE_FIELDS = ("class_names", "inputs", "picture", "probabilities", "top", "explained", "target", "source", "note")
+IMAGE_FIELDS = ("class_names", "inputs", "picture", "probabilities", "top", "explained", "target", "source", "note",
+                "sources")
 
 
 def _probability_text(p: float) -> str:
@@ -188,6 +197,8 @@ class ContributionExplorer(Explorer):
         value that is neither (a float, None...)."""
         index = self._class_index(cls)
         self._ensure_explained(index)
+        if self.state.show_sources:
+            self._ensure_sources(index)
         self._sync_target_options()
         with self._hold():
             self.controls["target"].value = index
@@ -205,11 +216,27 @@ class ContributionExplorer(Explorer):
             "class": s.target, "name": s.class_names[s.target] if s.target < len(s.class_names) else str(s.target),
             "probability": p, "layer": s.layer, "score": ex.score, "bias": bias,
             "contributions": ex.score - bias, "bias_ratio": ex.ratio(s.layer),
+            "sources": list(s.sources.get(s.target, {}).get(s.layer, [])),
         }
+
+    @guarded("Bias sources")
+    def show_bias_sources(self, on: bool = True) -> bool:
+        """Turn the bias view on (or off): where the bias at the chosen layer and class comes from, as bars.
+
+        The first time for an image, one :func:`pwawidgets.bias.bias_sources_at` pass (one forward pass, one
+        backward pass per explained class) gives the sources at every layer; slider moves then read that cache."""
+        with self._hold():
+            self.controls["sources"].value = bool(on)
+        self.state.show_sources = bool(on)
+        if on:
+            self._ensure_sources(self.state.target)
+        self._render()
+        return True
 
     def _drop_caches(self) -> None:
         s = self.state
         s.explained.clear()
+        s.sources.clear()
         s.inputs = s.picture = s.probabilities = None
 
     # ------------------------------------------------------------------ building
@@ -241,6 +268,8 @@ class ContributionExplorer(Explorer):
                                        readout_format=".0f", layout=wide),
             "opacity": W.FloatSlider(value=s.opacity, min=0, max=1, step=0.05, description="opacity",
                                      layout=wide),
+            "sources": W.Checkbox(value=s.show_sources, description="where the bias comes from",
+                                  indent=False),
         }
         for toggle in (c["method"], c["sign"]):
             toggle.style.button_width = "auto"
@@ -249,7 +278,7 @@ class ContributionExplorer(Explorer):
         self.info = W.HTML()
         picker = W.HBox([c["sample"], c["path"], c["load"], c["upload"]])
         settings = W.VBox([c["target"], c["class_name"], c["layer"], c["method"], c["sign"], c["threshold"],
-                           c["opacity"], self.info])
+                           c["opacity"], c["sources"], self.info])
         self.widget = W.VBox([picker, W.HBox([self.image, settings]), self.message_widget])
 
     def _connect(self) -> None:
@@ -258,6 +287,8 @@ class ContributionExplorer(Explorer):
                                 ("threshold", "keep", float), ("opacity", "opacity", float)):
             c[key].observe(functools.partial(self._on_setting, attr, cast), names="value")
         c["target"].observe(self._on_target, names="value")
+        c["sources"].observe(lambda change: None if self._held else self.show_bias_sources(change["new"]),
+                             names="value")
         c["class_name"].observe(self._on_class_name, names="value")
         c["sample"].observe(self._on_sample, names="value")
         c["load"].on_click(lambda _: self._on_path())
@@ -336,9 +367,10 @@ class ContributionExplorer(Explorer):
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("the model's scores for this image are not finite (NaN or infinite)")
         names = s.class_names if len(s.class_names) >= logits.shape[1] else class_names_for(self.model, logits.shape[1])
+        sources = self._sources_for(x, list(explained)) if s.show_sources else {}
         new = dict(class_names=names, inputs=x, picture=self._picture(x), probabilities=logits[0].double().softmax(0),
                    top=list(explained), explained=explained, target=next(iter(explained)), source=source,
-                   note="; ".join(f"Note: {n}" for n in notes))
+                   note="; ".join(f"Note: {n}" for n in notes), sources=sources)
         previous = {key: getattr(s, key) for key in IMAGE_FIELDS}
         try:
             self._show_image(new)
@@ -391,6 +423,26 @@ class ContributionExplorer(Explorer):
             raise ValueError("no image yet: pick or upload one first")
         if index not in s.explained:
             s.explained.update(self._explain(s.inputs, [index])[0])
+
+    def _sources_for(self, x: torch.Tensor, classes: list[int]) -> dict[int, Sources]:
+        """One pass of :func:`bias_sources_at` for these classes at every layer: their sources, largest first."""
+        s = self.state
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a remainder that is not ~0 is shown as its own bar
+            found = bias_sources_at(self.model, x, torch.tensor([classes], device=x.device), s.layers)
+        s.stats["bias_passes"] += 1
+        out: dict[int, Sources] = {}
+        for j, c in enumerate(classes):
+            out[c] = {layer: sorted(((name, res.kinds[name], float(v[0, j])) for name, v in res.items()),
+                                    key=lambda row: -abs(row[2])) for layer, res in found.items()}
+        return out
+
+    def _ensure_sources(self, index: int) -> None:
+        s = self.state
+        if s.inputs is None or index in s.sources:
+            return
+        wanted = [c for c in s.explained if c not in s.sources] if index in s.explained else [index]
+        s.sources.update(self._sources_for(s.inputs, wanted))
 
     def _class_index(self, cls: int | str) -> int:
         n = len(self.state.class_names)
@@ -475,6 +527,29 @@ class ContributionExplorer(Explorer):
             f"<tr><td>Σ contributions at {html.escape(s.layer)}</td><td>{info['contributions']:+.4g}</td></tr>"
             f"<tr><td>bias b at {html.escape(s.layer)}</td><td>{info['bias']:+.4g}</td></tr>"
             f"<tr><td>b / S</td><td>{ratio_text}</td></tr></table>"
-            "<small>S = Σ w·h + b exactly at every layer. Each map has its own colour scale; keep-top-% ranks "
+            + (self._sources_html(info["sources"]) if s.show_sources else "")
+            + "<small>S = Σ w·h + b exactly at every layer. Each map has its own colour scale; keep-top-% ranks "
             "the displayed (upsampled) pixels.</small>"
         )
+
+    def _sources_html(self, rows: list[tuple[str, str, float]]) -> str:
+        """The bias view: the largest parts of the bias at the chosen layer as bars (red adds, blue subtracts)."""
+        s = self.state
+        if not rows:
+            return "<div><i>bias sources: not computed for this class</i></div>"
+        shown = [r for r in rows if r[0] != REMAINDER][:TOP_SOURCES]
+        rest = [r for r in rows if r[0] != REMAINDER and r not in shown]
+        if rest:
+            shown.append((f"{len(rest)} other sources", "", sum(r[2] for r in rest)))
+        remainder = next((r for r in rows if r[0] == REMAINDER), None)
+        if remainder is not None and abs(remainder[2]) > 1e-4 * max(abs(r[2]) for r in rows):
+            shown.append(remainder)
+        top = max(abs(r[2]) for r in shown) or 1.0
+        bars = "".join(
+            f"<tr><td title='{html.escape(kind)}' style='font-family:monospace;font-size:11px'>"
+            f"{html.escape(name if len(name) <= 26 else name[:25] + '…')}</td>"
+            f"<td style='width:130px'><div style='width:{max(1, round(120 * abs(v) / top))}px;height:10px;"
+            f"background:{'#c44e52' if v >= 0 else '#4c72b0'}'></div></td><td>{v:+.3g}</td></tr>"
+            for name, kind, v in shown)
+        return (f"<div style='margin-top:4px'><b>where the bias at {html.escape(s.layer)} comes from</b> "
+                f"({len(rows) - (remainder is not None)} source(s))</div><table>{bars}</table>")

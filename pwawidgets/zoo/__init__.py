@@ -1,4 +1,7 @@
-"""Mini zoo: three small trained ReLU nets on the generated shapes, mirroring the paper's three architectures.
+"""Mini zoo: small trained ReLU nets on the generated shapes, mirroring the paper's three architectures.
+
+``mini_vgg`` (VGG-19 without its fully connected head), ``mini_vgg_bn`` (VGG-19-BN), ``mini_resnet``
+(ResNet-101) and ``mini_vgg_fc`` (VGG-19 with its head of three biased linear layers).
 
 >>> from pwawidgets import zoo
 >>> net = zoo.load("mini_vgg_bn")      # eval mode, weights shipped with the package

@@ -1,4 +1,4 @@
-"""Three small ReLU networks that mirror the paper's VGG-19, VGG-19-BN and ResNet-101, sized for 64x64 shapes.
+"""Small ReLU networks that mirror the paper's VGG-19, VGG-19-BN and ResNet-101, sized for 64x64 shapes.
 
 Every net is built only from piece-wise affine pieces (convolutions, linear layers, ReLU, max/average pooling,
 BatchNorm in eval mode, flatten, additions) plus :class:`Normalize`, a fixed affine layer, so it takes the raw
@@ -18,11 +18,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..data import SHAPE_CLASSES
+from ..data import IMAGE_SIZE, SHAPE_CLASSES
 
 RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 DATA_MEAN = (0.5, 0.5, 0.5)  # measured on shapes(): per-channel mean 0.498, standard deviation 0.277
 DATA_STD = (0.28, 0.28, 0.28)
+FC_HIDDEN = 128  # units of each hidden layer of mini_vgg_fc's head
 
 
 class Normalize(nn.Module):
@@ -40,11 +41,15 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def _init_weights(model: nn.Module) -> None:
-    """He (Kaiming) initialisation for convolutions, as torchvision's VGG/ResNet do; BN starts as identity."""
+def _init_weights(model: nn.Module, linear: bool = False) -> None:
+    """He (Kaiming) initialisation for convolutions, as torchvision's VGG/ResNet do; BN starts as identity.
+
+    ``linear=True`` also He-initialises linear layers (fan-in) with zero biases: a fully connected head without
+    BatchNorm trains with it, as the convolutions do."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, nn.Conv2d) or (linear and isinstance(m, nn.Linear)):
+            mode = "fan_out" if isinstance(m, nn.Conv2d) else "fan_in"
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
@@ -53,10 +58,16 @@ def _init_weights(model: nn.Module) -> None:
 
 
 class MiniVGG(nn.Module):
-    """VGG-style net: blocks of 3x3 conv [+ BN] + ReLU, a max-pool after each block, global max-pool, linear.
+    """VGG-style net: blocks of 3x3 conv [+ BN] + ReLU, a max-pool after each block, then a head.
 
     ``features`` is an ``nn.Sequential`` as in torchvision's VGG; ``conv1``..``convK`` name the last ReLU of
     each block, before its pool. Default widths 16-32-64x2-128x2 (four blocks; 64 -> 32 -> 16 -> 8 -> 4 px).
+
+    Head: a global max-pool and one linear layer (``hidden=None``, the default), or VGG's fully connected head
+    (``hidden=n``): the last feature map flattened (4 x 4 x 128 = 2048 values), then linear-ReLU twice (``n``
+    units each) and a linear classifier: three linear layers with biases, as in VGG-19's ``classifier``.
+    ``dropout > 0`` puts dropout after each hidden ReLU as VGG does (off by default: it draws from the global
+    random state while training, and with p = 0.5 the plain net did not leave chance level).
     """
 
     normalization = RAW_PIXELS
@@ -67,6 +78,8 @@ class MiniVGG(nn.Module):
         blocks: Sequence[Sequence[int]] = ((16,), (32,), (64, 64), (128, 128)),
         batch_norm: bool = False,
         num_classes: int = len(SHAPE_CLASSES),
+        hidden: int | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.normalize = Normalize(DATA_MEAN, DATA_STD)
@@ -83,9 +96,20 @@ class MiniVGG(nn.Module):
             self.block_layers[f"conv{b}"] = f"features.{len(layers) - 1}"
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveMaxPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(channels, num_classes))
-        _init_weights(self)
+        if hidden is None:
+            self.pool: nn.Module = nn.AdaptiveMaxPool2d(1)
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(channels, num_classes))
+        else:  # VGG's head: flatten every position, three linear layers (torchvision: 25088-4096-4096-1000)
+            self.pool = nn.Identity()
+            size = IMAGE_SIZE // 2 ** len(blocks)
+            drop = [nn.Dropout(dropout)] if dropout > 0 else []
+            self.classifier = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(channels * size * size, hidden), nn.ReLU(inplace=True), *drop,
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), *drop,
+                nn.Linear(hidden, num_classes),
+            )
+        _init_weights(self, linear=hidden is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(self.normalize(x))))
@@ -161,9 +185,14 @@ def mini_vgg_bn() -> MiniVGG:
     return MiniVGG(batch_norm=True)
 
 
+def mini_vgg_fc() -> MiniVGG:
+    """Plain VGG-style net with VGG-19's fully connected head (three linear layers with biases)."""
+    return MiniVGG(batch_norm=False, hidden=FC_HIDDEN)
+
+
 def mini_resnet() -> MiniResNet:
     """ResNet-style net with one basic block per stage, mirrors ResNet-101."""
     return MiniResNet()
 
 
-BUILDERS = {"mini_vgg": mini_vgg, "mini_vgg_bn": mini_vgg_bn, "mini_resnet": mini_resnet}
+BUILDERS = {"mini_vgg": mini_vgg, "mini_vgg_bn": mini_vgg_bn, "mini_resnet": mini_resnet, "mini_vgg_fc": mini_vgg_fc}

@@ -1,0 +1,633 @@
+"""Where the bias comes from: the bias at a layer split exactly into the constants the network adds after it.
+
+Inside the input's linear region every operation after a layer tensor ``h`` is affine, ``out = A(in) + c``.
+Chaining them gives, for the score ``S`` of one class,
+
+    S = w . h + sum_m <dS/d out_m, c_m> + sum_v <dS/d v, v>,
+
+where ``m`` runs over the operations after ``h`` that add a constant ``c_m`` (convolution and linear biases,
+BatchNorm shifts ``beta - gamma mu / sigma``, ReLU6/Hardtanh caps on saturated units, Hardsigmoid's 0.5, a
+custom affine module's ``m(0)``...) and ``v`` over values that reach the score without passing through ``h``
+(a residual shortcut taken before ``h``, a tensor made inside ``forward``). So the bias ``b = S - w . h`` splits
+exactly into these parts: :func:`bias_sources` (one layer), :func:`bias_sources_at` (several). One forward pass
+and one backward pass per class serve every source, at every layer asked for.
+
+What no rule covers (a constant added by functional code the rules do not know) is never hidden: it is the
+entry :data:`REMAINDER`, ``b - sum(parts)``, with an :class:`~pwawidgets.ExactnessWarning` when it is not ~0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+from torch.autograd.graph import get_gradient_edge
+from torch.overrides import TorchFunctionMode
+
+from . import kinds
+from .audit import require_piecewise_affine
+from .calls import Normalization, Target, input_normalization, logits_of, prepare_inputs, select_scores
+from .layers import INPUT, LayerSpec, resolve_layers, resolve_one
+from .placement import model_dtype
+from .precision import ExactnessWarning, check_precision, exact_math
+
+REMAINDER = "other (not attributed)"
+NORMALIZATION = "input normalisation"
+
+BIAS, BN_SHIFT, CAP, PADDING, OFFSET = "conv/linear bias", "BatchNorm shift", "activation cap", "padding value", \
+    "custom module offset"
+SHORTCUT, CONSTANT, NORM, UNATTRIBUTED = "shortcut (bypasses the layer)", "constant", "input normalisation", \
+    "not attributed"
+KIND_LABELS: tuple[str, ...] = (NORM, BIAS, BN_SHIFT, CAP, PADDING, OFFSET, SHORTCUT, CONSTANT, UNATTRIBUTED)
+"""The kinds of source, in the order :meth:`BiasSources.by_kind` lists them."""
+
+Terms = list[tuple[torch.Tensor, float]]  # offset = sum(scale * tensor), each broadcastable against the output
+
+
+# ------------------------------------------------------------------------------- offsets of modules, by kind
+
+
+def _zero(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    return []
+
+
+def _channel(vector: torch.Tensor, output: torch.Tensor, dim: int) -> torch.Tensor:
+    shape = [1] * output.dim()
+    shape[dim] = -1
+    return vector.detach().to(output.dtype).view(shape)
+
+
+def _bilinear(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor):
+        return []
+    return [(_channel(bias, output, -1 if isinstance(module, nn.Linear) else 1), 1.0)]
+
+
+def _batch_norm(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    mean, var = module.running_mean, module.running_var
+    shift = -mean / (var + module.eps).sqrt()
+    if module.weight is not None:
+        shift = shift * module.weight
+    if module.bias is not None:
+        shift = shift + module.bias
+    return [(_channel(shift, output, 1), 1.0)]
+
+
+def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
+    """Offset of a clamp to ``[low, high]``: the cap value on saturated units, 0 in the linear part."""
+    out = output.detach()
+    terms = [(out <= low, float(low))] if low is not None and low != 0 else []
+    return terms + ([(out >= high, float(high))] if high is not None and high != 0 else [])
+
+
+def hardsigmoid_offset(output: torch.Tensor) -> Terms:
+    """``x / 6 + 0.5`` inside (-3, 3), 0 below, 1 above."""
+    out = output.detach()
+    return [((out > 0) & (out < 1), 0.5), (out >= 1, 1.0)]
+
+
+def _threshold(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    return [(inputs[0][0] <= module.threshold, float(module.value))] if module.value != 0 else []
+
+
+def _shrink(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    if not isinstance(module, nn.Softshrink):  # Hardshrink: x or 0
+        return []
+    out = output.detach()
+    return [(out > 0, -float(module.lambd)), (out < 0, float(module.lambd))]
+
+
+def _affine(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
+    if isinstance(module, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)) and module.value != 0:
+        return [(module.forward(torch.zeros_like(inputs[0])), 1.0)]  # the padding value where it pads, else 0
+    return []  # identity, reshapes, average pooling, zero/reflection/replication padding, upsampling...
+
+
+MODULE_OFFSETS: dict[str, tuple[str, Callable[[nn.Module, tuple, torch.Tensor], Terms]]] = {
+    "relu": (CAP, _zero), "leaky_relu": (CAP, _zero), "prelu": (CAP, _zero), "rrelu": (CAP, _zero),
+    "relu6": (CAP, lambda m, i, out: caps(out, 0.0, 6.0)),
+    "hardtanh": (CAP, lambda m, i, out: caps(out, m.min_val, m.max_val)),
+    "hardsigmoid": (CAP, lambda m, i, out: hardsigmoid_offset(out)),
+    "threshold": (CAP, _threshold), "shrink": (CAP, _shrink),
+    "max_pool": (CAP, _zero), "adaptive_max_pool": (CAP, _zero), "dropout": (CAP, _zero),
+    "affine": (PADDING, _affine), "bilinear": (BIAS, _bilinear), "batch_norm": (BN_SHIFT, _batch_norm),
+    "embedding": (CONSTANT, _zero),
+}
+"""The constant each module kind of :mod:`pwawidgets.kinds` adds inside a linear region (kind name -> (label,
+rule)). A leaf module of no kind (a custom affine layer) gets ``m(x) - J_m x`` by forward-mode AD."""
+
+_NEEDS_INPUT = {"threshold"}  # rules that read the module's input, which an in-place module overwrites
+
+
+# ------------------------------------------------------------------------------ offsets of functional calls
+
+_ADD = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+_SUB = {"sub", "sub_", "__sub__", "__isub__", "subtract", "subtract_"}
+_RSUB = {"__rsub__", "rsub"}
+_CAT = {"cat", "concat", "concatenate"}
+_IN_PLACE = {"add_", "sub_", "subtract_", "__iadd__", "__isub__"}
+_BIASED = {"linear": -1, "conv1d": 1, "conv2d": 1, "conv3d": 1, "conv_transpose1d": 1, "conv_transpose2d": 1,
+           "conv_transpose3d": 1}
+_CAPS = {"relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0), "hardtanh_": (-1.0, 1.0), "clamp": (None, None),
+         "clamp_": (None, None), "clip": (None, None), "clip_": (None, None)}
+_NO_CONSTANT = {
+    "relu", "relu_", "leaky_relu", "leaky_relu_", "prelu", "max_pool1d", "max_pool2d", "max_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "dropout", "mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "div_",
+    "__truediv__", "__itruediv__", "neg", "__neg__", "__pos__", "mean", "sum", "flatten", "view", "reshape",
+    "permute", "transpose", "contiguous", "clone", "squeeze", "unsqueeze", "expand", "expand_as", "__getitem__",
+    "chunk", "split", "narrow", "select", "index_select", "gather", "roll", "flip", "matmul", "__matmul__", "mm",
+    "bmm", "einsum", "interpolate", "max", "amax", "to", "float", "double", "type_as", "__get__", "size", "dim",
+    "view_as", "reshape_as", "unflatten", "unbind", "movedim", "t", "detach", "repeat", "__len__", "numel",
+    "requires_grad_", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _additive_terms(name: str, args: tuple, kwargs: dict) -> list[tuple[object, float]]:
+    """``(operand, coefficient)`` of an addition or subtraction: the result is the sum of coefficient x operand."""
+    other = args[1] if len(args) > 1 else kwargs.get("other")
+    alpha = kwargs.get("alpha", 1)
+    if name in _ADD:
+        return [(args[0], 1.0), (other, alpha)]
+    if name in _SUB:
+        return [(args[0], 1.0), (other, -alpha)]
+    if name == "__rsub__":  # other - self
+        return [(args[0], -1.0), (other, 1.0)]
+    return [(args[0], -alpha), (other, 1.0)]  # torch.rsub(input, other, alpha) = other - alpha * input
+
+
+# ---------------------------------------------------------------------------------------- the one forward
+
+
+@dataclass
+class _Source:
+    """One constant: where its gradient is read (the output it is added to), the constant itself, and the layers
+    it lies after (a bit per layer)."""
+
+    name: str
+    kind: str
+    edge: object  # a GradientEdge of the output the constant is added to
+    terms: Terms
+    layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
+
+
+def _tensors_in(args, kwargs) -> Iterator[torch.Tensor]:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, torch.Tensor))
+
+
+class _Tracer(TorchFunctionMode):
+    """One forward pass that marks every value with the layers it is computed from (a bit per layer) and records,
+    at each operation on marked values, the constant it adds (modules by kind; additions, concatenations,
+    functional convolutions and clamps by name) and the layers it lies after."""
+
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], batch: int):
+        super().__init__()
+        self.model, self.modules, self.specs, self.batch = model, modules, specs, batch
+        self.token = object()
+        self.sources: list[_Source] = []
+        self.stack: list[str] = []
+        self.leaf_depth = 0
+        self.quiet = False
+        self.calls: dict[str, int] = {}
+        self.h: dict[int, tuple[torch.Tensor, object]] = {}  # layer index -> (value, gradient edge)
+        self.unmodelled: set[str] = set()
+        self.saved: dict[int, tuple] = {}
+        self.names = {id(t): n for n, t in (*model.named_parameters(), *model.named_buffers())}
+        self._handles: list = []
+
+    # marks ---------------------------------------------------------------------------------------------
+    def mask(self, t: object) -> int:
+        """The layers ``t`` is computed from (0: none)."""
+        tag = getattr(t, "_pwa_bias_taint", None) if isinstance(t, torch.Tensor) else None
+        return tag[1] if tag is not None and tag[0] is self.token else 0
+
+    def mark(self, out: object, mask: int) -> None:
+        if isinstance(out, torch.Tensor):
+            out._pwa_bias_taint = (self.token, self.mask(out) | mask)
+        elif isinstance(out, (list, tuple)):
+            for t in out:
+                self.mark(t, mask)
+
+    def context(self) -> str:
+        return (self.stack[-1] or "model") if self.stack else "model"
+
+    def add(self, name: str, kind: str, result: torch.Tensor, terms: Terms, layers: int, view=None) -> None:
+        if not terms or not layers:
+            return
+        if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
+            self.unmodelled.add(f"{name} (output without a batch axis)")
+            return
+        self.sources.append(_Source(name or "model", kind, get_gradient_edge(result), terms, layers, view))
+
+    # hooks ---------------------------------------------------------------------------------------------
+    def __enter__(self) -> _Tracer:
+        for name, module in self.modules.items():
+            leaf = next(module.children(), None) is None
+            self._handles.append(module.register_forward_pre_hook(self._pre(name, leaf), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post(name, leaf), with_kwargs=True))
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return super().__exit__(*exc)
+
+    def _pre(self, name: str, leaf: bool):
+        def hook(module, args, kwargs):
+            self.quiet, was = True, self.quiet
+            try:
+                self.stack.append(name)
+                if leaf:
+                    self.leaf_depth += 1
+                    mask = 0
+                    for t in _tensors_in(args, kwargs):
+                        mask |= self.mask(t)
+                    kind = kinds.kind_of_module(module)
+                    if mask and (kind is None or kind.name in _NEEDS_INPUT):  # kept before any in-place op
+                        args = tuple((a.detach().clone(), self.mask(a)) if isinstance(a, torch.Tensor) else (a, 0)
+                                     for a in args)
+                    self.saved[id(module)] = (mask, args)
+            finally:
+                self.quiet = was
+
+        return hook
+
+    def _post(self, name: str, leaf: bool):
+        def hook(module, args, kwargs, output):
+            self.quiet, was = True, self.quiet
+            try:
+                self.stack.pop()
+                mask, inputs = self.saved.pop(id(module), (0, args)) if leaf else (0, args)
+                if leaf:
+                    self.leaf_depth -= 1
+                if mask and isinstance(output, torch.Tensor):
+                    self.mark(output, mask)
+                    self._module_offset(name, module, inputs, output, mask)
+                self._layer_output(name, output)
+            finally:
+                self.quiet = was
+
+        return hook
+
+    def _layer_output(self, name: str, output) -> None:
+        call = self.calls.get(name, 0)
+        self.calls[name] = call + 1
+        for i, spec in enumerate(self.specs):
+            if spec.module == name and (spec.call is None or spec.call == call):
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(f"layer {spec.name!r} returns {type(output).__name__}, not a tensor")
+                if i in self.h and spec.call is None:
+                    raise ValueError(f"module {name!r} ran several times in one forward pass; name one call: "
+                                     f"'{name}@0', '{name}@1'...")
+                self.h[i] = (output.detach().clone(), get_gradient_edge(output))
+                self.mark(output, 1 << i)
+
+    def _module_offset(self, name: str, module: nn.Module, inputs: tuple, output: torch.Tensor, mask: int) -> None:
+        kind = kinds.kind_of_module(module)  # rules of _NEEDS_INPUT and kind-less modules get (clone, mask) pairs
+        if kind is None:
+            self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
+        elif kind.name in MODULE_OFFSETS:
+            label, rule = MODULE_OFFSETS[kind.name]
+            self.add(name, label, output, rule(module, inputs, output), mask)
+        else:
+            self.unmodelled.add(f"{name} ({type(module).__name__})")
+
+    def _jvp_offset(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """``m(x) - J_m x`` for a leaf module of no known kind: its constant, if it is affine around x."""
+        with torch.no_grad(), fwAD.dual_level(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+            duals = [fwAD.make_dual(a, a) if moving else a for a, moving in inputs]
+            tangent = fwAD.unpack_dual(module.forward(*duals)).tangent
+        return output.detach() - (torch.zeros_like(output) if tangent is None else tangent)
+
+    # functional calls ----------------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.quiet or self.leaf_depth:
+            return func(*args, **kwargs)
+        mask = 0
+        for t in _tensors_in(args, kwargs):
+            mask |= self.mask(t)
+        if not mask:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        kind = kinds.kind_of_function(func) or kinds.kind_of_method(name)
+        if kind is not None and kind.category == kinds.SHAPE:  # zeros_like, new_full...: constants
+            return func(*args, **kwargs)
+        before = None
+        if name in _IN_PLACE and self.mask(args[0]) != mask:
+            before = args[0].detach().clone()  # an in-place op on a tensor that lacks some layers: keep its value
+        first = self.mask(args[0]) if args else 0
+        out = func(*args, **kwargs)
+        self.mark(out, mask)
+        if isinstance(out, torch.Tensor):
+            self._functional_offset(name, args, kwargs, out, mask, before, first)
+        elif name not in _NO_CONSTANT:
+            self.unmodelled.add(name)
+        return out
+
+    def _functional_offset(self, name: str, args: tuple, kwargs: dict, out: torch.Tensor, mask: int, before,
+                           first: int) -> None:
+        where = self.context()
+        if name in _ADD | _SUB | _RSUB:
+            for k, (operand, coef) in enumerate(_additive_terms(name, args, kwargs)):
+                if _number(operand) and operand != 0:
+                    self.add(f"{where} (constant)", CONSTANT, out, [(out.new_ones(()), float(coef) * operand)], mask)
+                elif isinstance(operand, torch.Tensor):
+                    own = first if k == 0 else self.mask(operand)  # an in-place op has marked args[0] already
+                    value = before if k == 0 and before is not None else operand
+                    self._inflow(where, operand, out, [(value.detach().clone(), float(coef))], mask & ~own)
+        elif name in _CAT or name == "stack":
+            self._pieces(name, where, args, kwargs, out, mask)
+        elif name in _BIASED:
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if isinstance(bias, torch.Tensor):
+                label = self.names.get(id(bias), f"{where} ({name} bias)")
+                self.add(label, BIAS, out, [(_channel(bias, out, _BIASED[name]), 1.0)], mask)
+        elif name in _CAPS:
+            low, high = _CAPS[name]
+            if name != "relu6":  # clamp(x, min, max), hardtanh(x, min_val, max_val)
+                low = args[1] if len(args) > 1 else kwargs.get("min", kwargs.get("min_val", low))
+                high = args[2] if len(args) > 2 else kwargs.get("max", kwargs.get("max_val", high))
+            if (low is None or _number(low)) and (high is None or _number(high)):
+                self.add(f"{where} ({name})", CAP, out, caps(out, low, high), mask)
+            else:
+                self.unmodelled.add(f"{name} with tensor bounds")
+        elif name == "hardsigmoid":
+            self.add(f"{where} (hardsigmoid)", CAP, out, hardsigmoid_offset(out), mask)
+        elif name not in _NO_CONSTANT:
+            self.unmodelled.add(name)
+
+    def _inflow(self, where: str, operand: torch.Tensor, out: torch.Tensor, terms: Terms, layers: int,
+                view=None) -> None:
+        """A value that reaches the output without passing through ``layers``: part of their biases."""
+        if id(operand) in self.names:
+            self.add(self.names[id(operand)], CONSTANT, out, terms, layers, view)
+        elif operand.requires_grad:
+            self.add(f"{where} (shortcut)", SHORTCUT, out, terms, layers, view)
+        else:
+            self.add(f"{where} (constant)", CONSTANT, out, terms, layers, view)
+
+    def _pieces(self, name: str, where: str, args: tuple, kwargs: dict, out: torch.Tensor, mask: int) -> None:
+        pieces = args[0]
+        dim = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % out.dim()
+        start = 0
+        for piece in pieces:
+            size = 1 if name == "stack" else piece.shape[dim]
+            missing = mask & ~self.mask(piece)
+            if missing:
+                view = ((lambda g, d=dim, i=start: g.select(d, i)) if name == "stack"
+                        else (lambda g, d=dim, s=start, n=size: g.narrow(d, s, n)))
+                self._inflow(where, piece, out, [(piece.detach().clone(), 1.0)], missing, view)
+            start += size
+
+
+# -------------------------------------------------------------------------------------------- the result
+
+
+@dataclass(repr=False, eq=False)
+class BiasSources(Mapping):
+    """The bias at one layer, split into the constants that make it: ``{source name: (B,) or (B, k)}``.
+
+    Sources are named after modules (``"features.3"``, ``"classifier.0"``), parameters (``"pos_embed"``),
+    ``"<module> (shortcut)"`` for values that reach the score around the layer, :data:`NORMALIZATION` for the
+    input normalisation (``reference="raw"``) and :data:`REMAINDER` (always last) for what no rule covers, so
+    ``sum(values) == bias`` always. Entries come in the order the network adds them. ``kinds[name]`` is one of
+    :data:`KIND_LABELS`; ``maps[name]`` the per-location map (with ``maps=True``).
+    """
+
+    layer: str
+    parts: dict[str, torch.Tensor]
+    kinds: dict[str, str]
+    maps: dict[str, torch.Tensor]
+    bias: torch.Tensor
+    score: torch.Tensor
+    target: torch.Tensor
+    per_class: bool
+    unmodelled: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.parts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    @property
+    def remainder(self) -> torch.Tensor:
+        """What no rule attributed: ``bias - sum(other parts)``; ~0 when every constant was found."""
+        return self.parts[REMAINDER]
+
+    def total(self) -> torch.Tensor:
+        """Sum of all parts (equals :attr:`bias`)."""
+        return torch.stack(list(self.parts.values())).sum(0)
+
+    def by_kind(self) -> dict[str, torch.Tensor]:
+        """Parts summed by kind of source (conv/linear bias, BatchNorm shift, activation cap, shortcut...)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, value in self.parts.items():
+            kind = self.kinds[name]
+            out[kind] = out[kind] + value if kind in out else value.clone()
+        return {k: out[k] for k in KIND_LABELS if k in out}
+
+    def top(self, n: int = 5, example: int = 0, column: int = 0) -> list[tuple[str, float]]:
+        """The ``n`` largest parts (by magnitude) of one example (and, with a class axis, one column)."""
+        def value(t: torch.Tensor) -> float:
+            return float(t[example, column] if self.per_class else t[example])
+
+        ranked = sorted(((name, value(t)) for name, t in self.parts.items()), key=lambda p: -abs(p[1]))
+        return ranked[:n]
+
+    def __repr__(self) -> str:
+        more = "..." if len(self) > 6 else ""
+        return f"BiasSources(layer={self.layer!r}, {len(self)} sources: {list(self)[:6]}{more})"
+
+
+def _contribution(g: torch.Tensor, source: _Source, maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if source.view is not None:
+        g = source.view(g)
+    total, grid = None, None
+    for tensor, scale in source.terms:
+        if maps and g.dim() == 4:
+            prod = g * tensor
+            cells = prod.sum(1) * scale
+            grid = cells if grid is None else grid + cells
+        else:  # sum the gradient over the axes the constant is broadcast along first: one pass, no temporary
+            axes = [d for d in range(1, g.dim()) if tensor.dim() == g.dim() and tensor.shape[d] == 1 < g.shape[d]]
+            prod = (g.sum(axes, keepdim=True) if axes else g) * tensor
+        part = prod.reshape(prod.shape[0], -1).sum(1) * scale
+        total = part if total is None else total + part
+    return total, grid
+
+
+def bias_sources(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layer: str = INPUT,
+    *,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+    maps: bool = False,
+    allow_non_affine: bool = False,
+    strict: bool = False,
+) -> BiasSources:
+    """Split the bias at ``layer`` exactly into the parts due to each constant the network adds after it.
+
+    Args:
+        model, inputs, target, reference, normalization, allow_non_affine, strict: as for
+            :func:`pwawidgets.decompose` (``target``: an int, one per example, ``(B, k)``, ``"top5"`` or None).
+        layer: one layer name (``"input"``, a module name, ``"conv1"``...), not a preset.
+        maps: also keep, in ``.maps[name]``, the per-location map ``(B, [k,] H, W)`` of every constant added to a
+            4-D tensor (convolution biases, BatchNorm shifts, caps, shortcuts): the part summed over channels.
+
+    Returns:
+        :class:`BiasSources`, a mapping ``{source: (B,) or (B, k)}`` whose values sum to
+        ``decompose(model, inputs, target, [layer]).bias[layer]``; ``.bias``, ``.score`` and ``.remainder``.
+    """
+    spec = resolve_one(model, layer)
+    return _trace(model, inputs, target, [spec], reference, normalization, maps, allow_non_affine, strict)[spec.name]
+
+
+def bias_sources_at(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layers: str | Sequence[str] = ("input", "blocks"),
+    *,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+    maps: bool = False,
+) -> dict[str, BiasSources]:
+    """:func:`bias_sources` at several layers (names or presets, not ``"all"``) from the same single forward pass
+    and one backward pass per class: ``{layer: BiasSources}``. A constant's part does not depend on the layer;
+    which constants (and shortcuts) make up each layer's bias does."""
+    specs, wants_all = resolve_layers(model, layers)
+    if wants_all or not specs:
+        raise ValueError("name the layers (or 'blocks'); 'all' is not supported here")
+    return _trace(model, inputs, target, specs, reference, normalization, maps, False, False)
+
+
+def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalization, maps, allow_non_affine,
+           strict) -> dict[str, BiasSources]:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("bias_sources needs autograd: call it outside torch.inference_mode()")
+    modules = dict(model.named_modules())
+    wants_input = any(spec.module is None for spec in specs)
+    norm = input_normalization(model, normalization, reference, wants_input)
+    require_piecewise_affine(model, allow_non_affine, strict, modules)
+    x = prepare_inputs(model, inputs, wants_input)
+    check_precision(model_dtype(model, x.dtype), strict)
+    with exact_math(x.device), torch.enable_grad(), _Tracer(model, modules, specs, x.shape[0]) as tracer:
+        fed = x.clone() if x.requires_grad else x
+        for i, spec in enumerate(specs):
+            if spec.module is None:
+                tracer.h[i] = (x.detach(), x)
+                tracer.mark(fed, 1 << i)
+        logits = logits_of(model(fed))
+    for i, spec in enumerate(specs):
+        if i not in tracer.h:
+            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
+                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+    result, in_range = select_scores(target, logits)
+    with exact_math(x.device):
+        tables = _passes(tracer, specs, result.scores, norm, maps)
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    out, squeeze, score = {}, result.squeeze, result.scores.detach()
+    for spec, (parts, kinds_, grids, bias) in zip(specs, tables, strict=True):
+        _warn_remainder(parts, bias, score, tracer.unmodelled, spec.name)
+        out[spec.name] = BiasSources(spec.name, {n: squeeze(v) for n, v in parts.items()}, kinds_,
+                                     {n: squeeze(v) for n, v in grids.items()}, squeeze(bias), squeeze(score),
+                                     squeeze(result.targets), result.per_class, sorted(tracer.unmodelled))
+    return out
+
+
+def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool) -> list[tuple]:
+    """One backward pass per class: the gradient at every layer and at every output a constant is added to.
+    Returns per layer ``(parts, kinds, maps, bias)`` with a class axis."""
+    batch, k = scores.shape
+    layers = []
+    for i, spec in enumerate(specs):
+        value, node = tracer.h[i]
+        scale = mean = None
+        if spec.module is None and norm is not None:
+            mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+            scale = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
+            value = value * scale + mean
+        parts: dict[str, torch.Tensor] = {}
+        kinds_: dict[str, str] = {}
+        if scale is not None:
+            parts[NORMALIZATION], kinds_[NORMALIZATION] = scores.new_zeros(batch, k), NORM
+        for s in tracer.sources:
+            if s.layers >> i & 1 and s.name not in parts:
+                parts[s.name], kinds_[s.name] = scores.new_zeros(batch, k), s.kind
+        layers.append((spec, node, value, mean, scale, parts, kinds_, {}, scores.new_empty(batch, k)))
+    nodes = [layer[1] for layer in layers] + [s.edge for s in tracer.sources]
+    for j in range(k):
+        grads = torch.autograd.grad(scores[:, j].sum(), nodes, retain_graph=j < k - 1, allow_unused=True)
+        for (spec, _, value, mean, scale, parts, _, grids, totals), g in zip(layers, grads, strict=False):
+            if g is None:
+                raise ValueError(f"the score does not depend on layer {spec.name!r} through autograd: forward() cuts "
+                                 "it off (detach(), .data, torch.no_grad()). Remove the cut, or choose a later layer.")
+            if scale is not None:
+                parts[NORMALIZATION][:, j] = -(g * (mean / scale)).reshape(batch, -1).sum(1)
+                if want_maps:
+                    _put(grids, NORMALIZATION, -(g * (mean / scale)).sum(1), j, k)
+                g = g / scale
+            totals[:, j] = (g * value).flatten(1).sum(-1)
+        for s, gs in zip(tracer.sources, grads[len(layers):], strict=True):
+            if gs is None:
+                continue
+            part, grid = _contribution(gs, s, want_maps)
+            for i, (_, _, _, _, _, parts, _, grids, _) in enumerate(layers):
+                if s.layers >> i & 1:
+                    parts[s.name][:, j] += part
+                    if grid is not None:
+                        _put(grids, s.name, grid, j, k)
+    out = []
+    for *_, parts, kinds_, grids, totals in layers:
+        bias = scores.detach() - totals
+        attributed = torch.stack(list(parts.values())).sum(0) if parts else torch.zeros_like(bias)
+        parts[REMAINDER], kinds_[REMAINDER] = bias - attributed, UNATTRIBUTED
+        out.append((parts, kinds_, {n: v for n, v in grids.items() if v is not None}, bias))
+    return out
+
+
+def _put(grids: dict, name: str, grid: torch.Tensor, j: int, k: int) -> None:
+    if name in grids and grids[name] is None:
+        return
+    if name not in grids:
+        grids[name] = grid.new_zeros(grid.shape[0], k, *grid.shape[1:])
+    if grids[name].shape[2:] != grid.shape[1:]:  # a module that runs at several resolutions: no single map
+        grids[name] = None
+        return
+    grids[name][:, j] += grid
+
+
+def _warn_remainder(parts: dict, bias: torch.Tensor, score: torch.Tensor, unmodelled: set[str], layer: str) -> None:
+    scale = score.abs() + (score - bias).abs() + torch.stack([p.abs() for p in parts.values()]).sum(0)
+    tol = torch.finfo(bias.dtype).eps ** 0.5
+    rest = parts[REMAINDER]
+    if bool((rest.abs() > tol * scale).any()):
+        worst = float((rest.abs() / scale.clamp_min(torch.finfo(bias.dtype).tiny)).max())
+        seen = f"; operations on values after the layer that no rule covers: {sorted(unmodelled)}" if unmodelled else ""
+        warnings.warn(f"part of the bias at {layer!r} is not attributed to any source (up to {worst:.2g} of the "
+                      f"score's scale): it is reported as {REMAINDER!r}{seen}", ExactnessWarning, 3)

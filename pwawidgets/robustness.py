@@ -1,0 +1,490 @@
+"""Bias as a robustness metric (the paper's Sec. 3.2), measured: the bias/score ratio per layer (Fig. 3), how the
+score and the prediction react to small perturbations, and the statistics to set one against the other.
+
+:func:`bias_curve` gives the bias and the score at the input and after every ReLU for many images, with the
+averaging rules of Fig. 3 stated and switchable (:class:`BiasCurve`). The paper reads a large bias share as
+robustness to small perturbations of the input or of the first feature maps. Inside a linear region the score
+moves by ``w . delta`` whatever the bias is, so the claim is an empirical one; this module measures the response
+per image so it can be set against the bias ratio:
+
+- :func:`gaussian`: Gaussian noise of standard deviation ``sigma`` (several draws);
+- :func:`fgsm` and :func:`pgd`: the signed-gradient step and a few projected steps that *lower the target score*
+  (the logit of the class explained), inside an L-infinity ball of radius ``eps``;
+- :func:`radius_along`: how far along a perturbation the input stays in its linear region (float64).
+
+Sizes: at the input, ``sigma`` and ``eps`` are in raw pixel units ([0, 1] scale) and are divided by the model's
+normalisation std (``model.normalization`` or ``normalization``); at a layer, they are fractions of the root mean
+square of that layer's tensor, per image. Inputs are not clipped to the valid pixel range.
+
+Statistics: :func:`spearman`, :func:`correlation` and :func:`paired_difference` with bootstrap percentile
+confidence intervals over images.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .audit import require_piecewise_affine
+from .calls import Normalization, Target, input_normalization, layer_pass, logits_of, prepare_inputs, select_scores
+from .exactness import region_radius
+from .layers import INPUT, LayerCapture, LayerSpec, resolve_layers, resolve_one, substitute
+from .placement import model_device, model_dtype
+from .precision import check_precision, exact_math
+
+
+@dataclass
+class Response:
+    """The target score and prediction after a perturbation, per image (``draws`` perturbations each)."""
+
+    kind: str
+    size: float
+    layer: str
+    target: torch.Tensor  # (B,)
+    clean: torch.Tensor  # (B,) target score without perturbation
+    perturbed: torch.Tensor  # (B, draws) target score with it
+    flipped: torch.Tensor  # (B, draws) the top-1 class changed
+    delta: torch.Tensor | None = None  # (B, ...) the last perturbation (of the input or the layer tensor)
+
+    @property
+    def relative_change(self) -> torch.Tensor:
+        """``|S' - S| / |S|`` averaged over the draws, ``(B,)``."""
+        return ((self.perturbed - self.clean[:, None]).abs() / self.clean.abs()[:, None]).mean(1)
+
+    @property
+    def drop(self) -> torch.Tensor:
+        """``(S - S') / |S|`` averaged over the draws, ``(B,)``: how much of the score the perturbation removed."""
+        return ((self.clean[:, None] - self.perturbed) / self.clean.abs()[:, None]).mean(1)
+
+    @property
+    def flip_rate(self) -> torch.Tensor:
+        """Share of the draws that changed the top-1 class, ``(B,)``."""
+        return self.flipped.double().mean(1)
+
+
+class _Setup:
+    """The clean pass: targets, clean scores and predictions, and how a unit of size maps onto the tensor."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, target, layer: str, normalization):
+        self.model = model
+        self.spec: LayerSpec = resolve_one(model, layer)
+        device = model_device(model, x.device)
+        self.x = x.detach().to(device)
+        kept: list[torch.Tensor] = []
+        with torch.no_grad(), exact_math(device):
+            if self.spec.module is None:
+                logits = model(self.x)
+                value = self.x
+            else:
+                with substitute(model, self.spec, lambda o: kept.append(o.detach().clone()) or o):
+                    logits = model(self.x)
+                value = kept[0]
+        self.shape = value.shape
+        self.prediction = logits.argmax(1)
+        if target is None:
+            self.target = self.prediction
+        else:
+            t = torch.as_tensor(target, device=logits.device).long()
+            self.target = t.expand(x.shape[0]) if t.dim() == 0 else t
+        self.clean = logits.gather(1, self.target[:, None])[:, 0]
+        if self.spec.module is None:
+            norm = normalization or getattr(model, "normalization", None)
+            std = torch.ones(1) if norm is None else torch.as_tensor(norm[1], dtype=value.dtype)
+            self.unit = (1 / std).to(device=value.device, dtype=value.dtype).view(1, -1, *[1] * (value.dim() - 2))
+        else:
+            rms = value.flatten(1).pow(2).mean(1).sqrt()
+            self.unit = rms.view(-1, *[1] * (value.dim() - 1))
+
+    def logits(self, delta: torch.Tensor) -> torch.Tensor:
+        if self.spec.module is None:
+            return self.model(self.x + delta)
+        with substitute(self.model, self.spec, lambda o: o + delta):
+            return self.model(self.x)
+
+    def score_and_flip(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), exact_math(self.x.device):
+            logits = self.logits(delta)
+        return logits.gather(1, self.target[:, None])[:, 0], logits.argmax(1) != self.prediction
+
+    def gradient(self, delta: torch.Tensor) -> torch.Tensor:
+        delta = delta.detach().requires_grad_(True)
+        with torch.enable_grad(), exact_math(self.x.device):
+            score = self.logits(delta).gather(1, self.target[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, delta)
+        return grad
+
+    def response(self, kind: str, size: float, scores: list, flips: list, delta=None) -> Response:
+        return Response(kind, size, self.spec.name, self.target, self.clean, torch.stack(scores, 1),
+                        torch.stack(flips, 1), delta)
+
+
+def _in_batches(run: Callable[[torch.Tensor, object, int], Response], x: torch.Tensor, target,
+                batch_size: int | None) -> Response:
+    """``run(x_chunk, target_chunk, start)`` over chunks of ``batch_size`` images, joined into one response."""
+    if batch_size is None or batch_size >= x.shape[0]:
+        return run(x, target, 0)
+    if isinstance(target, torch.Tensor) and target.dim() == 0 or isinstance(target, int):
+        target = torch.full((x.shape[0],), int(target), dtype=torch.long)
+    parts = [run(x[i:i + batch_size], None if target is None else target[i:i + batch_size], i)
+             for i in range(0, x.shape[0], batch_size)]
+    first = parts[0]
+    join = {name: torch.cat([getattr(p, name) for p in parts]) for name in ("target", "clean", "perturbed", "flipped")}
+    delta = None if first.delta is None else torch.cat([p.delta for p in parts])
+    return Response(first.kind, first.size, first.layer, delta=delta, **join)
+
+
+def gaussian(model: nn.Module, x: torch.Tensor, target=None, sigma: float = 4 / 255, layer: str = INPUT, *,
+             draws: int = 4, seed: int = 0, normalization: Normalization | None = None,
+             batch_size: int | None = None) -> Response:
+    """Gaussian noise of standard deviation ``sigma`` on the input (raw pixel units) or on ``layer`` (fraction of
+    its RMS), ``draws`` times per image (seeded: the same noise whatever ``batch_size``)."""
+    total = x.shape[0]
+
+    def run(xb: torch.Tensor, tb, start: int) -> Response:
+        setup = _Setup(model, xb, tb, layer, normalization)
+        gen = torch.Generator().manual_seed(seed)
+        scores, flips = [], []
+        for _ in range(draws):
+            noise = torch.randn((total, *setup.shape[1:]), generator=gen, dtype=setup.clean.dtype)
+            noise = noise[start:start + xb.shape[0]].to(setup.x.device)
+            s, f = setup.score_and_flip(sigma * setup.unit * noise)
+            scores.append(s)
+            flips.append(f)
+        return setup.response("gaussian", sigma, scores, flips)
+
+    return _in_batches(run, x, target, batch_size)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, layer: str = INPUT, *,
+         normalization: Normalization | None = None, batch_size: int | None = None) -> Response:
+    """One signed-gradient step of size ``eps`` that lowers the target score: ``delta = -eps sign(dS/dh)``."""
+    def run(xb: torch.Tensor, tb, start: int) -> Response:
+        setup = _Setup(model, xb, tb, layer, normalization)
+        zero = torch.zeros(setup.shape, dtype=setup.clean.dtype, device=setup.x.device)
+        delta = -eps * setup.unit * setup.gradient(zero).sign()
+        s, f = setup.score_and_flip(delta)
+        return setup.response("fgsm", eps, [s], [f], delta)
+
+    return _in_batches(run, x, target, batch_size)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, layer: str = INPUT, *,
+        steps: int = 5, step_size: float | None = None, normalization: Normalization | None = None,
+        batch_size: int | None = None) -> Response:
+    """``steps`` projected signed-gradient steps (size ``step_size``, default ``2.5 eps / steps``) from zero, each
+    lowering the target score, kept inside the L-infinity ball of radius ``eps``."""
+    def run(xb: torch.Tensor, tb, start: int) -> Response:
+        setup = _Setup(model, xb, tb, layer, normalization)
+        bound = eps * setup.unit
+        alpha = (2.5 * eps / steps if step_size is None else step_size) * setup.unit
+        delta = torch.zeros(setup.shape, dtype=setup.clean.dtype, device=setup.x.device)
+        for _ in range(steps):
+            delta = torch.maximum(torch.minimum(delta - alpha * setup.gradient(delta).sign(), bound), -bound)
+        s, f = setup.score_and_flip(delta)
+        return setup.response("pgd", eps, [s], [f], delta)
+
+    return _in_batches(run, x, target, batch_size)
+
+
+def radius_along(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, layer: str = INPUT,
+                 dtype: torch.dtype = torch.float64, batch_size: int | None = None) -> torch.Tensor:
+    """:func:`~pwawidgets.region_radius` on a ``dtype`` copy of the model: the step ``t`` along ``direction`` at
+    which the first ReLU or max-pool switches, ``(B,)``. With ``direction`` = a perturbation, ``t >= 1`` means the
+    whole perturbation stays inside the input's linear region."""
+    work = copy.deepcopy(model).to(dtype)
+    step = batch_size or x.shape[0]
+    return torch.cat([region_radius(work, x[i:i + step].detach().to(dtype), direction[i:i + step].detach().to(dtype),
+                                    layer) for i in range(0, x.shape[0], step)])
+
+
+# -------------------------------------------------------------------------- bias/score per layer (Fig. 3)
+
+
+@dataclass
+class BiasCurve:
+    """Bias and score per image, class and layer: the data of the paper's Fig. 3 under any averaging rule.
+
+    ``bias`` is ``(N, k, L)``, ``score`` and ``target`` ``(N, k)`` (``k`` classes per image, 1 for one class),
+    ``layers`` the ``L`` layer names in the order they run (``depth`` 0 = the first).
+    """
+
+    layers: list[str]
+    bias: torch.Tensor
+    score: torch.Tensor
+    target: torch.Tensor
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def depth(self) -> list[int]:
+        return list(range(len(self.layers)))
+
+    def ratios(self, nonpositive: str = "skip") -> torch.Tensor:
+        """``bias / score`` ``(N, k, L)``; NaN where the score is not positive (``"skip"``) or zero (``"keep"``)."""
+        if nonpositive not in ("skip", "keep"):
+            raise ValueError("nonpositive must be 'skip' or 'keep'")
+        score = self.score.unsqueeze(-1)
+        bad = score <= 0 if nonpositive == "skip" else score == 0
+        return torch.where(bad, torch.full_like(self.bias, math.nan), self.bias / score)
+
+    def skipped(self) -> int:
+        """How many (image, class) scores are not positive."""
+        return int((self.score <= 0).sum())
+
+    def per_image(self, nonpositive: str = "skip") -> torch.Tensor:
+        """``(N, L)``: each image's ratio, averaged over its ``k`` classes (NaN-aware)."""
+        return self.ratios(nonpositive).nanmean(1)
+
+    def summary(self, average: str = "mean", nonpositive: str = "skip") -> torch.Tensor:
+        """One value per layer ``(L,)``.
+
+        ``average``: ``"mean"`` or ``"median"`` of the per-image ratios, or ``"ratio_of_means"``
+        (``sum b / sum S`` over the kept image-class pairs). ``nonpositive``: ``"skip"`` (default) leaves out
+        pairs whose score is not positive; ``"keep"`` divides by them too (signs flip, near-zero scores explode).
+        """
+        if average == "ratio_of_means":
+            keep = (self.score > 0) if nonpositive == "skip" else torch.ones_like(self.score, dtype=torch.bool)
+            bias = torch.where(keep.unsqueeze(-1), self.bias, torch.zeros_like(self.bias))
+            return bias.sum((0, 1)) / torch.where(keep, self.score, torch.zeros_like(self.score)).sum()
+        per_image = self.per_image(nonpositive)
+        if average == "mean":
+            return per_image.nanmean(0)
+        if average == "median":
+            return per_image.nanmedian(0).values
+        raise ValueError("average must be 'mean', 'median' or 'ratio_of_means'")
+
+    def classes(self, columns: int | slice | Sequence[int]) -> BiasCurve:
+        """The same curve restricted to some of the ``k`` class columns (``classes(0)``: the top-1 of a top-k run)."""
+        index = [columns] if isinstance(columns, int) else columns
+        return BiasCurve(self.layers, self.bias[:, index], self.score[:, index], self.target[:, index], self.notes)
+
+    def quantiles(self, q: Sequence[float] = (0.25, 0.75), nonpositive: str = "skip") -> torch.Tensor:
+        """``(len(q), L)`` quantiles of the per-image ratios."""
+        return torch.nanquantile(self.per_image(nonpositive).double(), torch.tensor(q, dtype=torch.float64), dim=0)
+
+
+def layer_biases(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layers: str | Sequence[str] = ("input", "all"),
+    *,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bias at every layer of ``layers`` without keeping contributions: ``(names, bias (B, k, L), score (B, k),
+    target (B, k))``, equal to :func:`~pwawidgets.decompose`'s ``bias`` (always with a class axis).
+
+    One forward pass; one backward pass per class whose gradients are reduced to ``w . h`` at once, so memory
+    is that of the forward pass plus one class's gradients, whatever the number of layers."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("layer_biases needs autograd: call it outside torch.inference_mode()")
+    modules = dict(model.named_modules())
+    specs, wants_all = resolve_layers(model, layers, modules)
+    wants_input = any(s.module is None for s in specs)
+    norm = input_normalization(model, normalization, reference, wants_input)
+    require_piecewise_affine(model, False, False, modules)
+    x = prepare_inputs(model, inputs, wants_input)
+    check_precision(model_dtype(model, x.dtype), False)
+    with exact_math(x.device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
+        logits = logits_of(model(x.clone() if x.requires_grad else x))
+        if wants_all:
+            named = {s.name for s in specs}
+            specs = specs + [s for s in capture.relu_specs() if s.name not in named]
+        result, in_range = select_scores(target, logits)
+        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
+        scores = result.scores
+        totals = scores.new_empty(*scores.shape, len(passes))
+        for j in range(scores.shape[1]):
+            last = j == scores.shape[1] - 1
+            grads = torch.autograd.grad(scores[:, j].sum(), [p.node for p in passes], retain_graph=not last)
+            for i, (p, g) in enumerate(zip(passes, grads, strict=True)):
+                if p.scale is not None:
+                    g = g / p.scale
+                totals[:, j, i] = (g * p.value).flatten(1).sum(-1)
+            del grads
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    return [p.name for p in passes], scores.detach().unsqueeze(-1) - totals, scores.detach(), result.targets
+
+
+def bias_curve(
+    model: nn.Module,
+    images: torch.Tensor | Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    target: Target = None,
+    layers: str | Sequence[str] = ("input", "all"),
+    *,
+    batch_size: int = 16,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> BiasCurve:
+    """Bias and score at ``layers`` (default: the input and every ReLU output) for many images.
+
+    ``images``: a tensor ``(N, ...)`` (cut into batches of ``batch_size``) or an iterable of batches, or of
+    ``(batch, labels)`` pairs whose labels are the targets. ``target``: None (the predicted class), ``"top<k>"``
+    (the k highest classes of each image), or, with a tensor of images, one class per image ``(N,)`` or ``(N, k)``.
+    Each batch is one :func:`layer_biases` call (the same numbers as :func:`~pwawidgets.decompose`), so memory
+    stays that of one batch. ``total``: the number of batches, for the progress bar of an iterable.
+    """
+    if not isinstance(images, torch.Tensor) and isinstance(target, torch.Tensor):
+        raise ValueError("with an iterable of batches, give the labels inside it: (batch, labels) pairs")
+    if isinstance(images, torch.Tensor):
+        n = images.shape[0]
+        if isinstance(target, torch.Tensor) and target.dim() > 0:
+            batches = ((images[i:i + batch_size], target[i:i + batch_size]) for i in range(0, n, batch_size))
+        else:
+            batches = (images[i:i + batch_size] for i in range(0, n, batch_size))
+        total = -(-n // batch_size)
+    else:
+        batches = images
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=total, desc="bias/score", unit="batch")
+    names, bias, score, targets = None, [], [], []
+    for item in batches:
+        x, t = item if isinstance(item, tuple) else (item, target)
+        if isinstance(t, torch.Tensor) and t.dim() == 1:
+            t = t[:, None]
+        names_, b, s, t = layer_biases(model, x, "top1" if t is None else t, layers, reference=reference,
+                                       normalization=normalization)
+        if names is None:
+            names = names_
+        elif names_ != names:
+            raise ValueError(f"the layers differ between batches: {names} then {names_}")
+        bias.append(b.cpu())
+        score.append(s.cpu())
+        targets.append(t.cpu())
+    if names is None:
+        raise ValueError("no images given")
+    return BiasCurve(names, torch.cat(bias), torch.cat(score), torch.cat(targets))
+
+
+# -------------------------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Estimate:
+    """A statistic with its bootstrap percentile confidence interval, over ``n`` images."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.value:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1 along the last axis, ties sharing their average rank; ``v`` is ``(n,)`` or ``(rows, n)``."""
+    rows = v.reshape(-1, v.shape[-1]).double()
+    n = rows.shape[1]
+    values, order = rows.sort(dim=1, stable=True)
+    new = torch.ones_like(values, dtype=torch.bool)
+    new[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = new.long().cumsum(1) - 1 + n * torch.arange(len(rows)).unsqueeze(1)  # a tie group, unique over rows
+    position = torch.arange(n, dtype=torch.float64).expand_as(values)
+    mean = torch.zeros(rows.numel(), dtype=torch.float64).scatter_reduce(
+        0, group.flatten(), position.flatten(), "mean", include_self=False)
+    ranks = torch.empty_like(values)
+    ranks.scatter_(1, order, mean[group])
+    return ranks.reshape(v.shape)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    denominator = (a.pow(2).sum(-1) * b.pow(2).sum(-1)).sqrt()
+    return torch.where(denominator > 0, (a * b).sum(-1) / denominator, torch.full_like(denominator, float("nan")))
+
+
+def _complete(*samples: torch.Tensor) -> list[torch.Tensor]:
+    data = [torch.as_tensor(s).detach().double().flatten().cpu() for s in samples]
+    keep = torch.stack([~d.isnan() for d in data]).all(0)
+    return [d[keep] for d in data]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two samples (pairs with a NaN left out); NaN if either is constant."""
+    a, b = _complete(a, b)
+    return float(_pearson(_ranks(a), _ranks(b)))
+
+
+def bootstrap(statistic: Callable[..., float], *samples: torch.Tensor, n: int = 1000, seed: int = 0,
+              level: float = 0.95) -> Estimate:
+    """``statistic(*samples)`` and its percentile interval from ``n`` resamples of the images (pairs kept together,
+    pairs with a NaN left out)."""
+    data = _complete(*samples)
+    size = len(data[0])
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(n):
+        idx = torch.randint(size, (size,), generator=gen)
+        values.append(statistic(*(d[idx] for d in data)))
+    return _interval(float(statistic(*data)), torch.tensor(values, dtype=torch.float64), size, level)
+
+
+def _interval(value: float, boots: torch.Tensor, size: int, level: float) -> Estimate:
+    boots = boots[~boots.isnan()]
+    tail = (1 - level) / 2
+    low, high = (torch.quantile(boots, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+                 if len(boots) else (float("nan"), float("nan")))
+    return Estimate(value, low, high, size, level)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """Spearman's rank correlation of ``a`` and ``b`` over images, with a bootstrap percentile interval (the same
+    resamples as :func:`bootstrap`, computed all at once)."""
+    a, b = _complete(a, b)
+    idx = torch.randint(len(a), (n, len(a)), generator=torch.Generator().manual_seed(seed))
+    return _interval(spearman(a, b), _pearson(_ranks(a[idx]), _ranks(b[idx])), len(a), level)
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> Estimate:
+    """Mean of ``a - b`` over matched images (the same image through two networks), with a bootstrap interval."""
+    a, b = _complete(a, b)
+    idx = torch.randint(len(a), (n, len(a)), generator=torch.Generator().manual_seed(seed))
+    return _interval(float((a - b).mean()), (a - b)[idx].mean(1), len(a), level)
+
+
+def summarize(values: Sequence[float]) -> str:
+    """``"median [q25, q75]"`` of a sample, for tables."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    t = t[~t.isnan()]
+    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    return f"{q[1]:.3g} [{q[0]:.3g}, {q[2]:.3g}]"
+
+
+def matched_pair(with_model: nn.Module, without_model: nn.Module, x: torch.Tensor, target: Target = None, *,
+                 eps: float = 1 / 255, sigma: float = 16 / 255, batch_size: int | None = None, n: int = 1000,
+                 seed: int = 0) -> dict[str, Estimate]:
+    """The same images through two networks that differ in one thing (BatchNorm or not): per image, the
+    difference ``with - without`` of the bias ratio at the input and of the responses to Gaussian noise (``sigma``)
+    and to FGSM (``eps``), each averaged over images with a bootstrap interval.
+
+    ``target``: None (each network explains its own predicted class) or the true labels. A positive difference in
+    the bias ratio together with negative differences in the responses would support the paper's Sec. 3.2.
+    """
+    rows: dict[str, list[torch.Tensor]] = {}
+    for model in (with_model, without_model):
+        curve = bias_curve(model, x, target, [INPUT], batch_size=batch_size or 16)
+        noise = gaussian(model, x, target, sigma, batch_size=batch_size)
+        attack = fgsm(model, x, target, eps, batch_size=batch_size)
+        for name, value in (("bias / score at the input", curve.ratios()[:, 0, 0]),
+                            (f"score change, noise σ={sigma:.3g}", noise.relative_change),
+                            (f"score drop, FGSM ε={eps:.3g}", attack.drop),
+                            (f"prediction changed, FGSM ε={eps:.3g}", attack.flip_rate)):
+            rows.setdefault(name, []).append(value.double().cpu())
+    return {name: paired_difference(a, b, n=n, seed=seed) for name, (a, b) in rows.items()}
