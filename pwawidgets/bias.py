@@ -80,9 +80,9 @@ def _batch_norm(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms
 
 def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
     """Offset of a clamp to ``[low, high]``: the cap value on saturated units, 0 in the linear part."""
-    out = output.detach()
-    terms = [(out <= low, float(low))] if low is not None and low != 0 else []
-    return terms + ([(out >= high, float(high))] if high is not None and high != 0 else [])
+    out = output.detach()  # masks in the output's dtype, ready for the backward's batched dot products
+    terms = [((out <= low).to(out.dtype), float(low))] if low is not None and low != 0 else []
+    return terms + ([((out >= high).to(out.dtype), float(high))] if high is not None and high != 0 else [])
 
 
 def hardsigmoid_offset(output: torch.Tensor) -> Terms:
@@ -469,6 +469,9 @@ def _contribution(g: torch.Tensor, source: _Source, maps: bool) -> tuple[torch.T
             prod = g * tensor
             cells = prod.sum(1) * scale
             grid = cells if grid is None else grid + cells
+        elif tensor.shape == g.shape:  # a full-size constant (caps, shortcuts): one batched dot product
+            same = tensor if tensor.dtype == g.dtype else tensor.to(g.dtype)
+            prod = torch.bmm(g.reshape(g.shape[0], 1, -1), same.reshape(g.shape[0], -1, 1))
         else:  # sum the gradient over the axes the constant is broadcast along first: one pass, no temporary
             axes = [d for d in range(1, g.dim()) if tensor.dim() == g.dim() and tensor.shape[d] == 1 < g.shape[d]]
             prod = (g.sum(axes, keepdim=True) if axes else g) * tensor
