@@ -33,6 +33,7 @@ __all__ = [
     "colorbar",
     "colorize",
     "from_png",
+    "image_panel",
     "label",
     "lut",
     "map_grid",
@@ -183,9 +184,13 @@ def label(width: int, text: str, height: int = 18, align: str = "center", size: 
     return np.asarray(strip)
 
 
-def colorbar(width: int, sign: str, vmax: float, cmap: str | None = None, height: int = 10) -> np.ndarray:
-    """The colour scale of a view with its end values written under it: uint8 ``H x width x 3``."""
+def colorbar(width: int, sign: str, vmax: float, cmap: str | None = None, height: int = 10,
+             units: str = "score units") -> np.ndarray:
+    """The colour scale of a view with its end values written under it, then its ``units`` (no line when
+    ``units`` is empty): uint8 ``H x width x 3``."""
     _check_sign(sign)
+    if not isinstance(units, str):
+        raise TypeError(f"units is a string such as 'score units', got {type(units).__name__}")
     ramp = np.linspace(-1 if sign == "diverging" else 0, 1, max(2, width), dtype=np.float32)
     bar = to_uint8(colorize(np.tile(ramp * vmax, (height, 1)), sign, vmax, cmap))
     low = f"{-vmax:.3g}" if sign == "diverging" else "0"
@@ -195,13 +200,21 @@ def colorbar(width: int, sign: str, vmax: float, cmap: str | None = None, height
     text = np.minimum(ends, right)
     if sign == "diverging":
         text = np.minimum(text, label(width, "0", height=14, size=10))
-    return np.concatenate([bar, text], axis=0)
+    strips = [bar, text] + ([label(width, units, height=14, size=10)] if units else [])
+    return np.concatenate(strips, axis=0)
 
 
-def panel(picture: np.ndarray, title: str, sign: str, vmax: float, cmap: str | None = None) -> np.ndarray:
-    """A titled overlay with its colour bar under it (uint8)."""
+def panel(picture: np.ndarray, title: str, sign: str, vmax: float, cmap: str | None = None,
+          units: str = "score units") -> np.ndarray:
+    """A titled overlay with its colour bar, labelled in ``units``, under it (uint8)."""
     width = picture.shape[1]
-    return np.concatenate([label(width, title), to_uint8(picture), colorbar(width, sign, vmax, cmap)], axis=0)
+    return np.concatenate([label(width, title), to_uint8(picture), colorbar(width, sign, vmax, cmap, units=units)],
+                          axis=0)
+
+
+def image_panel(picture: np.ndarray, title: str = "image") -> np.ndarray:
+    """A titled picture with no colour bar (the plain image beside its maps), uint8."""
+    return np.concatenate([label(picture.shape[1], title), to_uint8(picture)], axis=0)
 
 
 def stack(pictures: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:

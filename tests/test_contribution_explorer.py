@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import re
 
 import numpy as np
 import pytest
@@ -52,6 +53,15 @@ def _upload(explorer: ContributionExplorer, content: bytes, name: str = "file.pn
 
 def _independent_input(photo: np.ndarray) -> torch.Tensor:
     return pw.load_image(photo, size=64, crop=64, normalize=False)
+
+
+SIDE, GAP, TITLE = 256, 6, 18  # displayed side of a mini-net picture, gap between panels, title strip
+
+
+def _panel(snapshot: np.ndarray, k: int) -> np.ndarray:
+    """Panel ``k`` of the picture under its title: 0 is the plain image, 1... the maps."""
+    left = k * (SIDE + GAP)
+    return snapshot[TITLE:TITLE + SIDE, left:left + SIDE]
 
 
 def test_surface_and_first_picture(explorer: ContributionExplorer) -> None:
@@ -109,7 +119,10 @@ def test_snapshot_is_the_overlay_of_the_chosen_map(explorer: ContributionExplore
     independent = pw.decompose(mini, x, target, ["conv2"]).maps("conv2")[0]
     values = resize_maps(independent, 256).numpy()
     expected, _ = viz.render_map(explorer.state.picture, values, "positive", 100, 1.0)
-    shown = explorer.snapshot()[18:18 + 256, :256]  # under the title strip
+    snapshot = explorer.snapshot()
+    assert snapshot.shape[1] == 2 * SIDE + GAP  # the plain image, then the map on it
+    assert np.array_equal(_panel(snapshot, 0), viz.to_uint8(explorer.state.picture))  # unmodified, at opacity 1
+    shown = _panel(snapshot, 1)
     assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
     assert (shown != viz.to_uint8(explorer.state.picture)).any(axis=-1).mean() > 0.2  # a map is drawn
 
@@ -127,7 +140,7 @@ def test_every_control_changes_the_picture_without_a_new_pass(explorer: Contribu
         assert after.shape != before.shape or not np.array_equal(after, before), f"{key}={value} changed nothing"
         before = after
     assert explorer.state.stats["decompositions"] == 1 and explorer.state.stats["forwards"] == 1
-    assert explorer.snapshot().shape[1] > 3 * 256  # side by side: three panels
+    assert explorer.snapshot().shape[1] == 4 * SIDE + 3 * GAP  # side by side: the image and three maps
 
 
 def test_threshold_and_opacity_act_on_pixels(explorer: ContributionExplorer) -> None:
@@ -135,10 +148,10 @@ def test_threshold_and_opacity_act_on_pixels(explorer: ContributionExplorer) -> 
     c["method"].value, c["sign"].value, c["opacity"].value = "ours", "both", 1.0
     picture = viz.to_uint8(explorer.state.picture)
     c["threshold"].value = 5
-    coloured = (explorer.snapshot()[18:18 + 256, :256] != picture).any(axis=-1).mean()
+    coloured = (_panel(explorer.snapshot(), 1) != picture).any(axis=-1).mean()
     assert 0.02 < coloured <= 0.06
     c["opacity"].value = 0.0
-    assert np.array_equal(explorer.snapshot()[18:18 + 256, :256], picture)
+    assert np.array_equal(_panel(explorer.snapshot(), 1), picture)
 
 
 def test_class_outside_the_top_k_is_computed_once(explorer: ContributionExplorer, mini: nn.Module,
@@ -447,3 +460,122 @@ def test_bias_view_for_a_class_on_demand_and_a_new_image(explorer: ContributionE
     assert explorer.message and s.sources == before  # a failed image keeps the previous sources
     explorer.controls["sources"].value = False
     assert "where the bias at" not in explorer.info.value and s.stats["bias_passes"] == 3
+
+
+# ------------------------------------------------------------------------------- the image beside its maps
+
+
+@pytest.mark.parametrize("method, layer, units", [("ours", "conv2", "score units"),
+                                                  ("gradcam", "conv3", "score units"),
+                                                  ("gradient", "conv2", "score / unit of activation"),
+                                                  ("gradient", "input", "score / pixel value")])
+def test_colour_bars_carry_the_units_of_their_map(explorer: ContributionExplorer, method: str, layer: str,
+                                                  units: str) -> None:
+    c = explorer.controls
+    c["layer"].value, c["method"].value, c["sign"].value = layer, method, "diverging"
+    s = explorer.state
+    values = resize_maps(s.explained[s.target].maps[(method, layer)], SIDE).float().numpy()
+    vmax = viz.view_scale(viz.sign_view(values, "diverging"))
+    expected = viz.colorbar(SIDE, "diverging", vmax, units=units)
+    snapshot = explorer.snapshot()
+    bar = snapshot[TITLE + SIDE:, SIDE + GAP:2 * SIDE + GAP]
+    assert bar.shape == expected.shape and np.array_equal(bar, expected)
+    other = "score units" if units != "score units" else "score / pixel value"
+    assert not np.array_equal(bar, viz.colorbar(SIDE, "diverging", vmax, units=other))
+    assert (snapshot[TITLE + SIDE:, :SIDE] == 255).all()  # the plain image has no colour bar
+
+
+# ------------------------------------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize("key, attr", [("threshold", "keep"), ("opacity", "opacity")])
+def test_a_nan_control_is_refused_and_the_explorer_keeps_working(explorer: ContributionExplorer, key: str,
+                                                                 attr: str) -> None:
+    kept, before = getattr(explorer.state, attr), explorer.snapshot()
+    explorer.controls[key].value = float("nan")
+    assert explorer.message.startswith("Setting: ") and "got nan" in explorer.message
+    assert f"kept {kept:g}" in explorer.message
+    assert getattr(explorer.state, attr) == kept and explorer.controls[key].value == kept  # the control is back
+    assert np.array_equal(explorer.snapshot(), before)
+    _moves_work(explorer)
+    explorer.controls[key].value = {"keep": 10.0, "opacity": 0.3}[attr]
+    assert explorer.message == "" and getattr(explorer.state, attr) == explorer.controls[key].value
+
+
+BAD_ARGUMENTS = [
+    (dict(keep=150), ValueError, "keep is a number from 1 to 100"),
+    (dict(keep=0.5), ValueError, "keep is a number from 1 to 100"),
+    (dict(keep=float("nan")), ValueError, "keep is a number from 1 to 100"),
+    (dict(keep="50"), TypeError, "keep is a number"),
+    (dict(opacity=5), ValueError, "opacity is a number from 0 to 1"),
+    (dict(opacity=-0.1), ValueError, "opacity is a number from 0 to 1"),
+    (dict(top_k=0), ValueError, "top_k is a whole number of classes"),
+    (dict(top_k=2.5), TypeError, "top_k is a whole number"),
+    (dict(top_k=True), TypeError, "top_k is a whole number"),
+    (dict(method="bogus"), ValueError, "method is one of 'ours', 'gradcam', 'gradient', 'side'"),
+    (dict(sign="bogus"), ValueError, "sign is one of 'positive', 'negative', 'both', 'diverging'"),
+    (dict(image_size=0), ValueError, "image_size is a whole number of pixels from 1"),
+    (dict(image_size=-3), ValueError, "image_size is a whole number of pixels from 1"),
+    (dict(image_size=32.0), ValueError, "image_size is a whole number"),
+    (dict(layer="conv9"), ValueError, "layer is one of 'input', 'conv1'"),
+    (dict(class_names="abc"), TypeError, "class_names is a list of strings"),
+    (dict(label=3), TypeError, "label is a string"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, text", BAD_ARGUMENTS, ids=[str(k) for k, _, _ in BAD_ARGUMENTS])
+def test_bad_constructor_arguments_name_the_argument(mini: nn.Module, photo: np.ndarray, kwargs: dict,
+                                                     error: type, text: str) -> None:
+    with pytest.raises(error, match=re.escape(text)):
+        ContributionExplorer(mini, photo, **kwargs)
+
+
+def test_a_model_that_is_not_a_module_is_refused(photo: np.ndarray) -> None:
+    with pytest.raises(TypeError, match="model is a torch nn.Module"):
+        ContributionExplorer("mini_vgg", photo)
+
+
+def test_unknown_shapes_and_samples_list_the_valid_ones(explorer: ContributionExplorer) -> None:
+    s = explorer.state
+    kept, before = s.inputs, explorer.snapshot()
+    assert explorer.set_image("shape:hexagon") is False
+    assert explorer.message.startswith("Could not use this image: unknown shape 'hexagon'")
+    assert all(f"shape:{name}" in explorer.message for name in data.SHAPE_CLASSES)
+    assert explorer.set_image("chelse") is False  # a misspelt sample: the samples are listed
+    assert "no sample image or file named 'chelse'" in explorer.message and "chelsea" in explorer.message
+    assert s.inputs is kept and np.array_equal(explorer.snapshot(), before)
+    _moves_work(explorer)
+
+
+def test_the_bias_view_survives_bad_inputs(explorer: ContributionExplorer) -> None:
+    s = explorer.state
+    assert explorer.show_bias_sources() and explorer.message == ""
+    sources, passes, before = explorer.summary()["sources"], s.stats["bias_passes"], explorer.snapshot()
+    assert sources
+    explorer.controls["threshold"].value = float("nan")
+    assert "got nan" in explorer.message
+    assert explorer.set_image("shape:hexagon") is False and "shape:circle" in explorer.message
+    assert explorer.show_bias_sources(float("nan")) is False
+    assert explorer.message == "Bias sources: on is True or False, got nan"
+    assert explorer.show_bias_sources("yes") is False and s.show_sources and explorer.controls["sources"].value
+    assert explorer.summary()["sources"] == sources and s.stats["bias_passes"] == passes
+    assert np.array_equal(explorer.snapshot(), before)
+    assert "where the bias at" in explorer.info.value
+    _moves_work(explorer)
+    assert explorer.summary()["sources"] and s.stats["bias_passes"] == passes
+    assert explorer.show_bias_sources(0) and not s.show_sources and explorer.message == ""
+
+
+def test_summary_without_an_image_says_so() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), image_size=16)
+    with pytest.raises(ValueError, match="no image is explained yet"):
+        explorer.summary()
+
+
+def test_calls_after_close_say_the_explorer_was_closed(explorer: ContributionExplorer) -> None:
+    explorer.close()
+    assert explorer.select_class(1) is False and "explorer was closed" in explorer.message
+    assert explorer.set_image("shape:star") is False and "explorer was closed" in explorer.message
+    assert explorer.state.inputs is None and explorer.state.stats["decompositions"] == 1  # nothing recomputed

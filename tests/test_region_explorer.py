@@ -204,3 +204,66 @@ def test_close_frees_the_explorer(toy: R.ToyNet) -> None:
     del explorer
     gc.collect()
     assert ref() is None
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("key", ["x", "y"])
+def test_a_nan_slider_is_refused_and_the_point_stays(explorer: RE.RegionExplorer, key: str) -> None:
+    point, before = explorer.state.point, explorer.snapshot()
+    explorer.controls[key].value = float("nan")
+    assert explorer.message.startswith("ValueError: x") and "is a finite number, got nan" in explorer.message
+    assert "the point stays at" in explorer.message
+    assert explorer.state.point == point and explorer.controls[key].value == point["xy".index(key)]
+    assert np.array_equal(explorer.snapshot(), before)
+    explorer.controls[key].value = 0.25  # the next move works and clears the message
+    assert explorer.message == "" and explorer.state.point["xy".index(key)] == 0.25
+
+
+@pytest.mark.parametrize("x, y", [(float("nan"), 0.0), (0.0, float("inf")), (-float("inf"), 0.0)])
+def test_pick_refuses_non_finite_coordinates(explorer: RE.RegionExplorer, x: float, y: float) -> None:
+    point = explorer.state.point
+    assert explorer.pick(x, y) is False and "is a finite number" in explorer.message
+    assert explorer.pick_pixel(x, y) is False and "is a finite number" in explorer.message
+    assert explorer.state.point == point
+    assert explorer.pick(0.3, 0.2) and explorer.message == ""
+
+
+def test_calls_after_close_say_the_explorer_was_closed(toy: R.ToyNet) -> None:
+    explorer = RE.RegionExplorer(toy, steps=150)
+    explorer.close()
+    assert explorer.closed
+    assert explorer.pick(0.1, 0.1) is False and "explorer was closed" in explorer.message
+    explorer.message_widget.value = ""
+    explorer._on_click({"type": "click", "dataX": 100.0, "dataY": 100.0})  # the click handler: no raise
+    assert "explorer was closed" in explorer.message_widget.value
+    assert explorer.retrain(wait=True) is None and "explorer was closed" in explorer.message
+    assert explorer.state.stats["trainings"] == 1
+    with pytest.raises(RuntimeError, match="explorer was closed"):
+        explorer.region  # noqa: B018
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_retrain_refuses_a_seed_out_of_range(explorer: RE.RegionExplorer, seed: int) -> None:
+    before, trainings = explorer.snapshot(), explorer.state.stats["trainings"]
+    explorer.controls["seed"].value = seed
+    assert explorer.retrain(wait=True) is None  # no thread started
+    assert explorer.message == f"Retrain: seed is a whole number from 0 to {2**32 - 1}, got {seed}"
+    assert not explorer.controls["retrain"].disabled and explorer.state.stats["trainings"] == trainings
+    assert np.array_equal(explorer.snapshot(), before)
+    explorer.controls["x"].value = 0.1
+    assert explorer.message == ""
+    with pytest.raises(ValueError, match="seed is a whole number from 0"):
+        RE.RegionExplorer(seed=seed, steps=10)
+
+
+def test_a_bare_model_points_to_from_model() -> None:
+    with pytest.raises(TypeError, match=r"RegionExplorer\.from_model\(model, bounds="):
+        RE.RegionExplorer(R.build_mlp())
+    with pytest.raises(TypeError, match="toy is a ToyNet"):
+        RE.RegionExplorer("moons")
+    with pytest.raises(TypeError, match="model is a torch nn.Module"):
+        RE.RegionExplorer.from_model("mlp", ((-1, 1), (-1, 1)))
+    with pytest.raises(ValueError, match="steps is a whole number"):
+        RE.RegionExplorer(steps=0)

@@ -133,3 +133,26 @@ def test_render_map_refuses_non_finite_maps(image: np.ndarray, values: np.ndarra
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         viz.render_map(image, bad)
+
+
+def test_colour_bars_and_panels_carry_units(image: np.ndarray) -> None:
+    bar = viz.colorbar(120, "positive", 2.0)
+    assert bar.shape == (10 + 14 + 14, 120, 3)
+    assert np.array_equal(bar[24:], viz.label(120, "score units", height=14, size=10))  # the default units
+    gradient = viz.colorbar(120, "positive", 2.0, units="score / pixel value")
+    assert np.array_equal(gradient[:24], bar[:24]) and not np.array_equal(gradient[24:], bar[24:])
+    assert viz.colorbar(120, "positive", 2.0, units="").shape[0] == 24  # no units line asked for
+    with pytest.raises(TypeError, match="units is a string"):
+        viz.colorbar(120, "positive", 2.0, units=None)
+    picture = viz.to_uint8(image)
+    p = viz.panel(picture, "conv3", "diverging", 1.5, units="score / unit of activation")
+    assert np.array_equal(p[-14:], viz.label(picture.shape[1], "score / unit of activation", height=14, size=10))
+    assert p[-14:].min() < 100  # dark text on white
+
+
+def test_image_panel_is_the_plain_picture_under_a_title(image: np.ndarray) -> None:
+    picture = viz.to_uint8(image)
+    p = viz.image_panel(image)
+    assert p.shape == (18 + picture.shape[0], picture.shape[1], 3)
+    assert np.array_equal(p[:18], viz.label(picture.shape[1], "image"))
+    assert np.array_equal(p[18:], picture)

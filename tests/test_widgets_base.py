@@ -141,3 +141,17 @@ def test_snapshot_display_and_close() -> None:
     assert demo.dropped
     assert demo.widget.comm is None and demo.image.comm is None and demo.controls["value"].comm is None
     assert demo.message_widget.comm is None
+
+
+def test_guarded_calls_after_close_say_so_and_change_nothing() -> None:
+    from pwawidgets.widgets.base import CLOSED
+
+    demo = Demo()
+    demo.controls["value"].value = 2
+    demo.close()
+    assert demo.closed
+    assert demo.outer(5) is False
+    assert demo.message == CLOSED[0].upper() + CLOSED[1:]
+    demo.controls["value"].value = 6  # a callback after close: the message names it
+    assert demo.message == f"Value: {CLOSED}"
+    assert demo.state.value == 2 and demo.state.calls == 1

@@ -21,12 +21,13 @@ import numpy as np
 
 from .. import viz
 
-__all__ = ["Explorer", "Messages", "close_tree", "guarded", "message_html"]
+__all__ = ["CLOSED", "Explorer", "Messages", "close_tree", "guarded", "message_html"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 ERROR_STYLE = "color:#b00020;font-weight:bold"
 NOTE_STYLE = "color:#8a5a00"
+CLOSED = "this explorer was closed (close() gave its memory back): create a new one to go on"
 
 
 @dataclass(kw_only=True)
@@ -62,12 +63,16 @@ def guarded(what: str = "") -> Callable[[F], F]:
 
     On an exception the message is ``"<what>: <error>"`` and the call returns False; otherwise it returns the
     method's result. Calls nest: only the outermost guarded call of a thread clears the error on success, and not
-    when a guarded call inside it failed.
+    when a guarded call inside it failed. Once the explorer is closed, the call does nothing, says so
+    (:data:`CLOSED`) and returns False.
     """
 
     def decorate(method: F) -> F:
         @functools.wraps(method)
         def wrapper(self: Explorer, *args: Any, **kwargs: Any) -> Any:
+            if self.closed:
+                self._set_error(f"{what}: {CLOSED}" if what else CLOSED[0].upper() + CLOSED[1:])
+                return False
             local = self._local
             depth = getattr(local, "guard_depth", 0)
             if depth == 0:
@@ -104,9 +109,15 @@ class Explorer:
     def __init__(self) -> None:
         self._lock = threading.RLock()  # guards the state and the rendering against a worker thread
         self._local = threading.local()  # per thread: hold depth, guard depth
+        self._closed = False
         self.message_widget = W.HTML()
 
     # ------------------------------------------------------------------ public surface
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: every guarded call then only says so."""
+        return getattr(self, "_closed", False)
 
     @property
     def message(self) -> str:
@@ -121,8 +132,10 @@ class Explorer:
         """Close every widget of the explorer and drop its caches.
 
         ipywidgets keeps each open widget (and so the explorer behind its callbacks, and the model) alive until it
-        is closed: close an explorer you no longer need to give its memory back.
+        is closed: close an explorer you no longer need to give its memory back. Later calls say it was closed.
         """
+        with self._lock:
+            self._closed = True
         for widget in self._widgets():
             close_tree(widget)
         with self._lock:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import html
 import math
+import numbers
 import operator
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,8 @@ from ..placement import model_device, model_dtype
 from .base import Explorer, Messages, guarded
 from .contribution_inputs import (
     Preprocess,
+    check_choice,
+    check_number,
     class_names_for,
     default_model,
     is_mini,
@@ -48,10 +52,14 @@ from .contribution_inputs import (
     sample_names,
 )
 
-__all__ = ["ClassExplanation", "ContributionExplorer", "ContributionState", "Preprocess", "preprocessing_for"]
+__all__ = ["ClassExplanation", "ContributionExplorer", "ContributionState", "Preprocess", "map_units",
+           "preprocessing_for"]
 
 METHODS: dict[str, str] = {"ours": "contributions (ours)", "gradcam": "Grad-CAM", "gradient": "gradient"}
 SIDE_BY_SIDE = "side"
+METHOD_CHOICES: tuple[str, ...] = (*METHODS, SIDE_BY_SIDE)
+KEEP_HINT = "the percentage of the map's pixels coloured, e.g. 30 for the top 30 %"
+OPACITY_HINT = "0 shows the plain image, 1 the map only"
 TOP_SOURCES = 6  # bars of the bias view; the rest is summed into one bar
 
 Sources = dict[str, list[tuple[str, str, float]]]  # layer -> [(source, kind, part of the bias)], largest first
@@ -111,6 +119,32 @@ def _probability_text(p: float) -> str:
     return f"{p:.1%}" if p >= 0.001 else f"{p:.1e}"
 
 
+def map_units(method: str, layer: str) -> str:
+    """The units of a map's colour bar: contributions and Grad-CAM (gradient x activation) are in score units."""
+    if method == "gradient":
+        return "score / pixel value" if layer == INPUT else "score / unit of activation"
+    return "score units"
+
+
+def check_arguments(model: Any, top_k: Any, method: Any, sign: Any, class_names: Any, label: Any) -> None:
+    """TypeError or ValueError, naming the argument and what it takes, for a constructor argument of the wrong
+    kind or out of range (``keep``, ``opacity``, ``image_size`` and ``layer`` are checked where they are used)."""
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model is a torch nn.Module (e.g. pw.load_model('mini_vgg')) or None for the default, "
+                        f"got {type(model).__name__}")
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise TypeError(f"top_k is a whole number of classes (at least 1), got {type(top_k).__name__} {top_k!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k is a whole number of classes (at least 1), got {top_k}")
+    check_choice("method", method, METHOD_CHOICES)
+    check_choice("sign", sign, viz.SIGN_VIEWS)
+    if class_names is not None and (isinstance(class_names, str)
+                                    or not all(isinstance(n, str) for n in class_names)):
+        raise TypeError("class_names is a list of strings, one per class (or None to read them from the model)")
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label is a string (or None), got {type(label).__name__}")
+
+
 # ----------------------------------------------------------------------------------------------- widget
 
 
@@ -122,8 +156,10 @@ class ContributionExplorer(Explorer):
     ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
     0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample.
     Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
-    :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. Bad input never raises: it is shown as a
-    message in the widget, which keeps working.
+    :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. A bad image, class or control value never
+    raises: it is shown as a message in the widget, which keeps working (a refused control goes back to the value in
+    use). A constructor argument of the wrong kind or out of range raises a TypeError/ValueError naming it.
+    The picture shows the plain image, then each map on it with a colour bar in its units (:func:`map_units`).
     """
 
     PLAIN_ERRORS = (ImageLoadError, LookupError, ValueError)
@@ -144,11 +180,17 @@ class ContributionExplorer(Explorer):
         label: str | None = None,
     ):
         super().__init__()
+        check_arguments(model, top_k, method, sign, class_names, label)
+        keep = check_number("keep", keep, 1, 100, KEEP_HINT)
+        opacity = check_number("opacity", opacity, 0, 1, OPACITY_HINT)
         if model is None:
             model = default_model()
+        preprocess = preprocessing_for(model, image_size)
         self.model = model
         presets = layer_presets(model).get("blocks", {})
         layers = [INPUT, *presets]
+        if layer is not None:
+            check_choice("layer", layer, layers)
         head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
         names = list(class_names) if class_names is not None else class_names_for(
             model, head.out_features if head is not None else None)
@@ -159,13 +201,13 @@ class ContributionExplorer(Explorer):
             untrained=untrained,
             class_names=names,
             layers=layers,
-            preprocess=preprocessing_for(model, image_size),
-            top_k=top_k,
-            layer=layer if layer in layers else layers[-1],
+            preprocess=preprocess,
+            top_k=int(top_k),
+            layer=layer if layer is not None else layers[-1],
             method=method,
             sign=sign,
-            keep=float(keep),
-            opacity=float(opacity),
+            keep=keep,
+            opacity=opacity,
         )
         self._build_controls(model)
         self._connect()
@@ -183,8 +225,13 @@ class ContributionExplorer(Explorer):
     @guarded("Could not use this image")
     def set_image(self, source: Any, name: str | None = None) -> bool:
         """Explain a new image (anything the picker takes); returns False and shows why if it cannot be used."""
-        if isinstance(source, str) and source in self._samples:
-            name, source = name or f"sample '{source}'", sample_image(source)
+        if isinstance(source, str):
+            key, missing = source.strip(), not os.path.exists(source)
+            if key in self._samples or (missing and key.startswith("shape:")):  # an unknown shape lists them
+                name, source = name or f"sample '{key}'", sample_image(key)
+            elif missing and key and not any(ch in key for ch in "./\\"):  # a bare word: a misspelt sample
+                raise LookupError(f"no sample image or file named {key!r}: the samples are "
+                                  f"{', '.join(self._samples)}; or give the path to an image file")
         inputs, notes = prepare(source, self.state.preprocess)
         self._install(inputs, notes, name or self._describe(source))
         return True
@@ -207,8 +254,12 @@ class ContributionExplorer(Explorer):
         return True
 
     def summary(self) -> dict[str, Any]:
-        """The numbers shown for the current class and layer: score, bias, their ratio, the contributions' sum."""
+        """The numbers shown for the current class and layer: score, bias, their ratio, the contributions' sum,
+        and (with the bias view on) the bias sources. ValueError when no image is explained yet."""
         s = self.state
+        if s.target not in s.explained:
+            raise ValueError("no image is explained yet: pick or upload one first (explorer.message says why "
+                             "the last one could not be used)")
         ex = s.explained[s.target]
         p = float(s.probabilities[s.target]) if s.probabilities is not None else math.nan
         bias = ex.bias[s.layer]
@@ -225,6 +276,8 @@ class ContributionExplorer(Explorer):
 
         The first time for an image, one :func:`pwawidgets.bias.bias_sources_at` pass (one forward pass, one
         backward pass per explained class) gives the sources at every layer; slider moves then read that cache."""
+        if not isinstance(on, (bool, np.bool_)) and not (isinstance(on, numbers.Integral) and on in (0, 1)):
+            raise ValueError(f"on is True or False, got {on!r}")
         with self._hold():
             self.controls["sources"].value = bool(on)
         self.state.show_sources = bool(on)
@@ -283,9 +336,9 @@ class ContributionExplorer(Explorer):
 
     def _connect(self) -> None:
         c = self.controls
-        for key, attr, cast in (("layer", "layer", str), ("method", "method", str), ("sign", "sign", str),
-                                ("threshold", "keep", float), ("opacity", "opacity", float)):
-            c[key].observe(functools.partial(self._on_setting, attr, cast), names="value")
+        for key, attr in (("layer", "layer"), ("method", "method"), ("sign", "sign"), ("threshold", "keep"),
+                          ("opacity", "opacity")):
+            c[key].observe(functools.partial(self._on_setting, key, attr), names="value")
         c["target"].observe(self._on_target, names="value")
         c["sources"].observe(lambda change: None if self._held else self.show_bias_sources(change["new"]),
                              names="value")
@@ -297,11 +350,28 @@ class ContributionExplorer(Explorer):
     # ------------------------------------------------------------------ callbacks
 
     @guarded("Setting")
-    def _on_setting(self, attr: str, cast: Callable, change: dict) -> None:
+    def _on_setting(self, key: str, attr: str, change: dict) -> None:
+        """A control moved: a bad value (NaN set from Python...) is refused and the control goes back."""
         if self._held or change["new"] is None:
             return
-        setattr(self.state, attr, cast(change["new"]))
+        try:
+            value = self._checked(attr, change["new"])
+        except (TypeError, ValueError) as e:
+            kept = getattr(self.state, attr)
+            with self._hold():
+                self.controls[key].value = kept
+            raise type(e)(f"{e}; kept {kept:g}" if isinstance(kept, float) else f"{e}; kept {kept!r}") from None
+        setattr(self.state, attr, value)
         self._render()
+
+    def _checked(self, attr: str, value: Any) -> Any:
+        """A setting's value if it is allowed, else a TypeError/ValueError saying what is."""
+        if attr == "keep":
+            return check_number("keep top %", value, 1, 100, KEEP_HINT)
+        if attr == "opacity":
+            return check_number("opacity", value, 0, 1, OPACITY_HINT)
+        choices = {"layer": self.state.layers, "method": METHOD_CHOICES, "sign": viz.SIGN_VIEWS}[attr]
+        return check_choice(attr, value, choices)
 
     def _on_target(self, change: dict) -> None:
         if not self._held and change["new"] is not None:
@@ -500,11 +570,12 @@ class ContributionExplorer(Explorer):
             return
         ex = s.explained[s.target]
         methods = list(METHODS) if s.method == SIDE_BY_SIDE else [s.method]
-        panels = []
+        panels = [viz.image_panel(s.picture, "image")]  # the plain image first, to compare with its maps
         for method in methods:
             values = resize_maps(ex.maps[(method, s.layer)], s.preprocess.display).float().cpu().numpy()
             picture, vmax = viz.render_map(s.picture, values, s.sign, s.keep, s.opacity)
-            panels.append(viz.panel(picture, f"{METHODS[method]} at {s.layer}", s.sign, vmax))
+            panels.append(viz.panel(picture, f"{METHODS[method]} at {s.layer}", s.sign, vmax,
+                                    units=map_units(method, s.layer)))
         self.image.value = viz.to_png(viz.stack(panels))
         self.info.value = self._info_html(ex)
 

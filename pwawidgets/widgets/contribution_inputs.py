@@ -3,6 +3,8 @@ source turned into a model input (with notes on what was dropped)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +18,11 @@ from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, load_
 from ..models import imagenet_categories
 
 __all__ = [
+    "MAX_IMAGE_SIZE",
     "MAX_UPLOAD_BYTES",
     "Preprocess",
+    "check_choice",
+    "check_number",
     "class_names_for",
     "default_model",
     "is_mini",
@@ -30,7 +35,27 @@ __all__ = [
 ]
 
 MAX_UPLOAD_BYTES = 50 * 2**20
+MAX_IMAGE_SIZE = 4096
 MINI_SIZE = 64
+
+
+def check_number(name: str, value: Any, low: float, high: float, hint: str = "") -> float:
+    """``value`` as a float if it is a real number in ``[low, high]`` (NaN refused); else a TypeError or
+    ValueError naming ``name`` and the allowed range (``hint`` says what the number means)."""
+    what = f"{name} is a number from {low:g} to {high:g}" + (f" ({hint})" if hint else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if math.isnan(number) or not low <= number <= high:
+        raise ValueError(f"{what}, got {number:g}")
+    return number
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``; else a ValueError naming ``name`` and the choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} is one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,10 @@ def preprocessing_for(model: nn.Module, image_size: int | None = None) -> Prepro
     224 (resize 256, centre crop 224) for ImageNet classifiers. Normalisation: ``model.normalization``; a model
     whose normalisation is ``((0, 0, 0), (1, 1, 1))`` (the mini zoo) takes raw pixels in [0, 1].
     """
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral)
+                                   or not 1 <= image_size <= MAX_IMAGE_SIZE):
+        raise ValueError(f"image_size is a whole number of pixels from 1 to {MAX_IMAGE_SIZE} (or None for the "
+                         f"model's own size), got {image_size!r}")
     norm = getattr(model, "normalization", None) or IMAGENET_NORMALIZATION
     mean, std = (tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1]))
     raw = all(v == 0 for v in mean) and all(v == 1 for v in std)
@@ -104,7 +133,8 @@ def sample_image(name: str) -> np.ndarray:
     if name.startswith("shape:"):
         cls = name.split(":", 1)[1]
         if cls not in data.SHAPE_CLASSES:
-            raise LookupError(f"unknown shape {cls!r}; one of {', '.join(data.SHAPE_CLASSES)}")
+            raise LookupError(f"unknown shape {cls!r}: the shapes are "
+                              f"{', '.join('shape:' + c for c in data.SHAPE_CLASSES)}")
         batch = data.shapes(len(data.SHAPE_CLASSES) * 4, seed=0)
         i = int((batch.labels == data.SHAPE_CLASSES.index(cls)).nonzero()[0, 0])
         return batch.images[i].permute(1, 2, 0).numpy()

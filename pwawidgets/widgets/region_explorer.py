@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import io
+import math
+import numbers
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +26,29 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 from PIL import Image
+from torch import nn
 
 from ..regions import DATASETS, Region, RegionSet, ToyNet, enumerate_layers, region_colors, train_toy
-from .base import Explorer, Messages, guarded
+from .base import CLOSED, Explorer, Messages, guarded
 
-__all__ = ["RegionExplorer", "RegionState"]
+__all__ = ["RegionExplorer", "RegionState", "check_seed"]
+
+MAX_SEED = 2**32 - 1  # the largest seed the data sets take
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` if it is a whole number from 0 to :data:`MAX_SEED`; else a ValueError saying so."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed is a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a finite float, else a ValueError naming ``name``."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} is a finite number, got {number}")
+    return number
 
 
 @dataclass
@@ -88,11 +108,20 @@ class RegionExplorer(Explorer):
         dpi: int = 80,
     ):
         super().__init__()
-        self.steps = steps
+        if isinstance(toy, nn.Module):
+            raise TypeError("RegionExplorer(toy) takes a ToyNet (from pwawidgets.regions.train_toy), not a bare "
+                            "model: use RegionExplorer.from_model(model, bounds=((x0, x1), (y0, y1))) for a network "
+                            "of nn.Linear and ReLU layers with two inputs")
+        if toy is not None and not isinstance(toy, ToyNet):
+            raise TypeError(f"toy is a ToyNet (from pwawidgets.regions.train_toy) or None to train one, got "
+                            f"{type(toy).__name__}; for a bare model use RegionExplorer.from_model(model, bounds)")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps is a whole number of training steps, at least 1, got {steps!r}")
+        self.steps = int(steps)
         self._thread: threading.Thread | None = None
-        self._closed = False
         self._backgrounds: dict[int, Any] = {}
         if toy is None:
+            check_seed(seed)
             toy = train_toy(dataset, hidden, seed, steps=steps)
         parts = _partitions(toy)  # a model that cannot be read raises here, before any widget exists
         self.state = RegionState(toy, [], [], [])
@@ -111,6 +140,8 @@ class RegionExplorer(Explorer):
 
         The model is put in eval mode; ``X``, ``y`` (optional) are drawn as data points.
         """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model is a torch nn.Module of nn.Linear and ReLU layers, got {type(model).__name__}")
         X = np.zeros((0, 2)) if X is None else np.asarray(X, dtype=np.float64)
         y = np.zeros(len(X), dtype=np.int64) if y is None else np.asarray(y)
         return cls(ToyNet(model.eval(), X, y, bounds), **kwargs)
@@ -120,23 +151,28 @@ class RegionExplorer(Explorer):
     @property
     def regions(self) -> RegionSet:
         """The partition currently shown."""
+        self._check_open()
         return self.state.regions
 
     @property
     def region(self) -> Region:
         """The final region (all layers) holding the picked point."""
+        self._check_open()
         return self.state.full.locate(self.state.point)
 
     @guarded()
     def pick(self, x: float, y: float) -> bool:
-        """Move the point to ``(x, y)`` (clamped to the box), as the sliders or a click do."""
+        """Move the point to ``(x, y)`` (clamped to the box), as the sliders or a click do; NaN or an infinite
+        coordinate is refused (the point stays)."""
+        x, y = _finite("x₁", x), _finite("x₂", y)
         with self._lock:
-            self._set_point(float(x), float(y))
+            self._set_point(x, y)
         return True
 
     @guarded()
     def pick_pixel(self, px: float, py: float) -> bool:
         """Move the point to the image pixel ``(px, py)`` (from the top left), if it falls on the map."""
+        px, py = _finite("the pixel's x", px), _finite("the pixel's y", py)
         with self._lock:
             h = self.fig.bbox.height
             xy = self.ax_map.transData.inverted().transform((px, h - py))
@@ -150,13 +186,23 @@ class RegionExplorer(Explorer):
         """Train a new network with the dataset/depth/width/seed controls, in a background thread.
 
         A progress bar follows the training; the notebook stays free. ``wait=True`` blocks until it is done.
+        Returns the training thread, or None (and says why in the widget) when nothing was started: the explorer
+        is closed or the seed is out of range.
         """
+        if self.closed:
+            self._set_error(f"Retrain: {CLOSED}")
+            return None
         if self._training:
             self._set_error("Training is already running: wait for it to finish.")
             return self._thread
         c = self.controls
+        try:
+            seed = check_seed(c["seed"].value)
+        except ValueError as e:
+            self._set_error(f"Retrain: {e}")
+            return None
         hidden = (int(c["width"].value),) * int(c["depth"].value)
-        params = dict(dataset=c["dataset"].value, hidden=hidden, seed=int(c["seed"].value))
+        params = dict(dataset=c["dataset"].value, hidden=hidden, seed=seed)
         c["retrain"].disabled = True
         c["progress"].value = 0
         self._set_error("")
@@ -239,10 +285,13 @@ class RegionExplorer(Explorer):
         return [self.widget] + ([self._events] if self._events is not None else [])
 
     def _drop_caches(self) -> None:
-        self._closed = True
         self._backgrounds.clear()
         s = self.state
         s.layer_sets, s.colors, s.boundary = [], [], []
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(CLOSED)
 
     @property
     def _training(self) -> bool:
@@ -323,7 +372,12 @@ class RegionExplorer(Explorer):
             return
         with self._lock:  # the moved coordinate from the event: the other one from the state
             point = list(self.state.point)
-            point[axis] = float(change["new"])
+            try:
+                point[axis] = _finite("x₁x₂"[2 * axis:2 * axis + 2], change["new"])
+            except (TypeError, ValueError) as e:  # refused: the slider goes back to the point
+                with self._hold():
+                    self._push_control("xy"[axis])
+                raise ValueError(f"{e}; the point stays at ({point[0]:.3f}, {point[1]:.3f})") from None
             self._set_point(*point)
 
     @guarded()
