@@ -3,7 +3,8 @@
     python benchmarks/bench_bias.py                              # CPU, batch 1, 224 px
     python benchmarks/bench_bias.py --device cuda --fig3-images 300
 
-Random weights for the torchvision models (speed does not depend on them), the shipped ones for
+Random weights for the torchvision models (speed does not depend on them; biases and BatchNorm statistics made
+non-zero, so that the remainder line means something), the shipped ones for
 EfficientNet-Lite0 and the mini zoo. The two calls run alternately, round after round (``timing.py``), and the
 ratio is the median of per-round ratios. Target: bias_sources <= 1.2x decompose at the same layer and class.
 ``--fig3-images N`` also times Fig. 3 (``bias_curve``: input + every ReLU, predicted class, batches of
@@ -17,6 +18,7 @@ import os
 import time
 
 import torch
+from gpu_check import randomise_constants
 from timing import interleaved, median_ms, ratio
 
 import pwawidgets as pw
@@ -31,6 +33,8 @@ def bench(name: str, device: torch.device, batch: int, repeats: int) -> None:
     torch.manual_seed(0)
     shipped = name == "efficientnet_lite0" or name in pw.zoo.NAMES
     model = pw.load_model(name, pretrained=shipped, device=device)
+    if not shipped:  # torchvision starts biases at 0: give them values, so that the remainder check means something
+        randomise_constants(model.cpu()).to(device)
     size = 64 if name in pw.zoo.NAMES else 224
     layer = LAYERS.get(name, "input")
     x = torch.randn(batch, 3, size, size, device=device)
