@@ -140,13 +140,16 @@ def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch
 # ------------------------------------------------------------------------------------------ the passes
 
 
-def _backward(scores: torch.Tensor, layers: list[LayerPass], keep_gradients: bool) -> None:
-    """One backward pass per class. Fills, class by class, either the contributions or (with ``keep_gradients``)
-    the gradients, ``(B, k, ...)`` each, and the totals ``sum_i w_i h_i``, ``(B, k)``."""
+CONTRIBUTIONS, GRADIENTS, TOTALS = "contributions", "gradients", "totals"
+
+
+def _backward(scores: torch.Tensor, layers: list[LayerPass], keep: str) -> None:
+    """One backward pass per class. Fills, class by class, the totals ``sum_i w_i h_i``, ``(B, k)``, and keeps
+    either the contributions or the gradients, ``(B, k, ...)`` each, or (``keep=TOTALS``) nothing more."""
     k = scores.shape[1]
     for layer in layers:
         h = layer.value
-        layer.stored = h.new_empty((h.shape[0], k, *h.shape[1:]))
+        layer.stored = None if keep == TOTALS else h.new_empty((h.shape[0], k, *h.shape[1:]))
         layer.totals = h.new_empty((h.shape[0], k))
     nodes = [layer.node for layer in layers]
     for j in range(k):
@@ -161,11 +164,13 @@ def _backward(scores: torch.Tensor, layers: list[LayerPass], keep_gradients: boo
                 )
             if layer.scale is not None:
                 g = g / layer.scale
-            if keep_gradients:
+            if keep == GRADIENTS:
                 layer.stored[:, j] = g
                 contrib = g * layer.value
-            else:
+            elif keep == CONTRIBUTIONS:
                 contrib = torch.mul(g, layer.value, out=layer.stored[:, j])
+            else:
+                contrib = g * layer.value
             layer.totals[:, j] = contrib.flatten(1).sum(-1)  # pairwise summation in the working dtype
 
 
@@ -207,6 +212,65 @@ def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, ref
     )
 
 
+@dataclass
+class _Request:
+    """What a caller asked of :func:`_run`: the decomposition's options."""
+
+    target: Target
+    layers: str | Sequence[str] | None
+    reference: str = "normalized"
+    normalization: Normalization | None = None
+    allow_non_affine: bool = False
+    strict: bool = False
+
+
+def _run(model: nn.Module, inputs: torch.Tensor, request: _Request, keep: str) -> tuple[list[LayerPass], Scores]:
+    """Checks, one forward pass, one backward pass per class: the layer passes (with what ``keep`` asks to keep)
+    and the scores, checked for non-finite values and targets out of range."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("the decomposition needs autograd: call it outside torch.inference_mode()")
+    model = check_model(model)
+    modules = dict(model.named_modules())
+    specs, wants_all = resolve_layers(model, request.layers, modules)
+    if not specs and not wants_all:
+        raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
+    wants_input = any(s.module is None for s in specs)
+    norm = input_normalization(model, request.normalization, request.reference, wants_input)
+    require_piecewise_affine(model, request.allow_non_affine, request.strict, modules)
+    x = prepare_inputs(model, inputs, wants_input)
+    if norm is not None:
+        check_raw_input(x, norm)
+    check_precision(model_dtype(model, x.dtype), request.strict)
+
+    with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
+          LayerCapture(model, specs, wants_all, modules) as capture):
+        # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
+        try:
+            output = model(x.clone() if x.requires_grad else x)
+        except RuntimeError as exc:
+            raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): {exc}\n"
+                               "Check the size and channels it expects (224 px RGB for the ImageNet networks, "
+                               "64 px for the mini zoo).") from exc
+        logits = logits_of(output)
+        if wants_all:
+            named = {s.name for s in specs}
+            specs = specs + [s for s in capture.relu_specs() if s.name not in named]
+        if not specs:
+            raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
+        result, in_range = select_scores(request.target, logits)
+        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
+        _backward(result.scores, passes, keep)
+    # read only now, so that nothing waits on an accelerator before the backward passes
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    if not bool(torch.isfinite(result.scores).all()):
+        raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")
+    return passes, result
+
+
 def decompose(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -240,45 +304,28 @@ def decompose(
         allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
         strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
     """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("decompose needs autograd: call it outside torch.inference_mode()")
-    model = check_model(model)
-    modules = dict(model.named_modules())
-    specs, wants_all = resolve_layers(model, layers, modules)
-    if not specs and not wants_all:
-        raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
-    wants_input = any(s.module is None for s in specs)
-    norm = input_normalization(model, normalization, reference, wants_input)
-    require_piecewise_affine(model, allow_non_affine, strict, modules)
-    x = prepare_inputs(model, inputs, wants_input)
-    if norm is not None:
-        check_raw_input(x, norm)
-    check_precision(model_dtype(model, x.dtype), strict)
-
-    with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
-          LayerCapture(model, specs, wants_all, modules) as capture):
-        # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
-        try:
-            output = model(x.clone() if x.requires_grad else x)
-        except RuntimeError as exc:
-            raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): {exc}\n"
-                               "Check the size and channels it expects (224 px RGB for the ImageNet networks, "
-                               "64 px for the mini zoo).") from exc
-        logits = logits_of(output)
-        if wants_all:
-            named = {s.name for s in specs}
-            specs = specs + [s for s in capture.relu_specs() if s.name not in named]
-        if not specs:
-            raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
-        result, in_range = select_scores(target, logits)
-        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
-        _backward(result.scores, passes, keep_gradients)
-    # read only now, so that nothing waits on an accelerator before the backward passes
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
-    if in_range is not None and not bool(in_range):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
-    if not bool(torch.isfinite(result.scores).all()):
-        raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")
+    request = _Request(target, layers, reference, normalization, allow_non_affine, strict)
+    passes, result = _run(model, inputs, request, GRADIENTS if keep_gradients else CONTRIBUTIONS)
     return _assemble(passes, result, keep_gradients, reference)
+
+
+def layer_biases(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    layers: str | Sequence[str] = ("input", "all"),
+    *,
+    reference: str = "normalized",
+    normalization: Normalization | None = None,
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bias at every layer of ``layers``, as :func:`decompose` computes it, without keeping contributions:
+    ``(names, bias (B, k, L), score (B, k), target (B, k))``, always with a class axis.
+
+    The same forward pass and backward passes as :func:`decompose`; each class's gradients are reduced to
+    ``w . h`` at once, so memory is that of the forward pass plus one class's gradients, whatever the number of
+    layers (Fig. 3 over every ReLU of a large network)."""
+    request = _Request(target, layers, reference, normalization)
+    passes, result = _run(model, inputs, request, TOTALS)
+    scores = result.scores.detach()
+    bias = scores.unsqueeze(-1) - torch.stack([p.totals for p in passes], dim=-1)
+    return [p.name for p in passes], bias, scores, result.targets

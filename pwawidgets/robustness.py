@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .audit import require_piecewise_affine
-from .calls import Normalization, Target, input_normalization, layer_pass, logits_of, prepare_inputs, select_scores
+from .calls import Normalization, Target
+from .core import layer_biases
 from .exactness import region_radius
-from .layers import INPUT, LayerCapture, LayerSpec, resolve_layers, resolve_one, substitute
-from .placement import model_device, model_dtype
-from .precision import check_precision, exact_math
+from .layers import INPUT, LayerSpec, resolve_one, substitute
+from .placement import model_device
+from .precision import exact_math
 
 
 @dataclass
@@ -265,51 +265,6 @@ class BiasCurve:
     def quantiles(self, q: Sequence[float] = (0.25, 0.75), nonpositive: str = "skip") -> torch.Tensor:
         """``(len(q), L)`` quantiles of the per-image ratios."""
         return torch.nanquantile(self.per_image(nonpositive).double(), torch.tensor(q, dtype=torch.float64), dim=0)
-
-
-def layer_biases(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: Target = None,
-    layers: str | Sequence[str] = ("input", "all"),
-    *,
-    reference: str = "normalized",
-    normalization: Normalization | None = None,
-) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The bias at every layer of ``layers`` without keeping contributions: ``(names, bias (B, k, L), score (B, k),
-    target (B, k))``, equal to :func:`~pwawidgets.decompose`'s ``bias`` (always with a class axis).
-
-    One forward pass; one backward pass per class whose gradients are reduced to ``w . h`` at once, so memory
-    is that of the forward pass plus one class's gradients, whatever the number of layers."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("layer_biases needs autograd: call it outside torch.inference_mode()")
-    modules = dict(model.named_modules())
-    specs, wants_all = resolve_layers(model, layers, modules)
-    wants_input = any(s.module is None for s in specs)
-    norm = input_normalization(model, normalization, reference, wants_input)
-    require_piecewise_affine(model, False, False, modules)
-    x = prepare_inputs(model, inputs, wants_input)
-    check_precision(model_dtype(model, x.dtype), False)
-    with exact_math(x.device), torch.enable_grad(), LayerCapture(model, specs, wants_all, modules) as capture:
-        logits = logits_of(model(x.clone() if x.requires_grad else x))
-        if wants_all:
-            named = {s.name for s in specs}
-            specs = specs + [s for s in capture.relu_specs() if s.name not in named]
-        result, in_range = select_scores(target, logits)
-        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
-        scores = result.scores
-        totals = scores.new_empty(*scores.shape, len(passes))
-        for j in range(scores.shape[1]):
-            last = j == scores.shape[1] - 1
-            grads = torch.autograd.grad(scores[:, j].sum(), [p.node for p in passes], retain_graph=not last)
-            for i, (p, g) in enumerate(zip(passes, grads, strict=True)):
-                if p.scale is not None:
-                    g = g / p.scale
-                totals[:, j, i] = (g * p.value).flatten(1).sum(-1)
-            del grads
-    if in_range is not None and not bool(in_range):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
-    return [p.name for p in passes], scores.detach().unsqueeze(-1) - totals, scores.detach(), result.targets
 
 
 def bias_curve(

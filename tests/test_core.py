@@ -452,3 +452,19 @@ def test_a_compiled_model_is_decomposed_through_its_original():
     x = torch.randn(2, 4, dtype=torch.float64)
     d = pw.decompose(compiled, x, 1, ["input", "1"])
     torch.testing.assert_close(d.contributions["1"], pw.decompose(model, x, 1, ["1"]).contributions["1"])
+
+
+def test_layer_biases_are_decomposes_biases_from_the_same_pass(small_cnn):
+    from pwawidgets.core import layer_biases
+
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    names, bias, score, target = layer_biases(small_cnn, x, "top2", ["input", "all"])
+    d = pw.decompose(small_cnn, x, "top2", ["input", "all"])
+    assert names == d.layers and bias.shape == (3, 2, len(names))
+    for i, name in enumerate(names):
+        torch.testing.assert_close(bias[:, :, i], d.bias[name], rtol=1e-12, atol=1e-12)
+    assert torch.equal(score, d.score) and torch.equal(target, d.target)
+    bad = x.clone()
+    bad[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(examples \[1\]\)"):
+        layer_biases(small_cnn, bad, None, ["input"])
