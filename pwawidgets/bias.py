@@ -30,7 +30,15 @@ from torch.overrides import TorchFunctionMode
 
 from . import kinds
 from .audit import require_piecewise_affine
-from .calls import Normalization, Target, input_normalization, logits_of, prepare_inputs, select_scores
+from .calls import (
+    Normalization,
+    Target,
+    check_after_passes,
+    input_normalization,
+    logits_of,
+    prepare_inputs,
+    select_scores,
+)
 from .layers import INPUT, LayerSpec, resolve_layers, resolve_one
 from .placement import model_dtype
 from .precision import ExactnessWarning, check_precision, exact_math
@@ -552,8 +560,7 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     result, in_range = select_scores(target, logits)
     with exact_math(x.device):
         tables = _passes(tracer, specs, result.scores, norm, maps)
-    if in_range is not None and not bool(in_range):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    check_after_passes(x, result, in_range)
     out, squeeze, score = {}, result.squeeze, result.scores.detach()
     for spec, (parts, kinds_, grids, bias) in zip(specs, tables, strict=True):
         _warn_remainder(parts, bias, score, tracer.unmodelled, spec.name)

@@ -171,3 +171,15 @@ def layer_pass(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) 
         std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
         return LayerPass(spec.name, node, value * std + mean, std)
     return LayerPass(spec.name, node, value)
+
+
+def check_after_passes(x: torch.Tensor, result: Scores, in_range: torch.Tensor | None) -> None:
+    """After the passes: no NaN or infinite input, every target class in range, finite scores. Read only then, so
+    that nothing waits on an accelerator before the backward passes."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
+    if in_range is not None and not bool(in_range):
+        raise ValueError(f"target classes must lie in [0, {result.logits.shape[1] - 1}]")
+    if not bool(torch.isfinite(result.scores).all()):
+        raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")

@@ -26,6 +26,7 @@ from .calls import (
     Normalization,
     Scores,
     Target,
+    check_after_passes,
     check_raw_input,
     input_normalization,
     layer_pass,
@@ -260,14 +261,7 @@ def _run(model: nn.Module, inputs: torch.Tensor, request: _Request, keep: str) -
         result, in_range = select_scores(request.target, logits)
         passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
         _backward(result.scores, passes, keep)
-    # read only now, so that nothing waits on an accelerator before the backward passes
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
-    if in_range is not None and not bool(in_range):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
-    if not bool(torch.isfinite(result.scores).all()):
-        raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")
+    check_after_passes(x, result, in_range)  # only now, so that nothing waits on an accelerator before them
     return passes, result
 
 

@@ -389,3 +389,10 @@ def test_bias_curve_equals_decompose_and_averages_as_stated(x8):
     assert torch.equal(by_label.target[:, 0], labels)
     with pytest.raises(ValueError, match="pairs"):
         bias_curve(model, [x8], labels)
+
+
+def test_non_finite_inputs_are_refused_as_decompose_refuses_them(x8):
+    bad = x8.clone()
+    bad[2, 1, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(examples \[2\]\)"):
+        bias_sources(vgg_bn_like(), bad, None, "1")
