@@ -26,6 +26,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from . import kinds
@@ -66,7 +67,18 @@ def _zero(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
 def _channel(vector: torch.Tensor, output: torch.Tensor, dim: int) -> torch.Tensor:
     shape = [1] * output.dim()
     shape[dim] = -1
-    return vector.detach().to(output.dtype).view(shape)
+    if vector.requires_grad:
+        vector = vector.detach()
+    return (vector if vector.dtype == output.dtype else vector.to(output.dtype)).view(shape)
+
+
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b)`` summed over every axis but the first, with no temporary of a's size: one batched product on a GPU,
+    one BLAS dot per example on the CPU (where a batched product of this shape is slow)."""
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    if a.device.type == "cpu":
+        return torch.stack([torch.dot(u, v) for u, v in zip(a, b, strict=True)])
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
 
 
 def _bilinear(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
@@ -76,14 +88,26 @@ def _bilinear(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
     return [(_channel(bias, output, -1 if isinstance(module, nn.Linear) else 1), 1.0)]
 
 
-def _batch_norm(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    mean, var = module.running_mean, module.running_var
-    shift = -mean / (var + module.eps).sqrt()
-    if module.weight is not None:
-        shift = shift * module.weight
-    if module.bias is not None:
-        shift = shift + module.bias
-    return [(_channel(shift, output, 1), 1.0)]
+def batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
+    """``beta - gamma mu / sqrt(var + eps)`` of every BatchNorm with running statistics, ``{id(module): (C,)}``,
+    computed for all of them at once (a few operations, not a few per module)."""
+    groups: dict[tuple, list[nn.Module]] = {}
+    for m in modules:
+        if getattr(m, "running_mean", None) is not None and getattr(m, "running_var", None) is not None:
+            groups.setdefault((m.running_mean.dtype, m.running_mean.device), []).append(m)
+    shifts: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for group in groups.values():
+            sizes = [m.running_mean.numel() for m in group]
+            mean = torch.cat([m.running_mean for m in group])
+            var = torch.cat([m.running_var for m in group])
+            eps = torch.tensor([m.eps for m in group], dtype=var.dtype, device=var.device).repeat_interleave(
+                torch.tensor(sizes, device=var.device), output_size=len(var))
+            gamma = torch.cat([m.weight if m.weight is not None else torch.ones_like(m.running_var) for m in group])
+            beta = torch.cat([m.bias if m.bias is not None else torch.zeros_like(m.running_var) for m in group])
+            shift = beta - gamma * mean / (var + eps).sqrt()
+            shifts.update(zip((id(m) for m in group), shift.split(sizes), strict=True))
+    return shifts
 
 
 def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
@@ -91,6 +115,25 @@ def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
     out = output.detach()  # masks in the output's dtype, ready for the backward's batched dot products
     terms = [((out <= low).to(out.dtype), float(low))] if low is not None and low != 0 else []
     return terms + ([((out >= high).to(out.dtype), float(high))] if high is not None and high != 0 else [])
+
+
+_CLAMP_NODES = {"HardtanhBackward0", "HardtanhBackward1", "ClampBackward1", "ClampMinBackward0", "ClampMaxBackward0"}
+
+
+def _capped_node(output: torch.Tensor, one_op: bool) -> bool:
+    """Whether ``output`` comes straight from one clamp (its autograd node, one input): then its cap part is read
+    in the backward pass from that node's gradients (:func:`_capped`), with no mask made in the forward pass."""
+    node = output.grad_fn
+    return one_op and node is not None and type(node).__name__ in _CLAMP_NODES and len(node.next_functions) == 1
+
+
+def _capped(g_out: torch.Tensor, g_in: torch.Tensor, out: torch.Tensor, maps: bool
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The part of a clamp ``out = clamp(in)``: ``<g_out - g_in, out>``. The clamp passes the gradient through
+    exactly where it is linear (there ``g_out - g_in`` is 0) and blocks it where it saturates (there ``out`` is the
+    cap), so this is the sum of cap x gradient over saturated units, the same units autograd treats as flat."""
+    blocked = g_out - g_in
+    return _row_dots(blocked, out), ((blocked * out).sum(1) if maps and out.dim() == 4 else None)
 
 
 def hardsigmoid_offset(output: torch.Tensor) -> Terms:
@@ -123,11 +166,12 @@ MODULE_OFFSETS: dict[str, tuple[str, Callable[[nn.Module, tuple, torch.Tensor], 
     "hardsigmoid": (CAP, lambda m, i, out: hardsigmoid_offset(out)),
     "threshold": (CAP, _threshold), "shrink": (CAP, _shrink),
     "max_pool": (CAP, _zero), "adaptive_max_pool": (CAP, _zero), "dropout": (CAP, _zero),
-    "affine": (PADDING, _affine), "bilinear": (BIAS, _bilinear), "batch_norm": (BN_SHIFT, _batch_norm),
+    "affine": (PADDING, _affine), "bilinear": (BIAS, _bilinear), "batch_norm": (BN_SHIFT, _zero),
     "embedding": (CONSTANT, _zero),
 }
 """The constant each module kind of :mod:`pwawidgets.kinds` adds inside a linear region (kind name -> (label,
-rule)). A leaf module of no kind (a custom affine layer) gets ``m(x) - J_m x`` by forward-mode AD."""
+rule)). A leaf module of no kind (a custom affine layer) gets ``m(x) - J_m x`` by forward-mode AD; BatchNorm's
+shift comes from :func:`batch_norm_shifts`, and ReLU6/Hardtanh caps are read in the backward pass (:func:`_capped`)."""
 
 _NEEDS_INPUT = {"threshold"}  # rules that read the module's input, which an in-place module overwrites
 
@@ -178,15 +222,16 @@ def _additive_terms(name: str, args: tuple, kwargs: dict) -> list[tuple[object, 
 
 @dataclass
 class _Source:
-    """One constant: where its gradient is read (the output it is added to), the constant itself, and the layers
-    it lies after (a bit per layer)."""
+    """One constant: the constant itself and the layers it lies after (a bit per layer). Its part is computed in
+    the backward pass, by a hook on the node of the output it is added to, once per class."""
 
     name: str
     kind: str
-    edge: object  # a GradientEdge of the output the constant is added to
     terms: Terms
     layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
+    capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see _capped)
+    found: list = field(default_factory=list)  # (class index, part (B,), map or None), one per backward pass
 
 
 def _tensors_in(args, kwargs) -> Iterator[torch.Tensor]:
@@ -208,14 +253,20 @@ class _Tracer(TorchFunctionMode):
         self.token = object()
         self.sources: list[_Source] = []
         self.stack: list[str] = []
-        self.leaf_depth = 0
-        self.quiet = False
+        self.depth = 0  # > 0: inside our hooks or a leaf module, where the mode is off (popped: by us)
+        self.popped = False
         self.calls: dict[str, int] = {}
         self.h: dict[int, tuple[torch.Tensor, object]] = {}  # layer index -> (value, gradient edge)
         self.unmodelled: set[str] = set()
         self.saved: dict[int, tuple] = {}
-        self.names = {id(t): n for n, t in (*model.named_parameters(), *model.named_buffers())}
+        self._names: dict[int, str] | None = None
+        self.where: dict[int, tuple[str, bool]] = {}  # id(module) -> (name, is a leaf)
         self._handles: list = []
+        self.shifts: dict[int, torch.Tensor] | None = None  # BatchNorm shifts, computed at the first BatchNorm
+        self.watched: list[tuple[torch.Tensor, int]] = []  # values kept without a copy, with their versions
+        self.copy = False  # copy kept values (a rerun after an in-place change of a watched value)
+        self.klass = 0  # the class column the backward pass under way computes
+        self.want_maps = False
 
     # marks ---------------------------------------------------------------------------------------------
     def mask(self, t: object) -> int:
@@ -233,64 +284,125 @@ class _Tracer(TorchFunctionMode):
     def context(self) -> str:
         return (self.stack[-1] or "model") if self.stack else "model"
 
-    def add(self, name: str, kind: str, result: torch.Tensor, terms: Terms, layers: int, view=None) -> None:
-        if not terms or not layers:
+    def keep(self, value: torch.Tensor) -> torch.Tensor:
+        """A value read again in the backward pass: a copy after an in-place change was seen, else the tensor
+        itself, watched (an in-place change before the backward pass makes :func:`_trace` run again with copies)."""
+        value = value.detach()
+        if self.copy:
+            return value.clone()
+        self.watched.append((value, value._version))
+        return value
+
+    def changed(self) -> bool:
+        return any(value._version != version for value, version in self.watched)
+
+    def add(self, name: str, kind: str, result: torch.Tensor, terms: Terms, layers: int, view=None,
+            capped: torch.Tensor | None = None) -> None:
+        if not (terms or capped is not None) or not layers:
             return
         if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
             self.unmodelled.add(f"{name} (output without a batch axis)")
             return
-        self.sources.append(_Source(name or "model", kind, get_gradient_edge(result), terms, layers, view))
+        source = _Source(name or "model", kind, terms, layers, view, capped)
+        edge = get_gradient_edge(result)
+        edge.node.register_hook(self._on_backward(source, edge.output_nr))
+        self.sources.append(source)
 
-    # hooks ---------------------------------------------------------------------------------------------
+    def _on_backward(self, source: _Source, slot: int):
+        def hook(grad_inputs, grad_outputs):
+            g = grad_outputs[slot]
+            if g is None:
+                return
+            if source.capped is not None:
+                if grad_inputs[0] is None:
+                    self.unmodelled.add(f"{source.name} (a cap whose input has no gradient)")
+                    return
+                part, grid = _capped(g, grad_inputs[0], source.capped, self.want_maps)
+            else:
+                part, grid = _contribution(g, source, self.want_maps)
+            source.found.append((self.klass, part, grid))
+
+        return hook
+
+    @property
+    def names(self) -> dict[int, str]:
+        """``{id(tensor): name}`` of the model's parameters and buffers (for constants used in functional code)."""
+        if self._names is None:
+            model = self.model
+            self._names = {id(t): n for n, t in (*model.named_parameters(), *model.named_buffers())}
+        return self._names
+
+    # hooks: two global module hooks (cheaper than two per module); the mode is off inside leaf modules ---
     def __enter__(self) -> _Tracer:
-        for name, module in self.modules.items():
-            leaf = next(module.children(), None) is None
-            self._handles.append(module.register_forward_pre_hook(self._pre(name, leaf), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post(name, leaf), with_kwargs=True))
+        self.where = {id(m): (name, next(m.children(), None) is None) for name, m in self.modules.items()}
+        self._handles = [register_module_forward_pre_hook(self._pre),
+                         register_module_forward_hook(self._post, with_kwargs=True)]
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self.popped:  # a forward pass that raised inside a leaf module
+            torch._C._push_on_torch_function_stack(self)
+            self.popped, self.depth = False, 0
         return super().__exit__(*exc)
 
-    def _pre(self, name: str, leaf: bool):
-        def hook(module, args, kwargs):
-            self.quiet, was = True, self.quiet
-            try:
-                self.stack.append(name)
-                if leaf:
-                    self.leaf_depth += 1
-                    mask = 0
-                    for t in _tensors_in(args, kwargs):
-                        mask |= self.mask(t)
+    def _suspend(self) -> None:
+        if self.depth == 0:
+            top = torch._C._len_torch_function_stack() - 1
+            self.popped = top >= 0 and torch._C._get_function_stack_at(top) is self
+            if self.popped:
+                torch._C._pop_torch_function_stack()
+        self.depth += 1
+
+    def _resume(self) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.popped:
+            torch._C._push_on_torch_function_stack(self)
+            self.popped = False
+
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        known = self.where.get(id(module))
+        if known is None:  # not a module of this model
+            return
+        name, leaf = known
+        self._suspend()  # a leaf stays suspended until its forward hook
+        self.stack.append(name)
+        if not leaf:
+            self._resume()
+            return
+        kind = kinds.kind_of_module(module)
+        if kind is None or kind.name in _NEEDS_INPUT:  # inputs kept before any in-place operation
+            masks = [self.mask(a) for a in args]
+            if any(masks):
+                self.saved[id(module)] = tuple((a.detach().clone(), m) if isinstance(a, torch.Tensor) else (a, 0)
+                                               for a, m in zip(args, masks, strict=True))
+
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        known = self.where.get(id(module))
+        if known is None:
+            return
+        name, leaf = known
+        if not leaf:
+            self._suspend()
+        try:
+            self.stack.pop()
+            if leaf:
+                mask = 0
+                for t in _tensors_in(args, kwargs):
+                    mask |= self.mask(t)
+                inputs = self.saved.pop(id(module), None)
+                if inputs is None:
                     kind = kinds.kind_of_module(module)
-                    if mask and (kind is None or kind.name in _NEEDS_INPUT):  # kept before any in-place op
-                        args = tuple((a.detach().clone(), self.mask(a)) if isinstance(a, torch.Tensor) else (a, 0)
-                                     for a in args)
-                    self.saved[id(module)] = (mask, args)
-            finally:
-                self.quiet = was
-
-        return hook
-
-    def _post(self, name: str, leaf: bool):
-        def hook(module, args, kwargs, output):
-            self.quiet, was = True, self.quiet
-            try:
-                self.stack.pop()
-                mask, inputs = self.saved.pop(id(module), (0, args)) if leaf else (0, args)
-                if leaf:
-                    self.leaf_depth -= 1
+                    pairs = kind is None or kind.name in _NEEDS_INPUT  # these rules read (value, mask) pairs
+                    inputs = tuple((a, self.mask(a)) for a in args) if pairs else args
                 if mask and isinstance(output, torch.Tensor):
                     self.mark(output, mask)
                     self._module_offset(name, module, inputs, output, mask)
-                self._layer_output(name, output)
-            finally:
-                self.quiet = was
-
-        return hook
+            self._layer_output(name, output)
+        finally:
+            self._resume()
 
     def _layer_output(self, name: str, output) -> None:
         call = self.calls.get(name, 0)
@@ -309,6 +421,15 @@ class _Tracer(TorchFunctionMode):
         kind = kinds.kind_of_module(module)  # rules of _NEEDS_INPUT and kind-less modules get (clone, mask) pairs
         if kind is None:
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
+        elif kind.name == "batch_norm":
+            if self.shifts is None:
+                self.shifts = batch_norm_shifts(list(self.modules.values()))
+            if id(module) in self.shifts:
+                self.add(name, BN_SHIFT, output, [(_channel(self.shifts[id(module)], output, 1), 1.0)], mask)
+            else:
+                self.unmodelled.add(f"{name} (BatchNorm without running statistics)")
+        elif kind.name in ("relu6", "hardtanh") and _capped_node(output, type(module).forward is nn.Hardtanh.forward):
+            self.add(name, CAP, output, [], mask, capped=self.keep(output))
         elif kind.name in MODULE_OFFSETS:
             label, rule = MODULE_OFFSETS[kind.name]
             self.add(name, label, output, rule(module, inputs, output), mask)
@@ -326,7 +447,7 @@ class _Tracer(TorchFunctionMode):
     # functional calls ----------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.quiet or self.leaf_depth:
+        if self.depth:
             return func(*args, **kwargs)
         mask = 0
         for t in _tensors_in(args, kwargs):
@@ -358,8 +479,9 @@ class _Tracer(TorchFunctionMode):
                     self.add(f"{where} (constant)", CONSTANT, out, [(out.new_ones(()), float(coef) * operand)], mask)
                 elif isinstance(operand, torch.Tensor):
                     own = first if k == 0 else self.mask(operand)  # an in-place op has marked args[0] already
-                    value = before if k == 0 and before is not None else operand
-                    self._inflow(where, operand, out, [(value.detach().clone(), float(coef))], mask & ~own)
+                    if mask & ~own:
+                        value = before if k == 0 and before is not None else self.keep(operand)
+                        self._inflow(where, operand, out, [(value, float(coef))], mask & ~own)
         elif name in _CAT or name == "stack":
             self._pieces(name, where, args, kwargs, out, mask)
         elif name in _BIASED:
@@ -373,7 +495,10 @@ class _Tracer(TorchFunctionMode):
                 low = args[1] if len(args) > 1 else kwargs.get("min", kwargs.get("min_val", low))
                 high = args[2] if len(args) > 2 else kwargs.get("max", kwargs.get("max_val", high))
             if (low is None or _number(low)) and (high is None or _number(high)):
-                self.add(f"{where} ({name})", CAP, out, caps(out, low, high), mask)
+                if _capped_node(out, True):
+                    self.add(f"{where} ({name})", CAP, out, [], mask, capped=self.keep(out))
+                else:
+                    self.add(f"{where} ({name})", CAP, out, caps(out, low, high), mask)
             else:
                 self.unmodelled.add(f"{name} with tensor bounds")
         elif name == "hardsigmoid":
@@ -401,7 +526,7 @@ class _Tracer(TorchFunctionMode):
             if missing:
                 view = ((lambda g, d=dim, i=start: g.select(d, i)) if name == "stack"
                         else (lambda g, d=dim, s=start, n=size: g.narrow(d, s, n)))
-                self._inflow(where, piece, out, [(piece.detach().clone(), 1.0)], missing, view)
+                self._inflow(where, piece, out, [(self.keep(piece), 1.0)], missing, view)
             start += size
 
 
@@ -477,9 +602,8 @@ def _contribution(g: torch.Tensor, source: _Source, maps: bool) -> tuple[torch.T
             prod = g * tensor
             cells = prod.sum(1) * scale
             grid = cells if grid is None else grid + cells
-        elif tensor.shape == g.shape:  # a full-size constant (caps, shortcuts): one batched dot product
-            same = tensor if tensor.dtype == g.dtype else tensor.to(g.dtype)
-            prod = torch.bmm(g.reshape(g.shape[0], 1, -1), same.reshape(g.shape[0], -1, 1))
+        elif tensor.shape == g.shape:  # a full-size constant (caps, shortcuts): dot products
+            prod = _row_dots(g, tensor if tensor.dtype == g.dtype else tensor.to(g.dtype))
         else:  # sum the gradient over the axes the constant is broadcast along first: one pass, no temporary
             axes = [d for d in range(1, g.dim()) if tensor.dim() == g.dim() and tensor.shape[d] == 1 < g.shape[d]]
             prod = (g.sum(axes, keepdim=True) if axes else g) * tensor
@@ -546,17 +670,9 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     require_piecewise_affine(model, allow_non_affine, strict, modules)
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
-    with exact_math(x.device), torch.enable_grad(), _Tracer(model, modules, specs, x.shape[0]) as tracer:
-        fed = x.clone() if x.requires_grad else x
-        for i, spec in enumerate(specs):
-            if spec.module is None:
-                tracer.h[i] = (x.detach(), x)
-                tracer.mark(fed, 1 << i)
-        logits = logits_of(model(fed))
-    for i, spec in enumerate(specs):
-        if i not in tracer.h:
-            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
-                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+    tracer, logits = _forward(model, modules, specs, x, copy=False)
+    if tracer.changed():  # a value read in the backward pass was changed in place later on: again, with copies
+        tracer, logits = _forward(model, modules, specs, x, copy=True)
     result, in_range = select_scores(target, logits)
     with exact_math(x.device):
         tables = _passes(tracer, specs, result.scores, norm, maps)
@@ -570,9 +686,25 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     return out
 
 
+def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool) -> tuple[_Tracer, torch.Tensor]:
+    with exact_math(x.device), torch.enable_grad(), _Tracer(model, modules, specs, x.shape[0]) as tracer:
+        tracer.copy = copy
+        fed = x.clone() if x.requires_grad else x
+        for i, spec in enumerate(specs):
+            if spec.module is None:
+                tracer.h[i] = (x.detach(), x)
+                tracer.mark(fed, 1 << i)
+        logits = logits_of(model(fed))
+    for i, spec in enumerate(specs):
+        if i not in tracer.h:
+            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
+                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+    return tracer, logits
+
+
 def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool) -> list[tuple]:
-    """One backward pass per class: the gradient at every layer and at every output a constant is added to.
-    Returns per layer ``(parts, kinds, maps, bias)`` with a class axis."""
+    """One backward pass per class: the gradient at every layer; the hooks of the sources' nodes compute their
+    parts on the way. Returns per layer ``(parts, kinds, maps, bias)`` with a class axis."""
     batch, k = scores.shape
     layers = []
     for i, spec in enumerate(specs):
@@ -582,54 +714,59 @@ def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm,
             mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
             scale = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
             value = value * scale + mean
-        parts: dict[str, torch.Tensor] = {}
-        kinds_: dict[str, str] = {}
-        if scale is not None:
-            parts[NORMALIZATION], kinds_[NORMALIZATION] = scores.new_zeros(batch, k), NORM
-        for s in tracer.sources:
-            if s.layers >> i & 1 and s.name not in parts:
-                parts[s.name], kinds_[s.name] = scores.new_zeros(batch, k), s.kind
-        layers.append((spec, node, value, mean, scale, parts, kinds_, {}, scores.new_empty(batch, k)))
-    nodes = [layer[1] for layer in layers] + [s.edge for s in tracer.sources]
+        layers.append((spec, node, value, mean, scale, {}, {}, [None] * k))
+    tracer.want_maps = want_maps
     for j in range(k):
-        grads = torch.autograd.grad(scores[:, j].sum(), nodes, retain_graph=j < k - 1, allow_unused=True)
-        for (spec, _, value, mean, scale, parts, _, grids, totals), g in zip(layers, grads, strict=False):
+        tracer.klass = j
+        grads = torch.autograd.grad(scores[:, j].sum(), [layer[1] for layer in layers], retain_graph=j < k - 1,
+                                    allow_unused=True)
+        for (spec, _, value, mean, scale, parts, grids, totals), g in zip(layers, grads, strict=True):
             if g is None:
                 raise ValueError(f"the score does not depend on layer {spec.name!r} through autograd: forward() cuts "
                                  "it off (detach(), .data, torch.no_grad()). Remove the cut, or choose a later layer.")
             if scale is not None:
-                parts[NORMALIZATION][:, j] = -(g * (mean / scale)).reshape(batch, -1).sum(1)
+                shift = g * (mean / scale)
+                _put(parts, NORMALIZATION, -shift.reshape(batch, -1).sum(1), j, k)
                 if want_maps:
-                    _put(grids, NORMALIZATION, -(g * (mean / scale)).sum(1), j, k)
+                    _put(grids, NORMALIZATION, -shift.sum(1), j, k)
                 g = g / scale
-            totals[:, j] = (g * value).flatten(1).sum(-1)
-        for s, gs in zip(tracer.sources, grads[len(layers):], strict=True):
-            if gs is None:
-                continue
-            part, grid = _contribution(gs, s, want_maps)
-            for i, (_, _, _, _, _, parts, _, grids, _) in enumerate(layers):
-                if s.layers >> i & 1:
-                    parts[s.name][:, j] += part
+            totals[j] = (g * value).flatten(1).sum(-1)
+    out = []
+    for i, (_, _, _, _, scale, parts, grids, totals) in enumerate(layers):
+        kinds_ = {NORMALIZATION: NORM} if scale is not None else {}
+        for s in tracer.sources:
+            if s.layers >> i & 1:
+                kinds_.setdefault(s.name, s.kind)
+                parts.setdefault(s.name, [None] * k)
+                for j, part, grid in s.found:
+                    _put(parts, s.name, part, j, k)
                     if grid is not None:
                         _put(grids, s.name, grid, j, k)
-    out = []
-    for *_, parts, kinds_, grids, totals in layers:
-        bias = scores.detach() - totals
+        zeros = scores.new_zeros(batch)
+        parts = {n: torch.stack([zeros if c is None else c for c in columns], 1) for n, columns in parts.items()}
+        bias = scores.detach() - torch.stack(totals, 1)
         attributed = torch.stack(list(parts.values())).sum(0) if parts else torch.zeros_like(bias)
         parts[REMAINDER], kinds_[REMAINDER] = bias - attributed, UNATTRIBUTED
-        out.append((parts, kinds_, {n: v for n, v in grids.items() if v is not None}, bias))
+        maps = {}
+        for n, columns in grids.items():
+            if columns is not None:
+                shape = next(c for c in columns if c is not None)
+                maps[n] = torch.stack([shape.new_zeros(shape.shape) if c is None else c for c in columns], 1)
+        out.append((parts, kinds_, maps, bias))
     return out
 
 
-def _put(grids: dict, name: str, grid: torch.Tensor, j: int, k: int) -> None:
-    if name in grids and grids[name] is None:
+def _put(table: dict, name: str, value: torch.Tensor, j: int, k: int) -> None:
+    """Add ``value`` to column ``j`` of ``table[name]`` (a list of k columns, None where nothing was added). A map
+    that comes at two resolutions (a module that runs at several) has no single grid: it becomes None."""
+    columns = table.setdefault(name, [None] * k)
+    if columns is None:
         return
-    if name not in grids:
-        grids[name] = grid.new_zeros(grid.shape[0], k, *grid.shape[1:])
-    if grids[name].shape[2:] != grid.shape[1:]:  # a module that runs at several resolutions: no single map
-        grids[name] = None
+    old = columns[j]
+    if old is not None and old.shape != value.shape:
+        table[name] = None
         return
-    grids[name][:, j] += grid
+    columns[j] = value if old is None else old + value
 
 
 def _warn_remainder(parts: dict, bias: torch.Tensor, score: torch.Tensor, unmodelled: set[str], layer: str) -> None:
