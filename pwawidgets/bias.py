@@ -73,12 +73,13 @@ def _channel(vector: torch.Tensor, output: torch.Tensor, dim: int) -> torch.Tens
 
 
 def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b)`` summed over every axis but the first, with no temporary of a's size: one batched product on a GPU,
-    one BLAS dot per example on the CPU (where a batched product of this shape is slow)."""
+    """``(a * b)`` summed over every axis but the first: one BLAS dot per example on the CPU (no temporary of a's
+    size; a batched matrix product of this shape is slow there), a product and a sum on a GPU (the batched matrix
+    product becomes a slow matrix-vector kernel there)."""
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     if a.device.type == "cpu":
         return torch.stack([torch.dot(u, v) for u, v in zip(a, b, strict=True)])
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
+    return (a * b).sum(1)
 
 
 def _bilinear(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
@@ -101,8 +102,9 @@ def batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
             sizes = [m.running_mean.numel() for m in group]
             mean = torch.cat([m.running_mean for m in group])
             var = torch.cat([m.running_var for m in group])
-            eps = torch.tensor([m.eps for m in group], dtype=var.dtype, device=var.device).repeat_interleave(
-                torch.tensor(sizes, device=var.device), output_size=len(var))
+            epsilons = {m.eps for m in group}
+            eps = epsilons.pop() if len(epsilons) == 1 else torch.cat([torch.full_like(m.running_var, m.eps)
+                                                                       for m in group])
             gamma = torch.cat([m.weight if m.weight is not None else torch.ones_like(m.running_var) for m in group])
             beta = torch.cat([m.bias if m.bias is not None else torch.zeros_like(m.running_var) for m in group])
             shift = beta - gamma * mean / (var + eps).sqrt()
@@ -132,8 +134,12 @@ def _capped(g_out: torch.Tensor, g_in: torch.Tensor, out: torch.Tensor, maps: bo
     """The part of a clamp ``out = clamp(in)``: ``<g_out - g_in, out>``. The clamp passes the gradient through
     exactly where it is linear (there ``g_out - g_in`` is 0) and blocks it where it saturates (there ``out`` is the
     cap), so this is the sum of cap x gradient over saturated units, the same units autograd treats as flat."""
-    blocked = g_out - g_in
-    return _row_dots(blocked, out), ((blocked * out).sum(1) if maps and out.dim() == 4 else None)
+    if maps and out.dim() == 4:
+        cells = (g_out - g_in) * out
+        return cells.flatten(1).sum(1), cells.sum(1)
+    if out.device.type == "cpu":  # two dot products read less memory than a difference and one
+        return _row_dots(g_out, out) - _row_dots(g_in, out), None
+    return _row_dots(g_out - g_in, out), None
 
 
 def hardsigmoid_offset(output: torch.Tensor) -> Terms:
@@ -173,7 +179,8 @@ MODULE_OFFSETS: dict[str, tuple[str, Callable[[nn.Module, tuple, torch.Tensor], 
 rule)). A leaf module of no kind (a custom affine layer) gets ``m(x) - J_m x`` by forward-mode AD; BatchNorm's
 shift comes from :func:`batch_norm_shifts`, and ReLU6/Hardtanh caps are read in the backward pass (:func:`_capped`)."""
 
-_NEEDS_INPUT = {"threshold"}  # rules that read the module's input, which an in-place module overwrites
+_NEEDS_INPUT = {"threshold"}
+_CONTAINER = object()  # the "kind" of a module with children  # rules that read the module's input, which an in-place module overwrites
 
 
 # ------------------------------------------------------------------------------ offsets of functional calls
@@ -231,6 +238,8 @@ class _Source:
     layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
     capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see _capped)
+    param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see add_channel)
+    channel: tuple = ()  # (vector, output's number of axes, channel axis, output's node, output index)
     found: list = field(default_factory=list)  # (class index, part (B,), map or None), one per backward pass
 
 
@@ -260,13 +269,14 @@ class _Tracer(TorchFunctionMode):
         self.unmodelled: set[str] = set()
         self.saved: dict[int, tuple] = {}
         self._names: dict[int, str] | None = None
-        self.where: dict[int, tuple[str, bool]] = {}  # id(module) -> (name, is a leaf)
+        self.where: dict[int, tuple] = {}  # id(module) -> (name, kind or _CONTAINER, rule reads (input, mask) pairs)
         self._handles: list = []
         self.shifts: dict[int, torch.Tensor] | None = None  # BatchNorm shifts, computed at the first BatchNorm
         self.watched: list[tuple[torch.Tensor, int]] = []  # values kept without a copy, with their versions
         self.copy = False  # copy kept values (a rerun after an in-place change of a watched value)
         self.klass = 0  # the class column the backward pass under way computes
         self.want_maps = False
+        self.by_param: dict[int, _Source] = {}
 
     # marks ---------------------------------------------------------------------------------------------
     def mask(self, t: object) -> int:
@@ -304,9 +314,40 @@ class _Tracer(TorchFunctionMode):
             self.unmodelled.add(f"{name} (output without a batch axis)")
             return
         source = _Source(name or "model", kind, terms, layers, view, capped)
-        edge = get_gradient_edge(result)
-        edge.node.register_hook(self._on_backward(source, edge.output_nr))
+        node, slot = result.grad_fn, result.output_nr
+        if node is None:
+            edge = get_gradient_edge(result)
+            node, slot = edge.node, edge.output_nr
+        node.register_hook(self._on_backward(source, slot))
         self.sources.append(source)
+
+    def add_channel(self, name: str, kind: str, result: torch.Tensor, vector: torch.Tensor, dim: int, layers: int,
+                    param: torch.Tensor | None) -> None:
+        """A constant per channel (a bias, a BatchNorm shift). With one example and a parameter that moves it alone
+        (the bias itself, BatchNorm's beta), its part is ``<dS/d param, constant>``: the backward pass computes that
+        parameter gradient at no extra cost. A parameter used twice, several examples or maps: a hook, as any."""
+        fast = (self.batch == 1 and not self.copy and not self.want_maps and param is not None
+                and param.requires_grad and param.numel() == vector.numel() and result.grad_fn is not None)
+        if not layers or not fast:
+            self.add(name, kind, result, [(_channel(vector, result, dim), 1.0)], layers)
+            return
+        if not result.requires_grad or result.shape[0] != 1:
+            self.unmodelled.add(f"{name} (output without a batch axis)")
+            return
+        source = _Source(name or "model", kind, [], layers, channel=(vector.detach(), result.dim(), dim,
+                                                                    result.grad_fn, result.output_nr))
+        self.sources.append(source)
+        first = self.by_param.setdefault(id(param), source)
+        if first is source:
+            source.param = param
+            return
+        for use in (first, source):  # the parameter's gradient would mix both uses: a hook for each
+            use.param = None
+            vector, ndim, dim, node, slot = use.channel
+            shape = [1] * ndim
+            shape[dim] = -1
+            use.terms = [(vector.view(shape), 1.0)]
+            node.register_hook(self._on_backward(use, slot))
 
     def _on_backward(self, source: _Source, slot: int):
         def hook(grad_inputs, grad_outputs):
@@ -334,7 +375,11 @@ class _Tracer(TorchFunctionMode):
 
     # hooks: two global module hooks (cheaper than two per module); the mode is off inside leaf modules ---
     def __enter__(self) -> _Tracer:
-        self.where = {id(m): (name, next(m.children(), None) is None) for name, m in self.modules.items()}
+        self.where = {}
+        for name, m in self.modules.items():
+            kind = kinds.kind_of_module(m) if next(m.children(), None) is None else _CONTAINER
+            self.where[id(m)] = (name, kind, kind is None or (kind is not _CONTAINER and kind.name in _NEEDS_INPUT))
+        self.layer_modules = {spec.module for spec in self.specs}
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, with_kwargs=True)]
         return super().__enter__()
@@ -366,14 +411,12 @@ class _Tracer(TorchFunctionMode):
         known = self.where.get(id(module))
         if known is None:  # not a module of this model
             return
-        name, leaf = known
-        self._suspend()  # a leaf stays suspended until its forward hook
+        name, kind, pairs = known
         self.stack.append(name)
-        if not leaf:
-            self._resume()
+        if kind is _CONTAINER:
             return
-        kind = kinds.kind_of_module(module)
-        if kind is None or kind.name in _NEEDS_INPUT:  # inputs kept before any in-place operation
+        self._suspend()  # off until the leaf's forward hook
+        if pairs:  # rules that read the inputs: kept before any in-place operation
             masks = [self.mask(a) for a in args]
             if any(masks):
                 self.saved[id(module)] = tuple((a.detach().clone(), m) if isinstance(a, torch.Tensor) else (a, 0)
@@ -383,24 +426,29 @@ class _Tracer(TorchFunctionMode):
         known = self.where.get(id(module))
         if known is None:
             return
-        name, leaf = known
-        if not leaf:
-            self._suspend()
+        name, kind, pairs = known
+        self.stack.pop()
+        if kind is _CONTAINER:
+            if name in self.layer_modules:
+                self._suspend()
+                try:
+                    self._layer_output(name, output)
+                finally:
+                    self._resume()
+            return
         try:
-            self.stack.pop()
-            if leaf:
-                mask = 0
+            mask = self.mask(args[0]) if len(args) == 1 and not kwargs else 0
+            if not mask:
                 for t in _tensors_in(args, kwargs):
                     mask |= self.mask(t)
-                inputs = self.saved.pop(id(module), None)
-                if inputs is None:
-                    kind = kinds.kind_of_module(module)
-                    pairs = kind is None or kind.name in _NEEDS_INPUT  # these rules read (value, mask) pairs
-                    inputs = tuple((a, self.mask(a)) for a in args) if pairs else args
-                if mask and isinstance(output, torch.Tensor):
-                    self.mark(output, mask)
-                    self._module_offset(name, module, inputs, output, mask)
-            self._layer_output(name, output)
+            inputs = self.saved.pop(id(module), None)
+            if inputs is None:
+                inputs = tuple((a, self.mask(a)) for a in args) if pairs else args
+            if mask and isinstance(output, torch.Tensor):
+                self.mark(output, mask)
+                self._module_offset(name, module, kind, inputs, output, mask)
+            if name in self.layer_modules:
+                self._layer_output(name, output)
         finally:
             self._resume()
 
@@ -417,17 +465,21 @@ class _Tracer(TorchFunctionMode):
                 self.h[i] = (output.detach().clone(), get_gradient_edge(output))
                 self.mark(output, 1 << i)
 
-    def _module_offset(self, name: str, module: nn.Module, inputs: tuple, output: torch.Tensor, mask: int) -> None:
-        kind = kinds.kind_of_module(module)  # rules of _NEEDS_INPUT and kind-less modules get (clone, mask) pairs
+    def _module_offset(self, name: str, module: nn.Module, kind, inputs: tuple, output: torch.Tensor, mask: int
+                       ) -> None:  # rules of _NEEDS_INPUT and kind-less modules get (clone, mask) pairs
         if kind is None:
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
         elif kind.name == "batch_norm":
             if self.shifts is None:
                 self.shifts = batch_norm_shifts(list(self.modules.values()))
             if id(module) in self.shifts:
-                self.add(name, BN_SHIFT, output, [(_channel(self.shifts[id(module)], output, 1), 1.0)], mask)
+                self.add_channel(name, BN_SHIFT, output, self.shifts[id(module)], 1, mask, module.bias)
             else:
                 self.unmodelled.add(f"{name} (BatchNorm without running statistics)")
+        elif kind.name == "bilinear" and isinstance(getattr(module, "bias", None), torch.Tensor):
+            linear = isinstance(module, nn.Linear)  # a convolution's bias gradient costs its weight gradient on
+            self.add_channel(name, BIAS, output, module.bias, -1 if linear else 1, mask,  # the CPU (oneDNN)
+                             module.bias if linear else None)
         elif kind.name in ("relu6", "hardtanh") and _capped_node(output, type(module).forward is nn.Hardtanh.forward):
             self.add(name, CAP, output, [], mask, capped=self.keep(output))
         elif kind.name in MODULE_OFFSETS:
@@ -670,25 +722,32 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     require_piecewise_affine(model, allow_non_affine, strict, modules)
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
-    tracer, logits = _forward(model, modules, specs, x, copy=False)
-    if tracer.changed():  # a value read in the backward pass was changed in place later on: again, with copies
-        tracer, logits = _forward(model, modules, specs, x, copy=True)
-    result, in_range = select_scores(target, logits)
-    with exact_math(x.device):
-        tables = _passes(tracer, specs, result.scores, norm, maps)
+    for copy in (False, True):
+        tracer, logits = _forward(model, modules, specs, x, copy, maps)
+        if not copy and tracer.changed():  # a value read in the backward pass was changed in place later on
+            continue
+        result, in_range = select_scores(target, logits)
+        with exact_math(x.device):
+            tables = _passes(tracer, specs, result.scores, norm, maps)
+        score = result.scores.detach()
+        worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
+        if copy or not tracer.by_param or not any(worst):
+            break  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
-    out, squeeze, score = {}, result.squeeze, result.scores.detach()
-    for spec, (parts, kinds_, grids, bias) in zip(specs, tables, strict=True):
-        _warn_remainder(parts, bias, score, tracer.unmodelled, spec.name)
+    out, squeeze = {}, result.squeeze
+    for spec, (parts, kinds_, grids, bias), rest in zip(specs, tables, worst, strict=True):
+        if rest:
+            _warn_remainder(rest, tracer.unmodelled, spec.name)
         out[spec.name] = BiasSources(spec.name, {n: squeeze(v) for n, v in parts.items()}, kinds_,
                                      {n: squeeze(v) for n, v in grids.items()}, squeeze(bias), squeeze(score),
                                      squeeze(result.targets), result.per_class, sorted(tracer.unmodelled))
     return out
 
 
-def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool) -> tuple[_Tracer, torch.Tensor]:
+def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool, maps: bool = False
+             ) -> tuple[_Tracer, torch.Tensor]:
     with exact_math(x.device), torch.enable_grad(), _Tracer(model, modules, specs, x.shape[0]) as tracer:
-        tracer.copy = copy
+        tracer.copy, tracer.want_maps = copy, maps
         fed = x.clone() if x.requires_grad else x
         for i, spec in enumerate(specs):
             if spec.module is None:
@@ -716,11 +775,15 @@ def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm,
             value = value * scale + mean
         layers.append((spec, node, value, mean, scale, {}, {}, [None] * k))
     tracer.want_maps = want_maps
+    by_param = [s for s in tracer.sources if s.param is not None]
+    inputs = [layer[1] for layer in layers] + [s.param for s in by_param]
     for j in range(k):
         tracer.klass = j
-        grads = torch.autograd.grad(scores[:, j].sum(), [layer[1] for layer in layers], retain_graph=j < k - 1,
-                                    allow_unused=True)
-        for (spec, _, value, mean, scale, parts, grids, totals), g in zip(layers, grads, strict=True):
+        grads = torch.autograd.grad(scores[:, j].sum(), inputs, retain_graph=j < k - 1, allow_unused=True)
+        for s, g in zip(by_param, grads[len(layers):], strict=True):
+            if g is not None:
+                s.found.append((j, torch.dot(g.reshape(-1), s.channel[0].to(g.dtype).reshape(-1)).reshape(1), None))
+        for (spec, _, value, mean, scale, parts, grids, totals), g in zip(layers, grads, strict=False):
             if g is None:
                 raise ValueError(f"the score does not depend on layer {spec.name!r} through autograd: forward() cuts "
                                  "it off (detach(), .data, torch.no_grad()). Remove the cut, or choose a later layer.")
@@ -743,7 +806,8 @@ def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm,
                     if grid is not None:
                         _put(grids, s.name, grid, j, k)
         zeros = scores.new_zeros(batch)
-        parts = {n: torch.stack([zeros if c is None else c for c in columns], 1) for n, columns in parts.items()}
+        parts = {n: (columns[0].unsqueeze(1) if k == 1 and columns[0] is not None
+                     else torch.stack([zeros if c is None else c for c in columns], 1)) for n, columns in parts.items()}
         bias = scores.detach() - torch.stack(totals, 1)
         attributed = torch.stack(list(parts.values())).sum(0) if parts else torch.zeros_like(bias)
         parts[REMAINDER], kinds_[REMAINDER] = bias - attributed, UNATTRIBUTED
@@ -769,12 +833,16 @@ def _put(table: dict, name: str, value: torch.Tensor, j: int, k: int) -> None:
     columns[j] = value if old is None else old + value
 
 
-def _warn_remainder(parts: dict, bias: torch.Tensor, score: torch.Tensor, unmodelled: set[str], layer: str) -> None:
+def _unattributed(parts: dict, bias: torch.Tensor, score: torch.Tensor) -> float:
+    """The largest remainder relative to the score's scale, where it is beyond rounding (else 0)."""
     scale = score.abs() + (score - bias).abs() + torch.stack([p.abs() for p in parts.values()]).sum(0)
-    tol = torch.finfo(bias.dtype).eps ** 0.5
-    rest = parts[REMAINDER]
-    if bool((rest.abs() > tol * scale).any()):
-        worst = float((rest.abs() / scale.clamp_min(torch.finfo(bias.dtype).tiny)).max())
-        seen = f"; operations on values after the layer that no rule covers: {sorted(unmodelled)}" if unmodelled else ""
-        warnings.warn(f"part of the bias at {layer!r} is not attributed to any source (up to {worst:.2g} of the "
-                      f"score's scale): it is reported as {REMAINDER!r}{seen}", ExactnessWarning, 3)
+    rest = parts[REMAINDER].abs()
+    if not bool((rest > torch.finfo(bias.dtype).eps ** 0.5 * scale).any()):
+        return 0.0
+    return float((rest / scale.clamp_min(torch.finfo(bias.dtype).tiny)).max())
+
+
+def _warn_remainder(worst: float, unmodelled: set[str], layer: str) -> None:
+    seen = f"; operations on values after the layer that no rule covers: {sorted(unmodelled)}" if unmodelled else ""
+    warnings.warn(f"part of the bias at {layer!r} is not attributed to any source (up to {worst:.2g} of the "
+                  f"score's scale): it is reported as {REMAINDER!r}{seen}", ExactnessWarning, 4)
