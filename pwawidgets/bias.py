@@ -239,7 +239,8 @@ class _Source:
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
     capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see _capped)
     param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see add_channel)
-    channel: tuple = ()  # (vector, output's number of axes, channel axis, output's node, output index)
+    channel: tuple = ()  # a per-channel constant: (vector (C,), channel axis of the output it is added to)
+    node: tuple = ()  # (autograd node of that output, output index): where a hook reads the gradient
     found: list = field(default_factory=list)  # (class index, part (B,), map or None), one per backward pass
 
 
@@ -324,30 +325,32 @@ class _Tracer(TorchFunctionMode):
     def add_channel(self, name: str, kind: str, result: torch.Tensor, vector: torch.Tensor, dim: int, layers: int,
                     param: torch.Tensor | None) -> None:
         """A constant per channel (a bias, a BatchNorm shift). With one example and a parameter that moves it alone
-        (the bias itself, BatchNorm's beta), its part is ``<dS/d param, constant>``: the backward pass computes that
-        parameter gradient at no extra cost. A parameter used twice, several examples or maps: a hook, as any."""
-        fast = (self.batch == 1 and not self.copy and not self.want_maps and param is not None
-                and param.requires_grad and param.numel() == vector.numel() and result.grad_fn is not None)
-        if not layers or not fast:
-            self.add(name, kind, result, [(_channel(vector, result, dim), 1.0)], layers)
+        (a linear layer's bias, BatchNorm's beta), its part is ``<dS/d param, constant>``: the backward pass computes
+        that parameter gradient at no extra cost. A parameter used twice, several examples or maps: a hook."""
+        if not layers:
             return
-        if not result.requires_grad or result.shape[0] != 1:
+        if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
             self.unmodelled.add(f"{name} (output without a batch axis)")
             return
-        source = _Source(name or "model", kind, [], layers, channel=(vector.detach(), result.dim(), dim,
-                                                                    result.grad_fn, result.output_nr))
+        node = result.grad_fn
+        if node is None:
+            edge = get_gradient_edge(result)
+            node, slot = edge.node, edge.output_nr
+        else:
+            slot = result.output_nr
+        source = _Source(name or "model", kind, [], layers, channel=(vector.detach(), dim % result.dim()),
+                         node=(node, slot))
         self.sources.append(source)
-        first = self.by_param.setdefault(id(param), source)
+        fast = (self.batch == 1 and not self.copy and not self.want_maps and param is not None
+                and param.requires_grad and param.numel() == vector.numel())
+        first = self.by_param.setdefault(id(param), source) if fast else None
         if first is source:
             source.param = param
             return
-        for use in (first, source):  # the parameter's gradient would mix both uses: a hook for each
-            use.param = None
-            vector, ndim, dim, node, slot = use.channel
-            shape = [1] * ndim
-            shape[dim] = -1
-            use.terms = [(vector.view(shape), 1.0)]
-            node.register_hook(self._on_backward(use, slot))
+        for use in (first, source) if first is not None else (source,):
+            if use.param is not None or use is source:  # a parameter used twice: its gradient mixes both uses
+                use.param = None
+                use.node[0].register_hook(self._on_backward(use, use.node[1]))
 
     def _on_backward(self, source: _Source, slot: int):
         def hook(grad_inputs, grad_outputs):
@@ -359,6 +362,8 @@ class _Tracer(TorchFunctionMode):
                     self.unmodelled.add(f"{source.name} (a cap whose input has no gradient)")
                     return
                 part, grid = _capped(g, grad_inputs[0], source.capped, self.want_maps)
+            elif source.channel:
+                part, grid = _channel_part(g, *source.channel, self.want_maps)
             else:
                 part, grid = _contribution(g, source, self.want_maps)
             source.found.append((self.klass, part, grid))
@@ -643,6 +648,20 @@ class BiasSources(Mapping):
     def __repr__(self) -> str:
         more = "..." if len(self) > 6 else ""
         return f"BiasSources(layer={self.layer!r}, {len(self)} sources: {list(self)[:6]}{more})"
+
+
+def _channel_part(g: torch.Tensor, vector: torch.Tensor, dim: int, maps: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The part of a constant per channel added to an output of gradient ``g``: ``g`` summed over every other axis
+    (one pass, no temporary), then a dot product with the constant."""
+    vector = vector if vector.dtype == g.dtype else vector.to(g.dtype)
+    if maps and g.dim() == 4:
+        shape = [1] * 4
+        shape[dim] = -1
+        cells = (g * vector.view(shape)).sum(1)
+        return cells.flatten(1).sum(1), cells
+    others = [d for d in range(1, g.dim()) if d != dim]
+    return (g.sum(others) if others else g) @ vector, None  # (B, C) @ (C,)
 
 
 def _contribution(g: torch.Tensor, source: _Source, maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
