@@ -31,6 +31,39 @@ from torch.overrides import TorchFunctionMode
 
 from . import kinds
 from .audit import require_piecewise_affine
+from .bias_rules import (
+    ADD,
+    BIAS,
+    BIASED,
+    BN_SHIFT,
+    CAP,
+    CAPS,
+    CAT,
+    CONSTANT,
+    IN_PLACE,
+    KIND_LABELS,
+    MODULE_OFFSETS,
+    NEEDS_INPUT,
+    NO_CONSTANT,
+    NORM,
+    OFFSET,
+    PADDING,
+    RSUB,
+    SHORTCUT,
+    SUB,
+    UNATTRIBUTED,
+    Terms,
+    additive_terms,
+    batch_norm_shifts,
+    capped_node,
+    capped_part,
+    caps,
+    channel_part,
+    channel_view,
+    contribution,
+    hardsigmoid_offset,
+    is_number,
+)
 from .calls import (
     Normalization,
     Target,
@@ -46,183 +79,11 @@ from .precision import ExactnessWarning, check_precision, exact_math
 
 REMAINDER = "other (not attributed)"
 NORMALIZATION = "input normalisation"
+_CONTAINER = object()  # the "kind" of a module with children
 
-BIAS, BN_SHIFT, CAP, PADDING, OFFSET = "conv/linear bias", "BatchNorm shift", "activation cap", "padding value", \
-    "custom module offset"
-SHORTCUT, CONSTANT, NORM, UNATTRIBUTED = "shortcut (bypasses the layer)", "constant", "input normalisation", \
-    "not attributed"
-KIND_LABELS: tuple[str, ...] = (NORM, BIAS, BN_SHIFT, CAP, PADDING, OFFSET, SHORTCUT, CONSTANT, UNATTRIBUTED)
-"""The kinds of source, in the order :meth:`BiasSources.by_kind` lists them."""
-
-Terms = list[tuple[torch.Tensor, float]]  # offset = sum(scale * tensor), each broadcastable against the output
-
-
-# ------------------------------------------------------------------------------- offsets of modules, by kind
-
-
-def _zero(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    return []
-
-
-def _channel(vector: torch.Tensor, output: torch.Tensor, dim: int) -> torch.Tensor:
-    shape = [1] * output.dim()
-    shape[dim] = -1
-    if vector.requires_grad:
-        vector = vector.detach()
-    return (vector if vector.dtype == output.dtype else vector.to(output.dtype)).view(shape)
-
-
-def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b)`` summed over every axis but the first: one BLAS dot per example on the CPU (no temporary of a's
-    size; a batched matrix product of this shape is slow there), a product and a sum on a GPU (the batched matrix
-    product becomes a slow matrix-vector kernel there)."""
-    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    if a.device.type == "cpu":
-        return torch.stack([torch.dot(u, v) for u, v in zip(a, b, strict=True)])
-    return (a * b).sum(1)
-
-
-def _bilinear(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    bias = getattr(module, "bias", None)
-    if not isinstance(bias, torch.Tensor):
-        return []
-    return [(_channel(bias, output, -1 if isinstance(module, nn.Linear) else 1), 1.0)]
-
-
-def batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
-    """``beta - gamma mu / sqrt(var + eps)`` of every BatchNorm with running statistics, ``{id(module): (C,)}``,
-    computed for all of them at once (a few operations, not a few per module)."""
-    groups: dict[tuple, list[nn.Module]] = {}
-    for m in modules:
-        if getattr(m, "running_mean", None) is not None and getattr(m, "running_var", None) is not None:
-            groups.setdefault((m.running_mean.dtype, m.running_mean.device), []).append(m)
-    shifts: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for group in groups.values():
-            sizes = [m.running_mean.numel() for m in group]
-            mean = torch.cat([m.running_mean for m in group])
-            var = torch.cat([m.running_var for m in group])
-            epsilons = {m.eps for m in group}
-            eps = epsilons.pop() if len(epsilons) == 1 else torch.cat([torch.full_like(m.running_var, m.eps)
-                                                                       for m in group])
-            gamma = torch.cat([m.weight if m.weight is not None else torch.ones_like(m.running_var) for m in group])
-            beta = torch.cat([m.bias if m.bias is not None else torch.zeros_like(m.running_var) for m in group])
-            shift = beta - gamma * mean / (var + eps).sqrt()
-            shifts.update(zip((id(m) for m in group), shift.split(sizes), strict=True))
-    return shifts
-
-
-def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
-    """Offset of a clamp to ``[low, high]``: the cap value on saturated units, 0 in the linear part."""
-    out = output.detach()  # masks in the output's dtype, ready for the backward's batched dot products
-    terms = [((out <= low).to(out.dtype), float(low))] if low is not None and low != 0 else []
-    return terms + ([((out >= high).to(out.dtype), float(high))] if high is not None and high != 0 else [])
-
-
-_CLAMP_NODES = {"HardtanhBackward0", "HardtanhBackward1", "ClampBackward1", "ClampMinBackward0", "ClampMaxBackward0"}
-
-
-def _capped_node(output: torch.Tensor, one_op: bool) -> bool:
-    """Whether ``output`` comes straight from one clamp (its autograd node, one input): then its cap part is read
-    in the backward pass from that node's gradients (:func:`_capped`), with no mask made in the forward pass."""
-    node = output.grad_fn
-    return one_op and node is not None and type(node).__name__ in _CLAMP_NODES and len(node.next_functions) == 1
-
-
-def _capped(g_out: torch.Tensor, g_in: torch.Tensor, out: torch.Tensor, maps: bool
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The part of a clamp ``out = clamp(in)``: ``<g_out - g_in, out>``. The clamp passes the gradient through
-    exactly where it is linear (there ``g_out - g_in`` is 0) and blocks it where it saturates (there ``out`` is the
-    cap), so this is the sum of cap x gradient over saturated units, the same units autograd treats as flat."""
-    if maps and out.dim() == 4:
-        cells = (g_out - g_in) * out
-        return cells.flatten(1).sum(1), cells.sum(1)
-    if out.device.type == "cpu":  # two dot products read less memory than a difference and one
-        return _row_dots(g_out, out) - _row_dots(g_in, out), None
-    return _row_dots(g_out - g_in, out), None
-
-
-def hardsigmoid_offset(output: torch.Tensor) -> Terms:
-    """``x / 6 + 0.5`` inside (-3, 3), 0 below, 1 above."""
-    out = output.detach()
-    return [((out > 0) & (out < 1), 0.5), (out >= 1, 1.0)]
-
-
-def _threshold(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    return [(inputs[0][0] <= module.threshold, float(module.value))] if module.value != 0 else []
-
-
-def _shrink(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    if not isinstance(module, nn.Softshrink):  # Hardshrink: x or 0
-        return []
-    out = output.detach()
-    return [(out > 0, -float(module.lambd)), (out < 0, float(module.lambd))]
-
-
-def _affine(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:
-    if isinstance(module, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)) and module.value != 0:
-        return [(module.forward(torch.zeros_like(inputs[0])), 1.0)]  # the padding value where it pads, else 0
-    return []  # identity, reshapes, average pooling, zero/reflection/replication padding, upsampling...
-
-
-MODULE_OFFSETS: dict[str, tuple[str, Callable[[nn.Module, tuple, torch.Tensor], Terms]]] = {
-    "relu": (CAP, _zero), "leaky_relu": (CAP, _zero), "prelu": (CAP, _zero), "rrelu": (CAP, _zero),
-    "relu6": (CAP, lambda m, i, out: caps(out, 0.0, 6.0)),
-    "hardtanh": (CAP, lambda m, i, out: caps(out, m.min_val, m.max_val)),
-    "hardsigmoid": (CAP, lambda m, i, out: hardsigmoid_offset(out)),
-    "threshold": (CAP, _threshold), "shrink": (CAP, _shrink),
-    "max_pool": (CAP, _zero), "adaptive_max_pool": (CAP, _zero), "dropout": (CAP, _zero),
-    "affine": (PADDING, _affine), "bilinear": (BIAS, _bilinear), "batch_norm": (BN_SHIFT, _zero),
-    "embedding": (CONSTANT, _zero),
-}
-"""The constant each module kind of :mod:`pwawidgets.kinds` adds inside a linear region (kind name -> (label,
-rule)). A leaf module of no kind (a custom affine layer) gets ``m(x) - J_m x`` by forward-mode AD; BatchNorm's
-shift comes from :func:`batch_norm_shifts`, and ReLU6/Hardtanh caps are read in the backward pass (:func:`_capped`)."""
-
-_NEEDS_INPUT = {"threshold"}
-_CONTAINER = object()  # the "kind" of a module with children  # rules that read the module's input, which an in-place module overwrites
-
-
-# ------------------------------------------------------------------------------ offsets of functional calls
-
-_ADD = {"add", "add_", "__add__", "__radd__", "__iadd__"}
-_SUB = {"sub", "sub_", "__sub__", "__isub__", "subtract", "subtract_"}
-_RSUB = {"__rsub__", "rsub"}
-_CAT = {"cat", "concat", "concatenate"}
-_IN_PLACE = {"add_", "sub_", "subtract_", "__iadd__", "__isub__"}
-_BIASED = {"linear": -1, "conv1d": 1, "conv2d": 1, "conv3d": 1, "conv_transpose1d": 1, "conv_transpose2d": 1,
-           "conv_transpose3d": 1}
-_CAPS = {"relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0), "hardtanh_": (-1.0, 1.0), "clamp": (None, None),
-         "clamp_": (None, None), "clip": (None, None), "clip_": (None, None)}
-_NO_CONSTANT = {
-    "relu", "relu_", "leaky_relu", "leaky_relu_", "prelu", "max_pool1d", "max_pool2d", "max_pool3d",
-    "adaptive_max_pool1d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d", "dropout", "mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "div_",
-    "__truediv__", "__itruediv__", "neg", "__neg__", "__pos__", "mean", "sum", "flatten", "view", "reshape",
-    "permute", "transpose", "contiguous", "clone", "squeeze", "unsqueeze", "expand", "expand_as", "__getitem__",
-    "chunk", "split", "narrow", "select", "index_select", "gather", "roll", "flip", "matmul", "__matmul__", "mm",
-    "bmm", "einsum", "interpolate", "max", "amax", "to", "float", "double", "type_as", "__get__", "size", "dim",
-    "view_as", "reshape_as", "unflatten", "unbind", "movedim", "t", "detach", "repeat", "__len__", "numel",
-    "requires_grad_", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-}
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _additive_terms(name: str, args: tuple, kwargs: dict) -> list[tuple[object, float]]:
-    """``(operand, coefficient)`` of an addition or subtraction: the result is the sum of coefficient x operand."""
-    other = args[1] if len(args) > 1 else kwargs.get("other")
-    alpha = kwargs.get("alpha", 1)
-    if name in _ADD:
-        return [(args[0], 1.0), (other, alpha)]
-    if name in _SUB:
-        return [(args[0], 1.0), (other, -alpha)]
-    if name == "__rsub__":  # other - self
-        return [(args[0], -1.0), (other, 1.0)]
-    return [(args[0], -alpha), (other, 1.0)]  # torch.rsub(input, other, alpha) = other - alpha * input
-
+__all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REMAINDER", "bias_sources",
+           "bias_sources_at", "BIAS", "BN_SHIFT", "CAP", "CONSTANT", "NORM", "OFFSET", "PADDING", "SHORTCUT",
+           "UNATTRIBUTED"]
 
 # ---------------------------------------------------------------------------------------- the one forward
 
@@ -237,7 +98,7 @@ class _Source:
     terms: Terms
     layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
-    capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see _capped)
+    capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see capped_part)
     param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see add_channel)
     channel: tuple = ()  # a per-channel constant: (vector (C,), channel axis of the output it is added to)
     node: tuple = ()  # (autograd node of that output, output index): where a hook reads the gradient
@@ -361,11 +222,11 @@ class _Tracer(TorchFunctionMode):
                 if grad_inputs[0] is None:
                     self.unmodelled.add(f"{source.name} (a cap whose input has no gradient)")
                     return
-                part, grid = _capped(g, grad_inputs[0], source.capped, self.want_maps)
+                part, grid = capped_part(g, grad_inputs[0], source.capped, self.want_maps)
             elif source.channel:
-                part, grid = _channel_part(g, *source.channel, self.want_maps)
+                part, grid = channel_part(g, *source.channel, self.want_maps)
             else:
-                part, grid = _contribution(g, source, self.want_maps)
+                part, grid = contribution(g, source.terms, source.view, self.want_maps)
             source.found.append((self.klass, part, grid))
 
         return hook
@@ -383,7 +244,7 @@ class _Tracer(TorchFunctionMode):
         self.where = {}
         for name, m in self.modules.items():
             kind = kinds.kind_of_module(m) if next(m.children(), None) is None else _CONTAINER
-            self.where[id(m)] = (name, kind, kind is None or (kind is not _CONTAINER and kind.name in _NEEDS_INPUT))
+            self.where[id(m)] = (name, kind, kind is None or (kind is not _CONTAINER and kind.name in NEEDS_INPUT))
         self.layer_modules = {spec.module for spec in self.specs}
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, with_kwargs=True)]
@@ -471,7 +332,7 @@ class _Tracer(TorchFunctionMode):
                 self.mark(output, 1 << i)
 
     def _module_offset(self, name: str, module: nn.Module, kind, inputs: tuple, output: torch.Tensor, mask: int
-                       ) -> None:  # rules of _NEEDS_INPUT and kind-less modules get (clone, mask) pairs
+                       ) -> None:  # rules of NEEDS_INPUT and kind-less modules get (clone, mask) pairs
         if kind is None:
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
         elif kind.name == "batch_norm":
@@ -485,7 +346,7 @@ class _Tracer(TorchFunctionMode):
             linear = isinstance(module, nn.Linear)  # a convolution's bias gradient costs its weight gradient on
             self.add_channel(name, BIAS, output, module.bias, -1 if linear else 1, mask,  # the CPU (oneDNN)
                              module.bias if linear else None)
-        elif kind.name in ("relu6", "hardtanh") and _capped_node(output, type(module).forward is nn.Hardtanh.forward):
+        elif kind.name in ("relu6", "hardtanh") and capped_node(output, type(module).forward is nn.Hardtanh.forward):
             self.add(name, CAP, output, [], mask, capped=self.keep(output))
         elif kind.name in MODULE_OFFSETS:
             label, rule = MODULE_OFFSETS[kind.name]
@@ -516,43 +377,43 @@ class _Tracer(TorchFunctionMode):
         if kind is not None and kind.category == kinds.SHAPE:  # zeros_like, new_full...: constants
             return func(*args, **kwargs)
         before = None
-        if name in _IN_PLACE and self.mask(args[0]) != mask:
+        if name in IN_PLACE and self.mask(args[0]) != mask:
             before = args[0].detach().clone()  # an in-place op on a tensor that lacks some layers: keep its value
         first = self.mask(args[0]) if args else 0
         out = func(*args, **kwargs)
         self.mark(out, mask)
         if isinstance(out, torch.Tensor):
             self._functional_offset(name, args, kwargs, out, mask, before, first)
-        elif name not in _NO_CONSTANT:
+        elif name not in NO_CONSTANT:
             self.unmodelled.add(name)
         return out
 
     def _functional_offset(self, name: str, args: tuple, kwargs: dict, out: torch.Tensor, mask: int, before,
                            first: int) -> None:
         where = self.context()
-        if name in _ADD | _SUB | _RSUB:
-            for k, (operand, coef) in enumerate(_additive_terms(name, args, kwargs)):
-                if _number(operand) and operand != 0:
+        if name in ADD | SUB | RSUB:
+            for k, (operand, coef) in enumerate(additive_terms(name, args, kwargs)):
+                if is_number(operand) and operand != 0:
                     self.add(f"{where} (constant)", CONSTANT, out, [(out.new_ones(()), float(coef) * operand)], mask)
                 elif isinstance(operand, torch.Tensor):
                     own = first if k == 0 else self.mask(operand)  # an in-place op has marked args[0] already
                     if mask & ~own:
                         value = before if k == 0 and before is not None else self.keep(operand)
                         self._inflow(where, operand, out, [(value, float(coef))], mask & ~own)
-        elif name in _CAT or name == "stack":
+        elif name in CAT or name == "stack":
             self._pieces(name, where, args, kwargs, out, mask)
-        elif name in _BIASED:
+        elif name in BIASED:
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             if isinstance(bias, torch.Tensor):
                 label = self.names.get(id(bias), f"{where} ({name} bias)")
-                self.add(label, BIAS, out, [(_channel(bias, out, _BIASED[name]), 1.0)], mask)
-        elif name in _CAPS:
-            low, high = _CAPS[name]
+                self.add(label, BIAS, out, [(channel_view(bias, out, BIASED[name]), 1.0)], mask)
+        elif name in CAPS:
+            low, high = CAPS[name]
             if name != "relu6":  # clamp(x, min, max), hardtanh(x, min_val, max_val)
                 low = args[1] if len(args) > 1 else kwargs.get("min", kwargs.get("min_val", low))
                 high = args[2] if len(args) > 2 else kwargs.get("max", kwargs.get("max_val", high))
-            if (low is None or _number(low)) and (high is None or _number(high)):
-                if _capped_node(out, True):
+            if (low is None or is_number(low)) and (high is None or is_number(high)):
+                if capped_node(out, True):
                     self.add(f"{where} ({name})", CAP, out, [], mask, capped=self.keep(out))
                 else:
                     self.add(f"{where} ({name})", CAP, out, caps(out, low, high), mask)
@@ -560,7 +421,7 @@ class _Tracer(TorchFunctionMode):
                 self.unmodelled.add(f"{name} with tensor bounds")
         elif name == "hardsigmoid":
             self.add(f"{where} (hardsigmoid)", CAP, out, hardsigmoid_offset(out), mask)
-        elif name not in _NO_CONSTANT:
+        elif name not in NO_CONSTANT:
             self.unmodelled.add(name)
 
     def _inflow(self, where: str, operand: torch.Tensor, out: torch.Tensor, terms: Terms, layers: int,
@@ -650,39 +511,6 @@ class BiasSources(Mapping):
         return f"BiasSources(layer={self.layer!r}, {len(self)} sources: {list(self)[:6]}{more})"
 
 
-def _channel_part(g: torch.Tensor, vector: torch.Tensor, dim: int, maps: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The part of a constant per channel added to an output of gradient ``g``: ``g`` summed over every other axis
-    (one pass, no temporary), then a dot product with the constant."""
-    vector = vector if vector.dtype == g.dtype else vector.to(g.dtype)
-    if maps and g.dim() == 4:
-        shape = [1] * 4
-        shape[dim] = -1
-        cells = (g * vector.view(shape)).sum(1)
-        return cells.flatten(1).sum(1), cells
-    others = [d for d in range(1, g.dim()) if d != dim]
-    return (g.sum(others) if others else g) @ vector, None  # (B, C) @ (C,)
-
-
-def _contribution(g: torch.Tensor, source: _Source, maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if source.view is not None:
-        g = source.view(g)
-    total, grid = None, None
-    for tensor, scale in source.terms:
-        if maps and g.dim() == 4:
-            prod = g * tensor
-            cells = prod.sum(1) * scale
-            grid = cells if grid is None else grid + cells
-        elif tensor.shape == g.shape:  # a full-size constant (caps, shortcuts): dot products
-            prod = _row_dots(g, tensor if tensor.dtype == g.dtype else tensor.to(g.dtype))
-        else:  # sum the gradient over the axes the constant is broadcast along first: one pass, no temporary
-            axes = [d for d in range(1, g.dim()) if tensor.dim() == g.dim() and tensor.shape[d] == 1 < g.shape[d]]
-            prod = (g.sum(axes, keepdim=True) if axes else g) * tensor
-        part = prod.reshape(prod.shape[0], -1).sum(1) * scale
-        total = part if total is None else total + part
-    return total, grid
-
-
 def bias_sources(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -746,20 +574,20 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
         if not copy and tracer.changed():  # a value read in the backward pass was changed in place later on
             continue
         result, in_range = select_scores(target, logits)
+        flat = not result.per_class  # one class per example: (B,) parts straight away
         with exact_math(x.device):
-            tables = _passes(tracer, specs, result.scores, norm, maps)
-        score = result.scores.detach()
+            tables = _passes(tracer, specs, result.scores, norm, maps, flat)
+        score = result.squeeze(result.scores.detach())
         worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
         if copy or not tracer.by_param or not any(worst):
             break  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
-    out, squeeze = {}, result.squeeze
+    out = {}
     for spec, (parts, kinds_, grids, bias), rest in zip(specs, tables, worst, strict=True):
         if rest:
             _warn_remainder(rest, tracer.unmodelled, spec.name)
-        out[spec.name] = BiasSources(spec.name, {n: squeeze(v) for n, v in parts.items()}, kinds_,
-                                     {n: squeeze(v) for n, v in grids.items()}, squeeze(bias), squeeze(score),
-                                     squeeze(result.targets), result.per_class, sorted(tracer.unmodelled))
+        out[spec.name] = BiasSources(spec.name, parts, kinds_, grids, bias, score, result.squeeze(result.targets),
+                                     result.per_class, sorted(tracer.unmodelled))
     return out
 
 
@@ -780,9 +608,10 @@ def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool
     return tracer, logits
 
 
-def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool) -> list[tuple]:
+def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool, flat: bool
+            ) -> list[tuple]:
     """One backward pass per class: the gradient at every layer; the hooks of the sources' nodes compute their
-    parts on the way. Returns per layer ``(parts, kinds, maps, bias)`` with a class axis."""
+    parts on the way. Returns per layer ``(parts, kinds, maps, bias)``, with a class axis unless ``flat``."""
     batch, k = scores.shape
     layers = []
     for i, spec in enumerate(specs):
@@ -825,16 +654,20 @@ def _passes(tracer: _Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm,
                     if grid is not None:
                         _put(grids, s.name, grid, j, k)
         zeros = scores.new_zeros(batch)
-        parts = {n: (columns[0].unsqueeze(1) if k == 1 and columns[0] is not None
-                     else torch.stack([zeros if c is None else c for c in columns], 1)) for n, columns in parts.items()}
-        bias = scores.detach() - torch.stack(totals, 1)
+        if flat:  # k == 1
+            parts = {n: zeros if columns[0] is None else columns[0] for n, columns in parts.items()}
+            bias = scores.detach()[:, 0] - totals[0]
+        else:
+            parts = {n: torch.stack([zeros if c is None else c for c in columns], 1) for n, columns in parts.items()}
+            bias = scores.detach() - torch.stack(totals, 1)
         attributed = torch.stack(list(parts.values())).sum(0) if parts else torch.zeros_like(bias)
         parts[REMAINDER], kinds_[REMAINDER] = bias - attributed, UNATTRIBUTED
         maps = {}
         for n, columns in grids.items():
             if columns is not None:
                 shape = next(c for c in columns if c is not None)
-                maps[n] = torch.stack([shape.new_zeros(shape.shape) if c is None else c for c in columns], 1)
+                maps[n] = columns[0] if flat else torch.stack([shape.new_zeros(shape.shape) if c is None else c
+                                                               for c in columns], 1)
         out.append((parts, kinds_, maps, bias))
     return out
 
@@ -854,7 +687,7 @@ def _put(table: dict, name: str, value: torch.Tensor, j: int, k: int) -> None:
 
 def _unattributed(parts: dict, bias: torch.Tensor, score: torch.Tensor) -> float:
     """The largest remainder relative to the score's scale, where it is beyond rounding (else 0)."""
-    scale = score.abs() + (score - bias).abs() + torch.stack([p.abs() for p in parts.values()]).sum(0)
+    scale = score.abs() + (score - bias).abs() + torch.stack(list(parts.values())).abs().sum(0)
     rest = parts[REMAINDER].abs()
     if not bool((rest > torch.finfo(bias.dtype).eps ** 0.5 * scale).any()):
         return 0.0

@@ -396,3 +396,49 @@ def test_non_finite_inputs_are_refused_as_decompose_refuses_them(x8):
     bad[2, 1, 3, 3] = float("inf")
     with pytest.raises(ValueError, match=r"NaN or infinite values \(examples \[2\]\)"):
         bias_sources(vgg_bn_like(), bad, None, "1")
+
+
+class SharedAndChanged(nn.Module):
+    """One BatchNorm and one Linear run twice, BatchNorm's beta also added by functional code, and (optionally) a
+    shortcut value changed in place after the add that reads it."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn, self.bn2 = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+        self.fc, self.head = nn.Linear(4, 4), nn.Linear(4, 3)
+        self.in_place = in_place
+
+    def forward(self, x):
+        a = torch.relu(self.bn(self.conv1(x)))
+        h = self.conv2(a)  # the layer
+        out = h + a  # a bypasses the layer ...
+        if self.in_place:
+            a.mul_(2.0)  # ... and is changed afterwards: its part must use the value that was added
+        out = torch.relu(self.bn(out)) + self.bn2(out) + self.bn2.bias.view(1, -1, 1, 1)
+        z = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.head(torch.relu(self.fc(torch.relu(self.fc(z)))))
+
+
+@pytest.mark.parametrize("frozen,in_place", [(False, False), (False, True), (True, False)])
+def test_shared_parameters_in_place_changes_and_one_example_agree_with_the_batch(x8, frozen, in_place, monkeypatch):
+    torch.manual_seed(12)
+    model = _randomise_bn(SharedAndChanged(in_place), 12).double().eval()
+    if frozen:  # no parameter gradients to read: every part from a hook
+        model.requires_grad_(False)
+    batch = _check_sum(model, x8, None, "conv2")
+    assert batch.kinds["model (shortcut)"] == B.SHORTCUT and batch["model (shortcut)"].abs().min() > 0
+    assert all(batch[name].abs().min() > 1e-4 for name in ("bn", "bn2", "fc", "head"))
+    forwards = []
+    original = B._forward
+    monkeypatch.setattr(B, "_forward", lambda *a: forwards.append(a[4]) or original(*a))
+    for i in range(x8.shape[0]):  # one example: parts from parameter gradients where that is safe
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pw.ExactnessWarning)
+            one = _check_sum(model, x8[i:i + 1], None, "conv2")
+        assert list(one) == list(batch)
+        for name in batch:
+            torch.testing.assert_close(one[name], batch[name][i:i + 1], rtol=1e-10, atol=1e-12)
+    # bn2's beta is also added by functional code, so its gradient mixes two uses: the remainder shows it and
+    # the call runs again with hooks only; a value changed in place also makes it run again (with copies)
+    assert forwards == [False, True] * x8.shape[0] if not frozen else forwards == [False] * x8.shape[0]
