@@ -101,7 +101,7 @@ class _Source:
     capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see capped_part)
     param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see add_channel)
     channel: tuple = ()  # a per-channel constant: (vector (C,), channel axis of the output it is added to)
-    node: tuple = ()  # (autograd node of that output, output index): where a hook reads the gradient
+    output: torch.Tensor | None = None  # that output, until a hook on its autograd node is registered
     found: list = field(default_factory=list)  # (class index, part (B,), map or None), one per backward pass
 
 
@@ -157,11 +157,11 @@ class _Tracer(TorchFunctionMode):
         return (self.stack[-1] or "model") if self.stack else "model"
 
     def keep(self, value: torch.Tensor) -> torch.Tensor:
-        """A value read again in the backward pass: a copy after an in-place change was seen, else the tensor
-        itself, watched (an in-place change before the backward pass makes :func:`_trace` run again with copies)."""
-        value = value.detach()
+        """A value read again in the backward pass (where autograd records nothing): a copy after an in-place change
+        was seen, else the tensor itself, watched (a change in place before the backward pass makes :func:`_trace`
+        run again with copies)."""
         if self.copy:
-            return value.clone()
+            return value.detach().clone()
         self.watched.append((value, value._version))
         return value
 
@@ -175,12 +175,8 @@ class _Tracer(TorchFunctionMode):
         if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
             self.unmodelled.add(f"{name} (output without a batch axis)")
             return
-        source = _Source(name or "model", kind, terms, layers, view, capped)
-        node, slot = result.grad_fn, result.output_nr
-        if node is None:
-            edge = get_gradient_edge(result)
-            node, slot = edge.node, edge.output_nr
-        node.register_hook(self._on_backward(source, slot))
+        source = _Source(name or "model", kind, terms, layers, view, capped, output=result)
+        self._hook(source)
         self.sources.append(source)
 
     def add_channel(self, name: str, kind: str, result: torch.Tensor, vector: torch.Tensor, dim: int, layers: int,
@@ -193,25 +189,27 @@ class _Tracer(TorchFunctionMode):
         if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
             self.unmodelled.add(f"{name} (output without a batch axis)")
             return
-        node = result.grad_fn
-        if node is None:
-            edge = get_gradient_edge(result)
-            node, slot = edge.node, edge.output_nr
-        else:
-            slot = result.output_nr
-        source = _Source(name or "model", kind, [], layers, channel=(vector.detach(), dim % result.dim()),
-                         node=(node, slot))
+        vector = vector.detach() if vector.requires_grad else vector
+        source = _Source(name or "model", kind, [], layers, channel=(vector, dim % result.dim()), output=result)
         self.sources.append(source)
-        fast = (self.batch == 1 and not self.copy and not self.want_maps and param is not None
-                and param.requires_grad and param.numel() == vector.numel())
-        first = self.by_param.setdefault(id(param), source) if fast else None
-        if first is source:
-            source.param = param
-            return
-        for use in (first, source) if first is not None else (source,):
-            if use.param is not None or use is source:  # a parameter used twice: its gradient mixes both uses
-                use.param = None
-                use.node[0].register_hook(self._on_backward(use, use.node[1]))
+        if self.batch == 1 and not (self.copy or self.want_maps) and param is not None and param.requires_grad:
+            first = self.by_param.setdefault(id(param), source)
+            if first is source:
+                source.param = param
+                return
+            if first.param is not None:  # a parameter used twice: its gradient would mix both uses
+                first.param = None
+                self._hook(first)
+        self._hook(source)
+
+    def _hook(self, source: _Source) -> None:
+        """Read the source's part in the backward pass, from the node of the output it is added to."""
+        node, slot = source.output.grad_fn, source.output.output_nr
+        if node is None:
+            edge = get_gradient_edge(source.output)
+            node, slot = edge.node, edge.output_nr
+        node.register_hook(self._on_backward(source, slot))
+        source.output = None
 
     def _on_backward(self, source: _Source, slot: int):
         def hook(grad_inputs, grad_outputs):
@@ -337,7 +335,8 @@ class _Tracer(TorchFunctionMode):
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
         elif kind.name == "batch_norm":
             if self.shifts is None:
-                self.shifts = batch_norm_shifts(list(self.modules.values()))
+                self.shifts = batch_norm_shifts([m for m in self.modules.values()
+                                                 if self.where[id(m)][1] is kind])
             if id(module) in self.shifts:
                 self.add_channel(name, BN_SHIFT, output, self.shifts[id(module)], 1, mask, module.bias)
             else:

@@ -41,10 +41,12 @@ def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(a * b)`` summed over every axis but the first: one BLAS dot per example on the CPU (no temporary of a's
     size; a batched matrix product of this shape is slow there), a product and a sum on a GPU (the batched matrix
     product becomes a slow matrix-vector kernel there)."""
+    if a.device.type != "cpu":
+        return (a * b).flatten(1).sum(1)
+    if a.shape[0] == 1:
+        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(1)
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    if a.device.type == "cpu":
-        return torch.stack([torch.dot(u, v) for u, v in zip(a, b, strict=True)])
-    return (a * b).sum(1)
+    return torch.stack([torch.dot(u, v) for u, v in zip(a, b, strict=True)])
 
 
 def bias_offset(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms:

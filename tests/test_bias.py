@@ -80,6 +80,7 @@ def _check_sum(model, x, target, layer, **kwargs) -> B.BiasSources:
     assert ((attributed - expected).abs() <= REL * scale).all(), (layer, attributed - expected)
     assert ((sources.total() - expected).abs() <= 1e-12 * scale).all()
     assert list(sources)[-1] == REMAINDER
+    assert not any(v.requires_grad for v in (*sources.values(), *sources.maps.values(), sources.bias))
     return sources
 
 
