@@ -132,6 +132,16 @@ def affine_offset(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Ter
     return []  # identity, reshapes, average pooling, zero/reflection/replication padding, upsampling...
 
 
+def padding_offset(args: tuple, kwargs: dict) -> Terms:
+    """``F.pad``: the fill value where it pads in ``"constant"`` mode (0 adds nothing); the other modes copy."""
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = args[3] if len(args) > 3 else kwargs.get("value", None)
+    if mode != "constant" or not value:
+        return []
+    pad = args[1] if len(args) > 1 else kwargs["pad"]
+    return [(torch.nn.functional.pad(torch.zeros_like(args[0]).detach(), pad, value=float(value)), 1.0)]
+
+
 MODULE_OFFSETS: dict[str, tuple[str, Callable[[nn.Module, tuple, torch.Tensor], Terms]]] = {
     "relu": (CAP, no_offset), "leaky_relu": (CAP, no_offset), "prelu": (CAP, no_offset), "rrelu": (CAP, no_offset),
     "relu6": (CAP, lambda m, i, out: caps(out, 0.0, 6.0)),
