@@ -183,15 +183,19 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     check_precision(model_dtype(model, x.dtype), strict)
     for copy in (False, True):
         tracer, logits = _forward(model, modules, specs, x, copy, maps)
-        if not copy and tracer.changed():  # a value read in the backward pass was changed in place later on
-            continue
-        result, in_range = select_scores(target, logits)
-        flat = not result.per_class  # one class per example: (B,) parts straight away
-        with exact_math(x.device):
-            tables = _passes(tracer, specs, result.scores, norm, maps, flat)
-        score = result.squeeze(result.scores.detach())
-        worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
-        if copy or not tracer.by_param or not any(worst):
+        try:
+            if not copy and tracer.changed():  # a value read in the backward pass was changed in place later on
+                continue
+            result, in_range = select_scores(target, logits)
+            flat = not result.per_class  # one class per example: (B,) parts straight away
+            with exact_math(x.device):
+                tables = _passes(tracer, specs, result.scores, norm, maps, flat)
+            score = result.squeeze(result.scores.detach())
+            worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
+            fast = bool(tracer.by_param)
+        finally:
+            tracer.release()
+        if copy or not fast or not any(worst):
             break  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
     out = {}
@@ -212,7 +216,11 @@ def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool
             if spec.module is None:
                 tracer.h[i] = (x.detach(), x)
                 tracer.mark(fed, 1 << i)
-        logits = logits_of(model(fed))
+        try:
+            logits = logits_of(model(fed))
+        except BaseException:
+            tracer.release()
+            raise
     tracer.finish()
     for i, spec in enumerate(specs):
         if i not in tracer.h:

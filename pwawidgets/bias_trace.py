@@ -222,6 +222,15 @@ class Tracer(TorchFunctionMode):
                 self._hook(source, source.node)
         self.cap_nodes.clear()
 
+    def release(self) -> None:
+        """Drop every reference into the autograd graph and its tensors: the hooks on its nodes refer back to the
+        tracer, so without this the graph and its activations would wait for Python's cycle collector."""
+        for source in self.sources:
+            source.output = source.node = source.capped = source.param = source.gamma = None
+            source.terms, source.channel, source.between, source.found, source.view = [], (), (), [], None
+        self.sources, self.h, self.watched, self.saved = [], {}, [], {}
+        self.norm_nodes, self.cap_nodes, self.by_param, self.shifts = {}, {}, {}, None
+
     def _hook(self, source: Source, node=None) -> None:
         """Read the source's part in the backward pass, from the node of the output it is added to."""
         if node is not None:  # a cap's own node: its output may have been changed in place since
