@@ -248,10 +248,12 @@ def _passes(tracer: Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, 
     norms = [s for s in by_param if s.gamma is not None]
     derived = [s for s in tracer.sources if s.between]
     inputs = [layer[1] for layer in layers] + [s.param for s in by_param] + [s.gamma for s in norms]
+    read_parameters = _ParameterParts(by_param, norms, derived) if by_param else None
     for j in range(k):
         tracer.klass = j
         grads = torch.autograd.grad(scores[:, j].sum(), inputs, retain_graph=j < k - 1, allow_unused=True)
-        _parameter_parts(j, by_param, norms, derived, grads[len(layers):])
+        if read_parameters is not None:
+            read_parameters(j, grads[len(layers):])
         for (spec, _, value, mean, scale, parts, grids, totals), g in zip(layers, grads, strict=False):
             if g is None:
                 raise ValueError(f"the score does not depend on layer {spec.name!r} through autograd: forward() cuts "
@@ -293,24 +295,64 @@ def _passes(tracer: Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, 
     return out
 
 
-def _parameter_parts(j: int, by_param: list[Source], norms: list[Source], derived: list[Source],
-                     grads: Sequence[torch.Tensor | None]) -> None:
-    """One example, class ``j``: the parts read from parameter gradients. A per-channel constant's part is
-    ``<dS/d param, constant>``; a BatchNorm's ``<dS/d out, out>`` is ``<gamma, dS/d gamma> + <beta, dS/d beta>``,
-    and a cap between two BatchNorms (only bias-free linear steps after it) gets ``<dS/d out, out> - <dS/d in, in>``
-    from the one before and the one after (whose input carries the cap's output on)."""
-    def dot(a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        return a.new_zeros(()) if g is None else torch.dot(g.reshape(-1), a.detach().to(g.dtype).reshape(-1))
+class _ParameterParts:
+    """One example: the parts read from parameter gradients, all at once (a few operations, not a few per source).
+    A per-channel constant's part is ``<dS/d param, constant>``; a BatchNorm's ``<dS/d out, out>`` is
+    ``<gamma, dS/d gamma> + <beta, dS/d beta>``; a cap between two BatchNorms (only bias-free linear steps after it)
+    is ``<dS/d out, out> - <dS/d in, in>``, read from the BatchNorm before it and the one after (whose input is the
+    cap's output carried on, less that BatchNorm's own part)."""
 
-    parts, beta_grads, totals = {}, {}, {}
-    for s, g in zip(by_param, grads, strict=False):
-        parts[id(s)], beta_grads[id(s)] = dot(s.channel[0], g), g
-        s.found.append((j, parts[id(s)].reshape(1), None))
-    for s, g in zip(norms, grads[len(by_param):], strict=True):
-        totals[id(s)] = dot(s.gamma, g) + dot(s.param, beta_grads[id(s)])
-    for s in derived:
-        before, after = s.between
-        s.found.append((j, (totals[id(after)] - parts[id(after)] - totals[id(before)]).reshape(1), None))
+    def __init__(self, by_param: list[Source], norms: list[Source], derived: list[Source]):
+        self.by_param, self.norms, self.derived = by_param, norms, derived
+        if not derived and len(by_param) <= 8:
+            return
+        first = by_param[0].param
+        sizes = [s.param.numel() for s in by_param]
+        self.segments = torch.repeat_interleave(torch.arange(len(by_param), device=first.device),
+                                                torch.tensor(sizes, device=first.device), output_size=sum(sizes))
+        self.constants = torch.cat([s.channel[0].reshape(-1).to(first.dtype) for s in by_param])
+        self.betas = torch.cat([(s.param.detach() if s.gamma is not None else torch.zeros_like(s.param)).reshape(-1)
+                                for s in by_param])
+        position = {id(s): i for i, s in enumerate(by_param)}
+        self.norm_at = torch.tensor([position[id(s)] for s in norms], dtype=torch.long, device=first.device)
+        if norms:
+            widths = [s.gamma.numel() for s in norms]
+            self.norm_segments = torch.repeat_interleave(torch.arange(len(norms), device=first.device),
+                                                         torch.tensor(widths, device=first.device),
+                                                         output_size=sum(widths))
+            self.gammas = torch.cat([s.gamma.detach().reshape(-1) for s in norms])
+        norm_index = {id(s): i for i, s in enumerate(norms)}
+        self.caps = [torch.tensor([index[id(s.between[side])] for s in derived], dtype=torch.long,
+                                  device=first.device) for index, side in ((norm_index, 0), (norm_index, 1),
+                                                                           (position, 1))]
+
+    def __call__(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
+        if not self.derived and len(self.by_param) <= 8:  # a few: one dot each costs less than the set-up
+            for s, g in zip(self.by_param, grads, strict=False):
+                part = s.param.new_zeros(1) if g is None else torch.dot(g.reshape(-1), s.channel[0].reshape(-1))
+                s.found.append((j, part.reshape(1), None))
+            return
+        def flat(gs: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params,
+                                                                                                   strict=True)])
+
+        n = len(self.by_param)
+        beta_grads = flat(grads[:n], [s.param for s in self.by_param])
+        parts = torch.zeros(n, dtype=beta_grads.dtype, device=beta_grads.device).index_add_(
+            0, self.segments, beta_grads * self.constants)
+        for s, part in zip(self.by_param, parts.view(-1, 1).unbind(), strict=True):
+            s.found.append((j, part, None))
+        if not self.derived:
+            return
+        gamma_grads = flat(grads[n:], [s.gamma for s in self.norms])
+        totals = torch.zeros(len(self.norms), dtype=parts.dtype, device=parts.device).index_add_(
+            0, self.norm_segments, gamma_grads * self.gammas)
+        totals += torch.zeros(n, dtype=parts.dtype, device=parts.device).index_add_(
+            0, self.segments, beta_grads * self.betas)[self.norm_at]
+        before, after, after_part = self.caps
+        caps = totals[after] - parts[after_part] - totals[before]
+        for s, part in zip(self.derived, caps.view(-1, 1).unbind(), strict=True):
+            s.found.append((j, part, None))
 
 
 def _put(table: dict, name: str, value: torch.Tensor, j: int, k: int) -> None:
