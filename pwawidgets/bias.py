@@ -302,36 +302,44 @@ def _passes(tracer: Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, 
     return out
 
 
+_LAYOUTS: dict[tuple, tuple[torch.Tensor, ...]] = {}  # index tensors of _ParameterParts, by layout and device
+
+
 class _ParameterParts:
     """One example: the parts read from parameter gradients, all at once (a few operations, not a few per source).
     A per-channel constant's part is ``<dS/d param, constant>``; a BatchNorm's ``<dS/d out, out>`` is
     ``<gamma, dS/d gamma> + <beta, dS/d beta>``; a cap between two BatchNorms (only bias-free linear steps after it)
     is ``<dS/d out, out> - <dS/d in, in>``, read from the BatchNorm before it and the one after (whose input is the
-    cap's output carried on, less that BatchNorm's own part)."""
+    cap's output carried on, less that BatchNorm's own part). The index tensors depend only on the layout (sizes
+    and links), so they are made once per layout and device: no host-to-device copy, no wait, on later calls."""
 
     def __init__(self, by_param: list[Source], norms: list[Source], derived: list[Source]):
         self.by_param, self.norms, self.derived = by_param, norms, derived
         if not derived and len(by_param) <= 8:
             return
         first = by_param[0].param
-        sizes = [s.param.numel() for s in by_param]
-        self.segments = torch.repeat_interleave(torch.arange(len(by_param), device=first.device),
-                                                torch.tensor(sizes, device=first.device), output_size=sum(sizes))
+        position = {id(s): i for i, s in enumerate(by_param)}
+        norm_index = {id(s): i for i, s in enumerate(norms)}
+        sizes = tuple(s.param.numel() for s in by_param)
+        widths = tuple(s.gamma.numel() for s in norms)
+        links = tuple((norm_index[id(s.between[0])], norm_index[id(s.between[1])], position[id(s.between[1])])
+                      for s in derived)
+        key = (sizes, widths, tuple(position[id(s)] for s in norms), links, first.device)
+        if key not in _LAYOUTS:
+            if len(_LAYOUTS) > 64:
+                _LAYOUTS.clear()
+            long = {"dtype": torch.long, "device": first.device}
+            _LAYOUTS[key] = (
+                torch.repeat_interleave(torch.arange(len(sizes), **long), torch.tensor(sizes, **long)),
+                torch.repeat_interleave(torch.arange(len(widths), **long), torch.tensor(widths, **long)),
+                torch.tensor(key[2], **long),
+                *(torch.tensor([link[i] for link in links], **long) for i in range(3)))
+        self.segments, self.norm_segments, self.norm_at, *self.caps = _LAYOUTS[key]
         self.constants = torch.cat([s.channel[0].reshape(-1).to(first.dtype) for s in by_param])
         self.betas = torch.cat([(s.param.detach() if s.gamma is not None else torch.zeros_like(s.param)).reshape(-1)
                                 for s in by_param])
-        position = {id(s): i for i, s in enumerate(by_param)}
-        self.norm_at = torch.tensor([position[id(s)] for s in norms], dtype=torch.long, device=first.device)
         if norms:
-            widths = [s.gamma.numel() for s in norms]
-            self.norm_segments = torch.repeat_interleave(torch.arange(len(norms), device=first.device),
-                                                         torch.tensor(widths, device=first.device),
-                                                         output_size=sum(widths))
             self.gammas = torch.cat([s.gamma.detach().reshape(-1) for s in norms])
-        norm_index = {id(s): i for i, s in enumerate(norms)}
-        self.caps = [torch.tensor([index[id(s.between[side])] for s in derived], dtype=torch.long,
-                                  device=first.device) for index, side in ((norm_index, 0), (norm_index, 1),
-                                                                           (position, 1))]
 
     def __call__(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
         if not self.derived and len(self.by_param) <= 8:  # a few: one dot each costs less than the set-up

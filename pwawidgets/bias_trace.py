@@ -463,7 +463,9 @@ class Tracer(TorchFunctionMode):
     def _inflow(self, where: str, operand: torch.Tensor, out: torch.Tensor, terms: Terms, layers: int,
                 view=None) -> None:
         """A value that reaches the output without passing through ``layers``: part of their biases."""
-        if id(operand) in self.names:
+        if operand.grad_fn is not None:  # computed in this pass (a shortcut): no need to look up parameter names
+            self.add(f"{where} (shortcut)", SHORTCUT, out, terms, layers, view)
+        elif id(operand) in self.names:
             self.add(self.names[id(operand)], CONSTANT, out, terms, layers, view)
         elif operand.requires_grad:
             self.add(f"{where} (shortcut)", SHORTCUT, out, terms, layers, view)

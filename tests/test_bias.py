@@ -266,10 +266,11 @@ class Unmodelled(nn.Module):
 def test_what_no_rule_covers_is_the_remainder_with_a_warning(x8):
     torch.manual_seed(12)
     model = Unmodelled().double().eval()
-    with pytest.warns(pw.ExactnessWarning, match="not attributed.*addcmul"):
-        warnings.filterwarnings("ignore", message="the audit could not check")
-        sources = bias_sources(model, x8, None, "conv")
-    dec = pw.decompose(model, x8, None, ["conv"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the audit could not check")  # addcmul is unknown to it too
+        with pytest.warns(pw.ExactnessWarning, match="not attributed.*addcmul"):
+            sources = bias_sources(model, x8, None, "conv")
+        dec = pw.decompose(model, x8, None, ["conv"])
     assert sources.remainder.abs().min() > 1e-3
     torch.testing.assert_close(sources.total(), dec.bias["conv"], rtol=1e-12, atol=1e-12)
     attributed = sum(sources[n] for n in sources if n != REMAINDER)
@@ -499,3 +500,14 @@ def test_caps_between_batchnorms_from_parameter_gradients_at_one_example(x8, lea
     # a second use of bn1's output breaks what the cap's part is read from: the remainder shows it, and the call
     # runs again with hooks only
     assert forwards == ([False, True] if leak else [False]) * x.shape[0]
+
+
+def test_one_example_equals_the_batch_on_resnet18(resnet18):
+    """Twenty BatchNorms and the classifier's bias read from parameter gradients at once, against hooks."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for layer in ["input", "layer1.0.relu@0"]:
+        batch = bias_sources(resnet18, x, "top2", layer)
+        for i in range(2):
+            one = _check_sum(resnet18, x[i:i + 1], batch.target[i:i + 1], layer)
+            for name in batch:
+                torch.testing.assert_close(one[name], batch[name][i:i + 1], rtol=1e-10, atol=1e-12)
