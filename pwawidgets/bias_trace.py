@@ -50,11 +50,15 @@ from .bias_rules import (
     contribution,
     hardsigmoid_offset,
     is_number,
+    no_offset,
     padding_offset,
 )
 from .layers import LayerSpec
 
 _CONTAINER = object()  # the "kind" of a module with children
+_SILENT = {k for k in kinds.KINDS
+           if MODULE_OFFSETS.get(k.name, (None, None))[1] is no_offset and k.name != "batch_norm"}
+"""Kinds of module that never add a constant (ReLU, max-pool, dropout...): their outputs are only marked."""
 
 
 # ---------------------------------------------------------------------------------------- the one forward
@@ -344,7 +348,8 @@ class Tracer(TorchFunctionMode):
                 inputs = tuple((a, self.mask(a)) for a in args) if pairs else args
             if mask and isinstance(output, torch.Tensor):
                 self.mark(output, mask)
-                self._module_offset(name, module, kind, inputs, output, mask)
+                if kind not in _SILENT:
+                    self._module_offset(name, module, kind, inputs, output, mask)
             if name in self.layer_modules:
                 self._layer_output(name, output)
         finally:
