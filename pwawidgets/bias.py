@@ -250,10 +250,9 @@ def _passes(tracer: Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, 
             scale = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
             value = value * scale + mean
         layers.append((spec, node, value, mean, scale, {}, {}, [None] * k))
-    tracer.want_maps = want_maps
     by_param = [s for s in tracer.sources if s.param is not None]
-    norms = [s for s in by_param if s.gamma is not None]
     derived = [s for s in tracer.sources if s.between]
+    norms = list({id(n): n for s in derived for n in s.between}.values())  # BatchNorms the caps are read from
     inputs = [layer[1] for layer in layers] + [s.param for s in by_param] + [s.gamma for s in norms]
     read_parameters = _ParameterParts(by_param, norms, derived) if by_param else None
     for j in range(k):
@@ -315,8 +314,6 @@ class _ParameterParts:
 
     def __init__(self, by_param: list[Source], norms: list[Source], derived: list[Source]):
         self.by_param, self.norms, self.derived = by_param, norms, derived
-        if not derived and len(by_param) <= 8:
-            return
         first = by_param[0].param
         position = {id(s): i for i, s in enumerate(by_param)}
         norm_index = {id(s): i for i, s in enumerate(norms)}
@@ -336,17 +333,11 @@ class _ParameterParts:
                 *(torch.tensor([link[i] for link in links], **long) for i in range(3)))
         self.segments, self.norm_segments, self.norm_at, *self.caps = _LAYOUTS[key]
         self.constants = torch.cat([s.channel[0].reshape(-1).to(first.dtype) for s in by_param])
-        self.betas = torch.cat([(s.param.detach() if s.gamma is not None else torch.zeros_like(s.param)).reshape(-1)
-                                for s in by_param])
+        self.betas = torch.cat([s.param.detach().reshape(-1) for s in by_param])  # read at BatchNorms only
         if norms:
             self.gammas = torch.cat([s.gamma.detach().reshape(-1) for s in norms])
 
     def __call__(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
-        if not self.derived and len(self.by_param) <= 8:  # a few: one dot each costs less than the set-up
-            for s, g in zip(self.by_param, grads, strict=False):
-                part = s.param.new_zeros(1) if g is None else torch.dot(g.reshape(-1), s.channel[0].reshape(-1))
-                s.found.append((j, part.reshape(1), None))
-            return
         def flat(gs: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params,
                                                                                                    strict=True)])
