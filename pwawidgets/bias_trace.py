@@ -75,9 +75,9 @@ class Source:
     layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
     capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see capped_part)
-    param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see add_channel)
+    param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see channel)
     channel: tuple = ()  # a per-channel constant: (vector (C,), channel axis of the output it is added to)
-    output: torch.Tensor | None = None  # that output, until a hook on its autograd node is registered
+    edge: tuple | None = None  # (autograd node, output slot) of that output, until a hook on the node is registered
     gamma: torch.Tensor | None = None  # BatchNorm on the parameter route: its weight (for <dS/d out, out>)
     node: object = None  # a BatchNorm's or a cap's autograd node (kept alive while ids index them)
     between: tuple = ()  # a cap read from parameter gradients: (BatchNorm before it, BatchNorm after it)
@@ -92,27 +92,18 @@ def _tensors_in(args, kwargs) -> Iterator[torch.Tensor]:
             yield from (v for v in value if isinstance(v, torch.Tensor))
 
 
-class Tracer(TorchFunctionMode):
-    """One forward pass that marks every value with the layers it is computed from (a bit per layer) and records,
-    at each operation on marked values, the constant it adds (modules by kind; additions, concatenations,
-    functional convolutions and clamps by name) and the layers it lies after."""
+class Recorder:
+    """The sources found in one forward pass and how each part is read in the backward pass: a hook on the autograd
+    node of the output the constant is added to, or with one example the gradient of the parameter that moves it.
+    Filled by :class:`Tracer` (which watches the forward pass) or by :func:`pwawidgets.bias_graph.read_graph`
+    (which reads the finished autograd graph)."""
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], batch: int):
-        super().__init__()
         self.model, self.modules, self.specs, self.batch = model, modules, specs, batch
-        self.token = object()
         self.sources: list[Source] = []
-        self.stack: list[str] = []
-        self.depth = 0  # > 0: inside our hooks or a leaf module, where the mode is off (popped: by us)
-        self.popped = False
         self.calls: dict[str, int] = {}
         self.h: dict[int, tuple[torch.Tensor, object]] = {}  # layer index -> (value, gradient edge)
         self.unmodelled: set[str] = set()
-        self.saved: dict[int, tuple] = {}
-        self._names: dict[int, str] | None = None
-        self.where: dict[int, tuple] = {}  # id(module) -> (name, kind or _CONTAINER, rule reads (input, mask) pairs)
-        self._handles: list = []
-        self.shifts: dict[int, torch.Tensor] | None = None  # BatchNorm shifts, computed at the first BatchNorm
         self.watched: list[tuple[torch.Tensor, int]] = []  # values kept without a copy, with their versions
         self.copy = False  # copy kept values (a rerun after an in-place change of a watched value)
         self.klass = 0  # the class column the backward pass under way computes
@@ -121,26 +112,10 @@ class Tracer(TorchFunctionMode):
         self.norm_nodes: dict[int, Source] = {}  # BatchNorms on the parameter route, by their autograd node
         self.cap_nodes: dict[int, Source] = {}  # caps right after one of them, waiting for the BatchNorm after
 
-    # marks ---------------------------------------------------------------------------------------------
-    def mask(self, t: object) -> int:
-        """The layers ``t`` is computed from (0: none)."""
-        tag = getattr(t, "_pwa_bias_taint", None) if isinstance(t, torch.Tensor) else None
-        return tag[1] if tag is not None and tag[0] is self.token else 0
-
-    def mark(self, out: object, mask: int) -> None:
-        if isinstance(out, torch.Tensor):
-            out._pwa_bias_taint = (self.token, self.mask(out) | mask)
-        elif isinstance(out, (list, tuple)):
-            for t in out:
-                self.mark(t, mask)
-
-    def context(self) -> str:
-        return (self.stack[-1] or "model") if self.stack else "model"
-
     def keep(self, value: torch.Tensor) -> torch.Tensor:
         """A value read again in the backward pass (where autograd records nothing): a copy after an in-place change
-        was seen, else the tensor itself, watched (a change in place before the backward pass makes :func:`_trace`
-        run again with copies)."""
+        was seen, else the tensor itself, watched (a change in place before the backward pass makes
+        :func:`pwawidgets.bias.bias_sources` run again with copies)."""
         if self.copy:
             return value.detach().clone()
         self.watched.append((value, value._version))
@@ -149,29 +124,34 @@ class Tracer(TorchFunctionMode):
     def changed(self) -> bool:
         return any(value._version != version for value, version in self.watched)
 
+    def edge_of(self, name: str, result: torch.Tensor) -> tuple | None:
+        """``(node, slot)`` of an output a constant is added to; None (and noted) for one without a batch axis."""
+        if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
+            self.unmodelled.add(f"{name} (output without a batch axis)")
+            return None
+        if result.grad_fn is not None:
+            return result.grad_fn, result.output_nr
+        edge = get_gradient_edge(result)
+        return edge.node, edge.output_nr
+
     def add(self, name: str, kind: str, result: torch.Tensor, terms: Terms, layers: int, view=None,
             capped: torch.Tensor | None = None) -> None:
         if not (terms or capped is not None) or not layers:
             return
-        if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
-            self.unmodelled.add(f"{name} (output without a batch axis)")
-            return
-        source = Source(name or "model", kind, terms, layers, view, capped, output=result)
-        self._hook(source)
-        self.sources.append(source)
+        edge = self.edge_of(name, result)
+        if edge is not None:
+            source = Source(name or "model", kind, terms, layers, view, capped, edge=edge)
+            self._hook(source)
+            self.sources.append(source)
 
-    def add_channel(self, name: str, kind: str, result: torch.Tensor, vector: torch.Tensor, dim: int, layers: int,
-                    param: torch.Tensor | None, gamma: torch.Tensor | None = None) -> None:
-        """A constant per channel (a bias, a BatchNorm shift). With one example and a parameter that moves it alone
-        (a linear layer's bias, BatchNorm's beta), its part is ``<dS/d param, constant>``: the backward pass computes
-        that parameter gradient at no extra cost. A parameter used twice, several examples or maps: a hook."""
-        if not layers:
-            return
-        if not result.requires_grad or result.dim() == 0 or result.shape[0] != self.batch:
-            self.unmodelled.add(f"{name} (output without a batch axis)")
-            return
+    def channel(self, name: str, kind: str, edge: tuple, vector: torch.Tensor, dim: int, layers: int,
+                param: torch.Tensor | None, gamma: torch.Tensor | None = None) -> None:
+        """A constant per channel (a bias, a BatchNorm shift) added along axis ``dim`` of the output at ``edge``.
+        With one example and a parameter that moves it alone (a linear layer's bias, BatchNorm's beta), its part
+        is ``<dS/d param, constant>``: the backward pass computes that parameter gradient at no extra cost. A
+        parameter used twice, several examples or maps: a hook."""
         vector = vector.detach() if vector.requires_grad else vector
-        source = Source(name or "model", kind, [], layers, channel=(vector, dim % result.dim()), output=result)
+        source = Source(name or "model", kind, [], layers, channel=(vector, dim), edge=edge)
         self.sources.append(source)
         if self.batch == 1 and not (self.copy or self.want_maps) and param is not None and param.requires_grad:
             first = self.by_param.setdefault(id(param), source)
@@ -179,7 +159,7 @@ class Tracer(TorchFunctionMode):
                 source.param = param
                 if gamma is not None and gamma.requires_grad and id(gamma) not in self.by_param:
                     self.by_param[id(gamma)] = source
-                    source.gamma, source.node = gamma, result.grad_fn
+                    source.gamma, source.node = gamma, edge[0]
                     self.norm_nodes[id(source.node)] = source
                     self._link_cap_before(source)
                 return
@@ -188,19 +168,33 @@ class Tracer(TorchFunctionMode):
                 self._hook(first)
         self._hook(source)
 
-    def add_cap(self, name: str, output: torch.Tensor, layers: int) -> None:
-        """A clamp's offset. Right after a BatchNorm on the parameter route and, through bias-free convolutions
-        and zero padding, right before another, it is read from their parameter gradients (:func:`_passes`):
-        ``<dS/d out, out> - <dS/d in, in>``, both from the BatchNorms' gradients. Else from a hook."""
-        node = output.grad_fn
-        before = self.norm_nodes.get(id(node.next_functions[0][0])) if layers and self.norm_nodes else None
-        if before is None or before.gamma is None or not output.requires_grad or output.shape[0] != self.batch:
-            self.add(name, CAP, output, [], layers, capped=self.keep(output))
+    def add_channel(self, name: str, kind: str, result: torch.Tensor, vector: torch.Tensor, dim: int, layers: int,
+                    param: torch.Tensor | None, gamma: torch.Tensor | None = None) -> None:
+        if layers and (edge := self.edge_of(name, result)) is not None:
+            self.channel(name, kind, edge, vector, dim % result.dim(), layers, param, gamma)
+
+    def cap(self, name: str, node, capped: torch.Tensor, layers: int) -> None:
+        """A clamp's offset (``capped``: its output). Right after a BatchNorm on the parameter route and, through
+        bias-free convolutions and zero padding, right before another, it is read from their parameter gradients
+        (:func:`pwawidgets.bias._passes`): ``<dS/d out, out> - <dS/d in, in>``, both from the BatchNorms'
+        gradients. Else from a hook on the clamp's node."""
+        before = self.norm_nodes.get(id(node.next_functions[0][0])) if self.norm_nodes else None
+        if before is None or before.gamma is None:
+            source = Source(name or "model", CAP, [], layers, capped=capped, edge=(node, 0))
+            self._hook(source)
+            self.sources.append(source)
             return
-        source = Source(name or "model", CAP, [], layers, capped=self.keep(output), output=output, node=node,
-                         between=(before, None))
+        source = Source(name or "model", CAP, [], layers, capped=capped, node=node, between=(before, None))
         self.sources.append(source)
         self.cap_nodes[id(node)] = source
+
+    def add_cap(self, name: str, output: torch.Tensor, layers: int) -> None:
+        if not layers:
+            return
+        if not output.requires_grad or output.shape[0] != self.batch:
+            self.add(name, CAP, output, [], layers, capped=self.keep(output))
+        else:
+            self.cap(name, output.grad_fn, self.keep(output), layers)
 
     def _link_cap_before(self, norm: Source) -> None:
         """Link a BatchNorm to the cap whose output reaches its input through linear bias-free steps only."""
@@ -223,31 +217,24 @@ class Tracer(TorchFunctionMode):
         for source in self.sources:
             if source.between and not all(n is not None and n.param is not None for n in source.between):
                 source.between = ()
-                self._hook(source, source.node)
+                source.edge, source.node = (source.node, 0), None
+                self._hook(source)
         self.cap_nodes.clear()
 
     def release(self) -> None:
         """Drop every reference into the autograd graph and its tensors: the hooks on its nodes refer back to the
-        tracer, so without this the graph and its activations would wait for Python's cycle collector."""
+        recorder, so without this the graph and its activations would wait for Python's cycle collector."""
         for source in self.sources:
-            source.output = source.node = source.capped = source.param = source.gamma = None
+            source.edge = source.node = source.capped = source.param = source.gamma = None
             source.terms, source.channel, source.between, source.found, source.view = [], (), (), [], None
-        self.sources, self.h, self.watched, self.saved = [], {}, [], {}
-        self.norm_nodes, self.cap_nodes, self.by_param, self.shifts = {}, {}, {}, None
+        self.sources, self.h, self.watched = [], {}, []
+        self.norm_nodes, self.cap_nodes, self.by_param = {}, {}, {}
 
-    def _hook(self, source: Source, node=None) -> None:
+    def _hook(self, source: Source) -> None:
         """Read the source's part in the backward pass, from the node of the output it is added to."""
-        if node is not None:  # a cap's own node: its output may have been changed in place since
-            source.node = None
-            node.register_hook(self._on_backward(source, 0))
-            source.output = None
-            return
-        node, slot = source.output.grad_fn, source.output.output_nr
-        if node is None:
-            edge = get_gradient_edge(source.output)
-            node, slot = edge.node, edge.output_nr
+        node, slot = source.edge
         node.register_hook(self._on_backward(source, slot))
-        source.output = None
+        source.edge = None
 
     def _on_backward(self, source: Source, slot: int):
         def hook(grad_inputs, grad_outputs):
@@ -266,6 +253,61 @@ class Tracer(TorchFunctionMode):
             source.found.append((self.klass, part, grid))
 
         return hook
+
+    def layer_output(self, name: str, output) -> int:
+        """Keep the value and gradient edge of a layer's output; the layers it is (a bit each, 0: none asked for)."""
+        call = self.calls.get(name, 0)
+        self.calls[name] = call + 1
+        found = 0
+        for i, spec in enumerate(self.specs):
+            if spec.module == name and (spec.call is None or spec.call == call):
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(f"layer {spec.name!r} returns {type(output).__name__}, not a tensor")
+                if i in self.h and spec.call is None:
+                    raise ValueError(f"module {name!r} ran several times in one forward pass; name one call: "
+                                     f"'{name}@0', '{name}@1'...")
+                self.h[i] = (output.detach().clone(), get_gradient_edge(output))
+                found |= 1 << i
+        return found
+
+
+class Tracer(Recorder, TorchFunctionMode):
+    """One forward pass that marks every value with the layers it is computed from (a bit per layer) and records,
+    at each operation on marked values, the constant it adds (modules by kind; additions, concatenations,
+    functional convolutions and clamps by name) and the layers it lies after."""
+
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], batch: int):
+        TorchFunctionMode.__init__(self)
+        Recorder.__init__(self, model, modules, specs, batch)
+        self.token = object()
+        self.stack: list[str] = []
+        self.depth = 0  # > 0: inside our hooks or a leaf module, where the mode is off (popped: by us)
+        self.popped = False
+        self.saved: dict[int, tuple] = {}
+        self._names: dict[int, str] | None = None
+        self.where: dict[int, tuple] = {}  # id(module) -> (name, kind or _CONTAINER, rule reads (input, mask) pairs)
+        self._handles: list = []
+        self.shifts: dict[int, torch.Tensor] | None = None  # BatchNorm shifts, computed at the first BatchNorm
+
+    def release(self) -> None:
+        super().release()
+        self.saved, self.shifts = {}, None
+
+    # marks ---------------------------------------------------------------------------------------------
+    def mask(self, t: object) -> int:
+        """The layers ``t`` is computed from (0: none)."""
+        tag = getattr(t, "_pwa_bias_taint", None) if isinstance(t, torch.Tensor) else None
+        return tag[1] if tag is not None and tag[0] is self.token else 0
+
+    def mark(self, out: object, mask: int) -> None:
+        if isinstance(out, torch.Tensor):
+            out._pwa_bias_taint = (self.token, self.mask(out) | mask)
+        elif isinstance(out, (list, tuple)):
+            for t in out:
+                self.mark(t, mask)
+
+    def context(self) -> str:
+        return (self.stack[-1] or "model") if self.stack else "model"
 
     @property
     def names(self) -> dict[int, str]:
@@ -356,17 +398,9 @@ class Tracer(TorchFunctionMode):
             self._resume()
 
     def _layer_output(self, name: str, output) -> None:
-        call = self.calls.get(name, 0)
-        self.calls[name] = call + 1
-        for i, spec in enumerate(self.specs):
-            if spec.module == name and (spec.call is None or spec.call == call):
-                if not isinstance(output, torch.Tensor):
-                    raise TypeError(f"layer {spec.name!r} returns {type(output).__name__}, not a tensor")
-                if i in self.h and spec.call is None:
-                    raise ValueError(f"module {name!r} ran several times in one forward pass; name one call: "
-                                     f"'{name}@0', '{name}@1'...")
-                self.h[i] = (output.detach().clone(), get_gradient_edge(output))
-                self.mark(output, 1 << i)
+        bits = self.layer_output(name, output)
+        if bits:
+            self.mark(output, bits)
 
     def _module_offset(self, name: str, module: nn.Module, kind, inputs: tuple, output: torch.Tensor, mask: int
                        ) -> None:  # rules of NEEDS_INPUT and kind-less modules get (clone, mask) pairs
