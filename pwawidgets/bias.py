@@ -26,6 +26,7 @@ backward pass that was changed in place after its use makes the call run again w
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from .audit import require_piecewise_affine
+from .bias_graph import GraphForward, read_graph
 from .bias_rules import (
     BIAS,
     BN_SHIFT,
@@ -46,7 +48,7 @@ from .bias_rules import (
     SHORTCUT,
     UNATTRIBUTED,
 )
-from .bias_trace import Source, Tracer
+from .bias_trace import Recorder, Source, Tracer
 from .calls import (
     Normalization,
     Target,
@@ -61,6 +63,8 @@ from .placement import model_dtype
 from .precision import ExactnessWarning, check_precision, exact_math
 
 REMAINDER = "other (not attributed)"
+GRAPH, TRACE, COPY = "graph", "trace", "trace with copies"  # the routes, tried in this order
+_GRAPH_REFUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> layer sets the graph route missed
 NORMALIZATION = "input normalisation"
 
 __all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REMAINDER", "bias_sources",
@@ -188,10 +192,20 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     require_piecewise_affine(model, allow_non_affine, strict, modules)
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
-    for copy in (False, True):
-        tracer, logits = _forward(model, modules, specs, x, copy, maps)
+    key = tuple(spec.name for spec in specs)
+    route = TRACE if key in _GRAPH_REFUSED.get(model, ()) else GRAPH
+    while True:
+        if route == GRAPH:
+            tracer, logits = _forward_graph(model, modules, specs, x, maps)
+            if tracer is None:  # the graph holds something only the tracer reads: trace from now on
+                _GRAPH_REFUSED.setdefault(model, set()).add(key)
+                route = TRACE
+                continue
+        else:
+            tracer, logits = _forward(model, modules, specs, x, route == COPY, maps)
         try:
-            if not copy and tracer.changed():  # a value read in the backward pass was changed in place later on
+            if route == TRACE and tracer.changed():  # a value read in the backward pass was changed in place later on
+                route = COPY
                 continue
             result, in_range = select_scores(target, logits)
             flat = not result.per_class  # one class per example: (B,) parts straight away
@@ -199,11 +213,14 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
                 tables = _passes(tracer, specs, result.scores, norm, maps, flat)
             score = result.squeeze(result.scores.detach())
             worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
-            fast = bool(tracer.by_param)
+            fast = route == GRAPH or bool(tracer.by_param)
         finally:
             tracer.release()
-        if copy or not fast or not any(worst):
-            break  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
+        if route == COPY or not fast or not any(worst):
+            break
+        if route == GRAPH:  # the graph route missed a constant: it is not used on this model again
+            _GRAPH_REFUSED.setdefault(model, set()).add(key)
+        route = COPY  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
     out = {}
     for spec, (parts, kinds_, grids, bias), rest in zip(specs, tables, worst, strict=True):
@@ -229,14 +246,37 @@ def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool
             tracer.release()
             raise
     tracer.finish()
-    for i, spec in enumerate(specs):
-        if i not in tracer.h:
-            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
-                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+    _check_layers_ran(tracer, specs)
     return tracer, logits
 
 
-def _passes(tracer: Tracer, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool, flat: bool
+def _forward_graph(model, modules, specs: list[LayerSpec], x: torch.Tensor, maps: bool
+                   ) -> tuple[Recorder | None, torch.Tensor]:
+    """A plain forward pass whose sources are read off the autograd graph (:mod:`pwawidgets.bias_graph`); no
+    recorder where the graph holds something only the tracer reads."""
+    recorder = Recorder(model, modules, specs, x.shape[0])
+    recorder.want_maps = maps
+    with exact_math(x.device), torch.enable_grad(), GraphForward(recorder) as hooks:
+        fed = x.clone() if x.requires_grad else x
+        for i, spec in enumerate(specs):
+            if spec.module is None:
+                recorder.h[i] = (x.detach(), x)
+        logits = logits_of(model(fed))
+    _check_layers_ran(recorder, specs)
+    if not read_graph(recorder, logits, hooks.clamps):
+        return None, logits
+    recorder.finish()
+    return recorder, logits
+
+
+def _check_layers_ran(recorder: Recorder, specs: list[LayerSpec]) -> None:
+    for i, spec in enumerate(specs):
+        if i not in recorder.h:
+            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
+                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+
+
+def _passes(tracer: Recorder, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool, flat: bool
             ) -> list[tuple]:
     """One backward pass per class: the gradient at every layer; the hooks of the sources' nodes compute their
     parts on the way. Returns per layer ``(parts, kinds, maps, bias)``, with a class axis unless ``flat``."""

@@ -74,7 +74,7 @@ class Source:
     terms: Terms
     layers: int  # bit i set: the constant is added after layer i (it is part of that layer's bias)
     view: Callable[[torch.Tensor], torch.Tensor] | None = None  # the part of that output's gradient it meets
-    capped: torch.Tensor | None = None  # a clamp's output: its part is <g_out - g_in, out> (see capped_part)
+    capped: object = None  # a clamp's output (or what makes it): its part is <g_out - g_in, out> (capped_part)
     param: torch.Tensor | None = None  # one example: the parameter that moves a per-channel constant (see channel)
     channel: tuple = ()  # a per-channel constant: (vector (C,), channel axis of the output it is added to)
     edge: tuple | None = None  # (autograd node, output slot) of that output, until a hook on the node is registered
@@ -245,7 +245,8 @@ class Recorder:
                 if grad_inputs[0] is None:
                     self.unmodelled.add(f"{source.name} (a cap whose input has no gradient)")
                     return
-                part, grid = capped_part(g, grad_inputs[0], source.capped, self.want_maps)
+                out = source.capped() if callable(source.capped) else source.capped
+                part, grid = capped_part(g, grad_inputs[0], out, self.want_maps)
             elif source.channel:
                 part, grid = channel_part(g, *source.channel, self.want_maps)
             else:
