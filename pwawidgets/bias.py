@@ -15,12 +15,18 @@ and one backward pass per class serve every source, at every layer asked for.
 What no rule covers (a constant added by functional code the rules do not know) is never hidden: it is the
 entry :data:`REMAINDER`, ``b - sum(parts)``, with an :class:`~pwawidgets.ExactnessWarning` when it is not ~0.
 
-How the parts are read (:mod:`pwawidgets.bias_trace` finds the constants): a hook on the autograd node of the
-output a constant is added to reduces that output's gradient once it is computed, so nothing is kept for later.
-With one example, a BatchNorm's or a linear layer's part comes from autograd's own gradient of its beta or bias,
-and a cap between two BatchNorms from theirs; these rest on the network's structure, so the parts are checked to
-sum to the bias and, when they do not, the call runs again reading every part from hooks. A value read in the
-backward pass that was changed in place after its use makes the call run again with copies.
+Where the constants are found: first by reading the autograd graph of a plain forward pass
+(:mod:`pwawidgets.bias_graph`: biases, BatchNorm shifts, ReLU6/Hardtanh caps, zero padding), so that the forward pass
+costs what :func:`~pwawidgets.decompose`'s does; where the graph holds anything else (a shortcut around the layer,
+a constant added in functional code, a custom module), by tracing the forward pass (:mod:`pwawidgets.bias_trace`),
+which knows every rule. A model and layer set the graph route gave up on is traced from then on.
+
+How the parts are read: a hook on the autograd node of the output a constant is added to reduces that output's
+gradient once it is computed, so nothing is kept for later. With one example, a BatchNorm's or a linear layer's part
+comes from autograd's own gradient of its beta or bias, and a cap between two BatchNorms from theirs; these rest on
+the network's structure, so the parts are checked to sum to the bias and, when they do not, the call runs again
+(traced) reading every part from hooks. A value read in the backward pass that was changed in place after its use
+makes the call run again with copies.
 """
 
 from __future__ import annotations

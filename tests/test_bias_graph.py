@@ -1,0 +1,178 @@
+"""The graph route of bias_sources (constants read off the autograd graph) against the traced forward pass: the same
+sources, in the same order, with the same parts; and every case it does not read handed to the tracer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from test_bias import CappedChain, _randomise_bn, relu6_net, vgg_bn_like
+from torch import nn
+
+import pwawidgets as pw
+from pwawidgets import bias as B
+from pwawidgets.bias import REMAINDER, bias_sources, bias_sources_at
+
+
+def _routes(model, x, target, layers, **kwargs) -> list[str]:
+    """The routes one call took."""
+    taken = []
+    traced, graph = B._forward, B._forward_graph
+
+    def trace(*a):
+        taken.append(B.COPY if a[4] else B.TRACE)
+        return traced(*a)
+
+    def read(*a):
+        taken.append(B.GRAPH)
+        return graph(*a)
+
+    B._forward, B._forward_graph = trace, read
+    try:
+        if isinstance(layers, str):
+            bias_sources(model, x, target, layers, **kwargs)
+        else:
+            bias_sources_at(model, x, target, layers, **kwargs)
+    finally:
+        B._forward, B._forward_graph = traced, graph
+    return taken
+
+
+def _graph_and_trace(model, x, target, layers, **kwargs):
+    """The same call through the graph route and through the tracer (the graph route refused for it)."""
+    names = [layers] if isinstance(layers, str) else layers
+    key = tuple(spec.name for spec in B.resolve_layers(model, names)[0])
+    B._GRAPH_REFUSED.pop(model, None)
+    assert _routes(model, x, target, layers, **kwargs) == [B.GRAPH], "the graph route gave up"
+    call = bias_sources if isinstance(layers, str) else bias_sources_at
+    graph = call(model, x, target, layers, **kwargs)
+    B._GRAPH_REFUSED[model] = {key}
+    try:
+        assert _routes(model, x, target, layers, **kwargs)[0] == B.TRACE
+        traced = call(model, x, target, layers, **kwargs)
+    finally:
+        B._GRAPH_REFUSED.pop(model, None)
+    return graph, traced
+
+
+def _same(graph: B.BiasSources, traced: B.BiasSources) -> None:
+    assert list(graph) == list(traced)  # same names, same order (the order the network adds them)
+    assert graph.kinds == traced.kinds
+    scale = graph.score.abs() + graph.bias.abs()
+    for name in graph:
+        assert ((graph[name] - traced[name]).abs() <= 1e-11 * scale).all(), name
+    assert ((graph.remainder).abs() <= 1e-10 * scale).all()
+    assert graph.maps.keys() == traced.maps.keys()
+    for name in graph.maps:
+        torch.testing.assert_close(graph.maps[name], traced.maps[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture
+def x2() -> torch.Tensor:
+    return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("layer", ["input", "1", "6", "10"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_vgg_bn_like_graph_equals_trace(layer, batch, x2):
+    graph, traced = _graph_and_trace(vgg_bn_like(), x2[:batch], None, layer)
+    _same(graph, traced)
+    assert {"input": "0", "1": "4", "6": "9", "10": "12"}[layer] in graph  # the first conv or linear bias after it
+
+
+def test_saturated_caps_in_place_caps_and_an_add_graph_equals_trace(x2):
+    model = relu6_net()
+    for batch, target in [(1, None), (2, "top2")]:
+        graph, traced = _graph_and_trace(model, x2[:batch] * 4, target, "input")
+        _same(graph, traced)
+        assert graph["2"].abs().min() > 0 and graph["6"].abs().min() > 0  # ReLU6 and Hardtanh caps, saturated
+
+
+def test_caps_between_batchnorms_and_maps_graph_equals_trace(x2):
+    model = _randomise_bn(CappedChain(False), 6).double().eval()
+    for batch, maps in [(1, False), (1, True), (2, True)]:
+        graph, traced = _graph_and_trace(model, x2[:batch] * 2, None, "stem", maps=maps)
+        _same(graph, traced)
+        assert ("act1" in graph.maps) == maps
+
+
+def test_several_layers_graph_equals_trace(x2):
+    model = vgg_bn_like()
+    graph, traced = _graph_and_trace(model, x2, "top2", ["input", "2", "10"])
+    for layer in graph:
+        _same(graph[layer], traced[layer])
+    assert "0" in graph["input"] and "0" not in graph["2"]
+
+
+def test_efficientnet_lite0_and_the_mini_zoo_graph_equals_trace():
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = pw.load_model("efficientnet_lite0").double()
+    for layer in ["stem", "input"]:
+        graph, traced = _graph_and_trace(model, x, None, layer)
+        _same(graph, traced)
+    assert sum(kind == B.CAP for kind in graph.kinds.values()) == 33  # every ReLU6 of the network
+    for name in ["mini_vgg_fc", "mini_vgg_bn", "mini_resnet"]:
+        model = pw.load_model(name).double()
+        graph, traced = _graph_and_trace(model, x, None, model.block_layers[next(iter(model.block_layers))])
+        _same(graph, traced)
+
+
+def test_resnet18_from_the_input_graph_equals_trace():
+    model = _randomise_bn(torchvision.models.resnet18(weights=None), 2).double().eval()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    graph, traced = _graph_and_trace(model, x, None, "input")
+    _same(graph, traced)
+
+
+class _Net(nn.Module):
+    """A conv, a ReLU and a classifier, with one feature the graph route does not read (``case``)."""
+
+    def __init__(self, case: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.case = case
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, 3)
+        self.skip = nn.Conv2d(3, 4, 3)
+        if case == "frozen bias":
+            self.conv2.bias.requires_grad_(False)
+
+    def forward(self, x):
+        h = self.relu(self.conv(x))
+        if self.case == "scalar added":
+            h = h + 0.25
+        if self.case == "padding value":
+            h = F.pad(h, (1, 1, 1, 1), value=0.5)
+        if self.case == "functional clamp":
+            h = F.relu6(h * 40)
+        h = self.conv2(h)
+        if self.case == "shortcut":
+            h = h + self.skip(x)  # reaches the score around the layer
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("case", ["scalar added", "padding value", "functional clamp", "frozen bias", "shortcut"])
+def test_what_the_graph_route_does_not_read_goes_to_the_tracer(case, x2):
+    model = _Net(case).double().eval()
+    B._GRAPH_REFUSED.pop(model, None)
+    assert _routes(model, x2, None, "relu") == [B.GRAPH, B.TRACE]  # the first call tries, and remembers
+    assert _routes(model, x2, None, "relu") == [B.TRACE]
+    sources = bias_sources(model, x2, None, "relu")
+    expected = pw.decompose(model, x2, None, ["relu"]).bias["relu"]
+    attributed = torch.stack([v for k, v in sources.items() if k != REMAINDER]).sum(0)
+    torch.testing.assert_close(attributed, expected, rtol=1e-10, atol=1e-12)
+    named = {"scalar added": "model (constant)", "padding value": "model (padding)",
+             "functional clamp": "model (relu6)", "frozen bias": "conv2", "shortcut": "model (shortcut)"}[case]
+    assert sources[named].abs().max() > 0
+    if case == "frozen bias":  # refused per layer set: after conv2, only the classifier's bias
+        assert _routes(model, x2, None, "conv2") == [B.GRAPH]
+
+
+def test_graph_route_with_every_feature_read_takes_one_forward_pass(x2):
+    model = _Net("none").double().eval()
+    B._GRAPH_REFUSED.pop(model, None)
+    assert _routes(model, x2, "top2", "relu") == [B.GRAPH]
+    assert model not in B._GRAPH_REFUSED
