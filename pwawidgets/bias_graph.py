@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
 from . import kinds
-from .bias_rules import BIAS, BN_SHIFT, batch_norm_shifts
+from .bias_rules import BIAS, BN_SHIFT, cached_batch_norm_shifts
 from .bias_trace import Recorder
 
 # nodes whose output depends on one input (the others: indices, weights that do not depend on any layer) and that
@@ -110,10 +110,12 @@ def read_graph(recorder: Recorder, logits: torch.Tensor, clamps: dict[object, st
 
 def _walk(root, layer_edges: dict[tuple, int]) -> tuple[list, dict]:
     """Every node that depends on a layer: ``[(node, type name, [mask of each input])]``, and the nodes that read a
-    constant padding's output ``{pad node: [(node, slot)]}``. One pass, children before parents, no recursion."""
+    constant padding's output ``{pad node: [(node, type name, slot)]}``. One pass, children before parents, no
+    recursion."""
     layer_nodes = {node for node, _ in layer_edges}
     mask: dict[object, int] = {}
-    type_names: dict[object, str] = {}
+    edges_of: dict[object, tuple] = {}
+    pads: set = set()
     after, consumers = [], {}
     stack = [root]
     while stack:
@@ -121,29 +123,29 @@ def _walk(root, layer_edges: dict[tuple, int]) -> tuple[list, dict]:
         if node in mask:
             stack.pop()
             continue
-        edges = node.next_functions
-        waiting = [child for child, _ in edges if child is not None and child not in mask]
-        if waiting:
-            stack.extend(waiting)
-            continue
+        edges = edges_of.get(node)
+        if edges is None:  # first visit: children first
+            edges = edges_of[node] = node.next_functions
+            waiting = [child for child, _ in edges if child is not None and child not in mask]
+            if waiting:
+                stack.extend(waiting)
+                continue
         stack.pop()
-        masks = []
+        total, masks = 0, []
         for child, slot in edges:
-            bits = 0
-            if child is not None:
-                bits = mask[child]
-                if child in layer_nodes:
-                    bits |= layer_edges.get((child, slot), 0)
+            bits = 0 if child is None else mask[child]
+            if child in layer_nodes:
+                bits |= layer_edges.get((child, slot), 0)
             masks.append(bits)
-        total = 0
-        for bits in masks:
             total |= bits
         mask[node] = total
-        name = type_names[node] = type(node).__name__
         if total:
+            name = type(node).__name__
             after.append((node, name, masks))
+            if name == PAD:
+                pads.add(node)
             for slot, (child, _) in enumerate(edges):
-                if child is not None and type_names.get(child) == PAD:
+                if child in pads:
                     consumers.setdefault(child, []).append((node, name, slot))
     return after, consumers
 
@@ -189,7 +191,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object,
             if sizes is not None and tuple(sizes) != (0,):
                 bias = _parameter(edges[2])
                 module = _owner(bias, recorder, owners, "bilinear")
-                if recorder.modules[module].weight is not _parameter(edges[1]):
+                if recorder.modules[module]._parameters.get("weight") is not _parameter(edges[1]):
                     raise _GiveUp
                 # a convolution's bias gradient costs its weight gradient on the CPU (oneDNN): always a hook
                 steps.append((recorder.channel, (module, BIAS, (node, 0), bias, 1, masks[0], None)))
@@ -205,7 +207,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object,
                 raise _GiveUp
             beta, gamma = _parameter(edges[2]), _parameter(edges[1])
             module = _owner(beta, recorder, owners, "batch_norm")
-            if recorder.modules[module].weight is not gamma:
+            if recorder.modules[module]._parameters.get("weight") is not gamma:
                 raise _GiveUp
             norms.append(recorder.modules[module])
             steps.append((None, (module, BN_SHIFT, (node, 0), id(norms[-1]), 1, masks[0], beta, gamma)))
@@ -225,7 +227,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object,
     values = [v for v in pads if v is not None]
     if values and any(torch.stack(values).tolist()):  # one wait for the device, at most
         raise _GiveUp  # a non-zero padding value: the tracer reads it
-    shifts = batch_norm_shifts(norms) if norms else {}  # all at once
+    shifts = cached_batch_norm_shifts(norms) if norms else {}  # all at once
     for record, args in steps:
         if record is None:  # a BatchNorm: its shift
             recorder.channel(*args[:3], shifts[args[3]], *args[4:])

@@ -41,7 +41,7 @@ from .bias_rules import (
     SUB,
     Terms,
     additive_terms,
-    batch_norm_shifts,
+    cached_batch_norm_shifts,
     capped_node,
     capped_part,
     caps,
@@ -409,7 +409,7 @@ class Tracer(Recorder, TorchFunctionMode):
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
         elif kind.name == "batch_norm":
             if self.shifts is None:
-                self.shifts = batch_norm_shifts([m for m in self.modules.values()
+                self.shifts = cached_batch_norm_shifts([m for m in self.modules.values()
                                                  if self.where[id(m)][1] is kind])
             if id(module) in self.shifts:
                 self.add_channel(name, BN_SHIFT, output, self.shifts[id(module)], 1, mask, module.bias,
