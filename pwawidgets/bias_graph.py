@@ -124,9 +124,15 @@ def _walk(root, layer_edges: dict[tuple, int]) -> tuple[list, dict]:
             stack.pop()
             continue
         edges = edges_of.get(node)
-        if edges is None:  # first visit: children first
+        if edges is None:  # first visit: children first (a parameter's leaf at once: it depends on no layer)
             edges = edges_of[node] = node.next_functions
-            waiting = [child for child, _ in edges if child is not None and child not in mask]
+            waiting = []
+            for child, _ in edges:
+                if child is not None and child not in mask:
+                    if type(child).__name__ == LEAF:
+                        mask[child] = 0
+                    else:
+                        waiting.append(child)
             if waiting:
                 stack.extend(waiting)
                 continue
