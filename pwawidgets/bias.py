@@ -70,7 +70,25 @@ from .precision import ExactnessWarning, check_precision, exact_math
 
 REMAINDER = "other (not attributed)"
 GRAPH, TRACE, COPY = "graph", "trace", "trace with copies"  # the routes, tried in this order
-_GRAPH_REFUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> layer sets the graph route missed
+_GRAPH_REFUSED: dict[int, tuple[weakref.ref, set]] = {}  # id(model) -> (the model, layer sets the graph route missed)
+
+
+def _graph_refused(model: nn.Module) -> set[tuple[str, ...]]:
+    entry = _GRAPH_REFUSED.get(id(model))
+    return entry[1] if entry is not None and entry[0]() is model else set()
+
+
+def _refuse_graph(model: nn.Module, key: tuple[str, ...]) -> None:
+    """Trace this model at these layers from now on (forgotten with the model)."""
+    ident = id(model)
+    entry = _GRAPH_REFUSED.get(ident)
+    if entry is None or entry[0]() is not model:
+        try:
+            ref = weakref.ref(model, lambda _: _GRAPH_REFUSED.pop(ident, None))
+        except TypeError:  # not weakly referable: nothing remembered
+            return
+        entry = _GRAPH_REFUSED[ident] = (ref, set())
+    entry[1].add(key)
 NORMALIZATION = "input normalisation"
 
 __all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REMAINDER", "bias_sources",
@@ -199,12 +217,12 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
     key = tuple(spec.name for spec in specs)
-    route = TRACE if key in _GRAPH_REFUSED.get(model, ()) else GRAPH
+    route = TRACE if key in _graph_refused(model) else GRAPH
     while True:
         if route == GRAPH:
             tracer, logits = _forward_graph(model, modules, specs, x, maps)
             if tracer is None:  # the graph holds something only the tracer reads: trace from now on
-                _GRAPH_REFUSED.setdefault(model, set()).add(key)
+                _refuse_graph(model, key)
                 route = TRACE
                 continue
         else:
@@ -225,7 +243,7 @@ def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalizati
         if route == COPY or not fast or not any(worst):
             break
         if route == GRAPH:  # the graph route missed a constant: it is not used on this model again
-            _GRAPH_REFUSED.setdefault(model, set()).add(key)
+            _refuse_graph(model, key)
         route = COPY  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
     out = {}

@@ -43,16 +43,16 @@ def _graph_and_trace(model, x, target, layers, **kwargs):
     """The same call through the graph route and through the tracer (the graph route refused for it)."""
     names = [layers] if isinstance(layers, str) else layers
     key = tuple(spec.name for spec in B.resolve_layers(model, names)[0])
-    B._GRAPH_REFUSED.pop(model, None)
+    B._GRAPH_REFUSED.pop(id(model), None)
     assert _routes(model, x, target, layers, **kwargs) == [B.GRAPH], "the graph route gave up"
     call = bias_sources if isinstance(layers, str) else bias_sources_at
     graph = call(model, x, target, layers, **kwargs)
-    B._GRAPH_REFUSED[model] = {key}
+    B._refuse_graph(model, key)
     try:
         assert _routes(model, x, target, layers, **kwargs)[0] == B.TRACE
         traced = call(model, x, target, layers, **kwargs)
     finally:
-        B._GRAPH_REFUSED.pop(model, None)
+        B._GRAPH_REFUSED.pop(id(model), None)
     return graph, traced
 
 
@@ -157,7 +157,7 @@ class _Net(nn.Module):
 @pytest.mark.parametrize("case", ["scalar added", "padding value", "functional clamp", "frozen bias", "shortcut"])
 def test_what_the_graph_route_does_not_read_goes_to_the_tracer(case, x2):
     model = _Net(case).double().eval()
-    B._GRAPH_REFUSED.pop(model, None)
+    B._GRAPH_REFUSED.pop(id(model), None)
     assert _routes(model, x2, None, "relu") == [B.GRAPH, B.TRACE]  # the first call tries, and remembers
     assert _routes(model, x2, None, "relu") == [B.TRACE]
     sources = bias_sources(model, x2, None, "relu")
@@ -173,6 +173,19 @@ def test_what_the_graph_route_does_not_read_goes_to_the_tracer(case, x2):
 
 def test_graph_route_with_every_feature_read_takes_one_forward_pass(x2):
     model = _Net("none").double().eval()
-    B._GRAPH_REFUSED.pop(model, None)
+    B._GRAPH_REFUSED.pop(id(model), None)
     assert _routes(model, x2, "top2", "relu") == [B.GRAPH]
-    assert model not in B._GRAPH_REFUSED
+    assert not B._graph_refused(model)
+
+
+def test_refusals_are_dropped_with_the_model(x2):
+    import gc
+
+    model = _Net("shortcut").double().eval()
+    assert _routes(model, x2, None, "relu") == [B.GRAPH, B.TRACE]
+    assert _routes(model, x2, None, "relu") == [B.TRACE]
+    key = id(model)
+    assert key in B._GRAPH_REFUSED
+    del model
+    gc.collect()
+    assert key not in B._GRAPH_REFUSED
