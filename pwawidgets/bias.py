@@ -64,7 +64,7 @@ from .calls import (
     prepare_inputs,
     select_scores,
 )
-from .layers import INPUT, LayerSpec, resolve_layers, resolve_one
+from .layers import INPUT, LayerSpec, check_model, resolve_layers, resolve_one
 from .placement import model_dtype
 from .precision import ExactnessWarning, check_precision, exact_math
 
@@ -183,8 +183,11 @@ def bias_sources(
         :class:`BiasSources`, a mapping ``{source: (B,) or (B, k)}`` whose values sum to
         ``decompose(model, inputs, target, [layer]).bias[layer]``; ``.bias``, ``.score`` and ``.remainder``.
     """
-    spec = resolve_one(model, layer)
-    return _trace(model, inputs, target, [spec], reference, normalization, maps, allow_non_affine, strict)[spec.name]
+    model = check_model(model)
+    modules = dict(model.named_modules())
+    spec = resolve_one(model, layer, modules)
+    return _trace(model, modules, inputs, target, [spec], reference, normalization, maps, allow_non_affine,
+                  strict)[spec.name]
 
 
 def bias_sources_at(
@@ -200,17 +203,18 @@ def bias_sources_at(
     """:func:`bias_sources` at several layers (names or presets, not ``"all"``) from the same single forward pass
     and one backward pass per class: ``{layer: BiasSources}``. A constant's part does not depend on the layer;
     which constants (and shortcuts) make up each layer's bias does."""
-    specs, wants_all = resolve_layers(model, layers)
+    model = check_model(model)
+    modules = dict(model.named_modules())
+    specs, wants_all = resolve_layers(model, layers, modules)
     if wants_all or not specs:
         raise ValueError("name the layers (or 'blocks'); 'all' is not supported here")
-    return _trace(model, inputs, target, specs, reference, normalization, maps, False, False)
+    return _trace(model, modules, inputs, target, specs, reference, normalization, maps, False, False)
 
 
-def _trace(model, inputs, target, specs: list[LayerSpec], reference, normalization, maps, allow_non_affine,
+def _trace(model, modules, inputs, target, specs: list[LayerSpec], reference, normalization, maps, allow_non_affine,
            strict) -> dict[str, BiasSources]:
     if torch.is_inference_mode_enabled():
         raise RuntimeError("bias_sources needs autograd: call it outside torch.inference_mode()")
-    modules = dict(model.named_modules())
     wants_input = any(spec.module is None for spec in specs)
     norm = input_normalization(model, normalization, reference, wants_input)
     require_piecewise_affine(model, allow_non_affine, strict, modules)
