@@ -189,3 +189,13 @@ def test_refusals_are_dropped_with_the_model(x2):
     del model
     gc.collect()
     assert key not in B._GRAPH_REFUSED
+
+
+def test_a_compiled_model_is_read_through_its_original_modules(x2):
+    model = vgg_bn_like()
+    compiled = torch.compile(model)  # never run: bias_sources works on the eager original
+    direct = bias_sources(model, x2, None, "1")
+    through = bias_sources(compiled, x2, None, "1")
+    assert list(through) == list(direct) and "4" in through
+    for name in direct:
+        torch.testing.assert_close(through[name], direct[name], rtol=0, atol=0)
