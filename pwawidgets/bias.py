@@ -16,10 +16,11 @@ What no rule covers (a constant added by functional code the rules do not know) 
 entry :data:`REMAINDER`, ``b - sum(parts)``, with an :class:`~pwawidgets.ExactnessWarning` when it is not ~0.
 
 Where the constants are found: first by reading the autograd graph of a plain forward pass
-(:mod:`pwawidgets.bias_graph`: biases, BatchNorm shifts, ReLU6/Hardtanh caps, zero padding), so that the forward pass
-costs what :func:`~pwawidgets.decompose`'s does; where the graph holds anything else (a shortcut around the layer,
-a constant added in functional code, a custom module), by tracing the forward pass (:mod:`pwawidgets.bias_trace`),
-which knows every rule. A model and layer set the graph route gave up on is traced from then on.
+(:mod:`pwawidgets.bias_graph`: biases, BatchNorm shifts, ReLU6/Hardtanh caps, zero padding; residual shortcuts
+around the layer from a forward pass that keeps module outputs), so that the forward pass costs about what
+:func:`~pwawidgets.decompose`'s does; where the graph holds anything else (a constant added in functional code, a
+custom module), by tracing the forward pass (:mod:`pwawidgets.bias_trace`), which knows every rule. Which route a
+model and layer set needs is learnt on the first call and remembered.
 
 How the parts are read: a hook on the autograd node of the output a constant is added to reduces that output's
 gradient once it is computed, so nothing is kept for later. With one example, a BatchNorm's or a linear layer's part
@@ -40,7 +41,8 @@ import torch
 from torch import nn
 
 from .audit import require_piecewise_affine
-from .bias_graph import GraphForward, read_graph
+from .bias_graph import CAPTURE as CAPTURED
+from .bias_graph import READ, GraphForward, read_graph
 from .bias_rules import (
     BIAS,
     BN_SHIFT,
@@ -69,27 +71,29 @@ from .placement import model_dtype
 from .precision import ExactnessWarning, check_precision, exact_math
 
 REMAINDER = "other (not attributed)"
-GRAPH, TRACE, COPY = "graph", "trace", "trace with copies"  # the routes, tried in this order
-_GRAPH_REFUSED: dict[int, tuple[weakref.ref, set]] = {}  # id(model) -> (the model, layer sets the graph route missed)
+NORMALIZATION = "input normalisation"
+GRAPH, CAPTURE, TRACE, COPY = "graph", "graph with values", "trace", "trace with copies"  # routes, in this order
+_ROUTES: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {layer names: first route to take})
 
 
-def _graph_refused(model: nn.Module) -> set[tuple[str, ...]]:
-    entry = _GRAPH_REFUSED.get(id(model))
-    return entry[1] if entry is not None and entry[0]() is model else set()
+def _route(model: nn.Module, key: tuple[str, ...]) -> str:
+    """The route to take first for this model and these layers: the graph route until it has given up on them."""
+    entry = _ROUTES.get(id(model))
+    return entry[1].get(key, GRAPH) if entry is not None and entry[0]() is model else GRAPH
 
 
-def _refuse_graph(model: nn.Module, key: tuple[str, ...]) -> None:
-    """Trace this model at these layers from now on (forgotten with the model)."""
+def _remember(model: nn.Module, key: tuple[str, ...], route: str) -> None:
+    """Take ``route`` first for this model and these layers from now on (forgotten with the model)."""
     ident = id(model)
-    entry = _GRAPH_REFUSED.get(ident)
+    entry = _ROUTES.get(ident)
     if entry is None or entry[0]() is not model:
         try:
-            ref = weakref.ref(model, lambda _: _GRAPH_REFUSED.pop(ident, None))
+            ref = weakref.ref(model, lambda _: _ROUTES.pop(ident, None))
         except TypeError:  # not weakly referable: nothing remembered
             return
-        entry = _GRAPH_REFUSED[ident] = (ref, set())
-    entry[1].add(key)
-NORMALIZATION = "input normalisation"
+        entry = _ROUTES[ident] = (ref, {})
+    entry[1][key] = route
+
 
 __all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REMAINDER", "bias_sources",
            "bias_sources_at", "BIAS", "BN_SHIFT", "CAP", "CONSTANT", "NORM", "OFFSET", "PADDING", "SHORTCUT",
@@ -221,13 +225,13 @@ def _trace(model, modules, inputs, target, specs: list[LayerSpec], reference, no
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
     key = tuple(spec.name for spec in specs)
-    route = TRACE if key in _graph_refused(model) else GRAPH
+    route = _route(model, key)
     while True:
-        if route == GRAPH:
-            tracer, logits = _forward_graph(model, modules, specs, x, maps)
-            if tracer is None:  # the graph holds something only the tracer reads: trace from now on
-                _refuse_graph(model, key)
-                route = TRACE
+        if route in (GRAPH, CAPTURE):
+            tracer, logits, said = _forward_graph(model, modules, specs, x, maps, route == CAPTURE)
+            if tracer is None:  # a shortcut needs the values a capturing pass keeps; or the tracer is needed
+                route = CAPTURE if said == CAPTURED and route == GRAPH else TRACE
+                _remember(model, key, route)
                 continue
         else:
             tracer, logits = _forward(model, modules, specs, x, route == COPY, maps)
@@ -241,13 +245,13 @@ def _trace(model, modules, inputs, target, specs: list[LayerSpec], reference, no
                 tables = _passes(tracer, specs, result.scores, norm, maps, flat)
             score = result.squeeze(result.scores.detach())
             worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
-            fast = route == GRAPH or bool(tracer.by_param)
+            fast = route in (GRAPH, CAPTURE) or bool(tracer.by_param)
         finally:
             tracer.release()
         if route == COPY or not fast or not any(worst):
             break
-        if route == GRAPH:  # the graph route missed a constant: it is not used on this model again
-            _refuse_graph(model, key)
+        if route in (GRAPH, CAPTURE):  # the graph route missed a constant: it is not used on this model again
+            _remember(model, key, TRACE)
         route = COPY  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
     check_after_passes(x, result, in_range)
     out = {}
@@ -278,23 +282,24 @@ def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool
     return tracer, logits
 
 
-def _forward_graph(model, modules, specs: list[LayerSpec], x: torch.Tensor, maps: bool
-                   ) -> tuple[Recorder | None, torch.Tensor]:
+def _forward_graph(model, modules, specs: list[LayerSpec], x: torch.Tensor, maps: bool, capture: bool
+                   ) -> tuple[Recorder | None, torch.Tensor, str]:
     """A plain forward pass whose sources are read off the autograd graph (:mod:`pwawidgets.bias_graph`); no
-    recorder where the graph holds something only the tracer reads."""
+    recorder where the graph holds something only the tracer reads, or (without ``capture``) a shortcut."""
     recorder = Recorder(model, modules, specs, x.shape[0])
     recorder.want_maps = maps
-    with exact_math(x.device), torch.enable_grad(), GraphForward(recorder) as hooks:
+    with exact_math(x.device), torch.enable_grad(), GraphForward(recorder, capture) as hooks:
         fed = x.clone() if x.requires_grad else x
         for i, spec in enumerate(specs):
             if spec.module is None:
                 recorder.h[i] = (x.detach(), x)
         logits = logits_of(model(fed))
     _check_layers_ran(recorder, specs)
-    if not read_graph(recorder, logits, hooks.clamps):
-        return None, logits
+    said = read_graph(recorder, logits, hooks)
+    if said != READ:
+        return None, logits, said
     recorder.finish()
-    return recorder, logits
+    return recorder, logits, said
 
 
 def _check_layers_ran(recorder: Recorder, specs: list[LayerSpec]) -> None:

@@ -7,10 +7,14 @@ per layer) and reads the constant each node after a layer adds from the node its
 layer's bias (the parameter behind its gradient edge), a BatchNorm's shift (its module's running statistics), a
 clamp's cap (its saved input), a zero padding (checked on the convolution's saved input).
 
-The walk gives up (:func:`read_graph` returns False; the caller then traces the forward pass with
+A value that reaches the score around a layer (a residual shortcut taken before it) is not in the graph: the first
+call meets it and asks for one more forward pass with two global module hooks that keep every module's output and
+where each value was made (:class:`GraphForward` with ``capture``); that model and layer set then runs that way.
+
+The walk gives up (:func:`read_graph` returns :data:`REFUSED`; the caller then traces the forward pass with
 :class:`pwawidgets.bias_trace.Tracer`, which knows more rules) at any node it does not know, at a constant it cannot
-read (a bias that does not require grad, a non-zero padding value, an addition of a tensor that is no layer output)
-and at a value that reaches the score around a layer (a residual shortcut taken before it).
+read (a bias that does not require grad, a non-zero padding value, an addition of a tensor made in functional code,
+a shortcut no module returned) and at a concatenation of pieces that come from different layers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import kinds
 from .bias_rules import BIAS, BN_SHIFT, cached_batch_norm_shifts
@@ -48,11 +53,21 @@ PAD, CONVOLUTION, ADDMM, LEAF = "ConstantPadNdBackward0", "ConvolutionBackward0"
 
 class GraphForward:
     """Forward hooks for the graph route on the layers asked for (their outputs go to the recorder) and on the
-    ReLU6/Hardtanh modules (``clamps``: ``{autograd node: module name}``); removed on exit."""
+    ReLU6/Hardtanh modules (``clamps``: ``{autograd node: module name}``); removed on exit.
 
-    def __init__(self, recorder: Recorder):
-        self.recorder = recorder
+    With ``capture`` (for a network where a value reaches the score around a layer: a residual shortcut), two
+    global module hooks also keep every module's output (``values``: ``{(node, slot): (tensor, version)}``) and
+    where each value was computed (``context``: ``{node: name of the module whose forward made it}``), so that a
+    shortcut's value and name can be read at the addition that takes it in."""
+
+    def __init__(self, recorder: Recorder, capture: bool = False):
+        self.recorder, self.capture = recorder, capture
         self.clamps: dict[object, str] = {}
+        self.values: dict[tuple, tuple[torch.Tensor, int]] = {}
+        self.context: dict[object, str] = {}
+        self.parents: dict | None = None  # a consumer of each node (filled by the graph walk)
+        self._stack: list[str] = []
+        self._names: dict[int, str] = {}
         self._handles: list = []
 
     def __enter__(self) -> GraphForward:
@@ -62,6 +77,9 @@ class GraphForward:
                 clamp = type(module).forward is nn.Hardtanh.forward
                 if clamp or name in layers:
                     self._handles.append(module.register_forward_hook(self._hook(name, name in layers, clamp)))
+            if self.capture:
+                self._names = {id(m): name for name, m in self.recorder.modules.items()}
+                self._handles += [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
         except BaseException:
             self.__exit__()
             raise
@@ -83,16 +101,43 @@ class GraphForward:
 
         return hook
 
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        where = self._stack[-1] if self._stack else ""
+        for a in args:  # a value made inline by the forward that calls this module
+            if isinstance(a, torch.Tensor) and a.grad_fn is not None:
+                self.context.setdefault(a.grad_fn, where)
+        self._stack.append(name)
+
+    def _post(self, module: nn.Module, args: tuple, output) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        self._stack.pop()
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            self.context.setdefault(output.grad_fn, name)  # the innermost module that returns it
+            self.values.setdefault((output.grad_fn, output.output_nr), (output, output._version))
+
 
 class _GiveUp(Exception):
     """The graph holds something the graph route does not read: trace the forward pass instead."""
 
 
-def read_graph(recorder: Recorder, logits: torch.Tensor, clamps: dict[object, str]) -> bool:
-    """Fill ``recorder`` with the sources after its layers, read off the autograd graph below ``logits``. False
-    (and the recorder left empty) where the graph holds something this route does not read."""
+class _NeedsValues(_GiveUp):
+    """A value reaches the score around a layer: read the graph again after a forward pass that keeps values."""
+
+
+READ, CAPTURE, REFUSED = "read", "capture values", "refused"  # what read_graph says
+
+
+def read_graph(recorder: Recorder, logits: torch.Tensor, hooks: GraphForward) -> str:
+    """Fill ``recorder`` with the sources after its layers, read off the autograd graph below ``logits``:
+    :data:`READ`; :data:`CAPTURE` where a shortcut around a layer needs the values a capturing forward pass keeps;
+    :data:`REFUSED` where the graph holds something this route does not read (the recorder is then left empty)."""
     if logits.grad_fn is None:
-        return False
+        return REFUSED
     layer_edges: dict[tuple, int] = {}
     for i, (_, edge) in recorder.h.items():
         if isinstance(edge, torch.Tensor):
@@ -100,18 +145,22 @@ def read_graph(recorder: Recorder, logits: torch.Tensor, clamps: dict[object, st
         key = (edge.node, edge.output_nr)
         layer_edges[key] = layer_edges.get(key, 0) | 1 << i
     try:
-        after, consumers = _walk(logits.grad_fn, layer_edges)
-        _read(recorder, after, consumers, clamps)
+        hooks.parents = {} if hooks.capture else None
+        after, consumers = _walk(logits.grad_fn, layer_edges, hooks.parents)
+        _read(recorder, after, consumers, hooks)
+    except _NeedsValues:
+        recorder.release()
+        return CAPTURE
     except (_GiveUp, AttributeError, RuntimeError):  # RuntimeError: a saved value changed in place, or freed
         recorder.release()
-        return False
-    return True
+        return REFUSED
+    return READ
 
 
-def _walk(root, layer_edges: dict[tuple, int]) -> tuple[list, dict]:
+def _walk(root, layer_edges: dict[tuple, int], parents: dict | None = None) -> tuple[list, dict]:
     """Every node that depends on a layer: ``[(node, type name, [mask of each input])]``, and the nodes that read a
     constant padding's output ``{pad node: [(node, type name, slot)]}``. One pass, children before parents, no
-    recursion."""
+    recursion. ``parents``, if given, gets a consumer of each node that depends on a layer."""
     layer_nodes = {node for node, _ in layer_edges}
     mask: dict[object, int] = {}
     edges_of: dict[object, tuple] = {}
@@ -153,6 +202,8 @@ def _walk(root, layer_edges: dict[tuple, int]) -> tuple[list, dict]:
             for slot, (child, _) in enumerate(edges):
                 if child in pads:
                     consumers.setdefault(child, []).append((node, name, slot))
+                if parents is not None and child is not None:
+                    parents.setdefault(child, node)
     return after, consumers
 
 
@@ -176,10 +227,11 @@ def _owner(param: torch.Tensor, recorder: Recorder, owners: dict, kind: str) -> 
     return name
 
 
-def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object, str]) -> None:
+def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward) -> None:
     """Check every node after a layer, then record its constant, in the order the forward pass made them (a cap
     between two BatchNorms is linked to both as they come)."""
     owners: dict[int, str] = {}
+    clamps = hooks.clamps
     steps, norms, pads = [], [], []
     after.sort(key=lambda entry: entry[0]._sequence_nr())
     for node, name, masks in after:
@@ -188,8 +240,10 @@ def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object,
             if sum(1 for bits in masks if bits) != 1 or (name == "DivBackward0" and (masks[0] == 0 or masks[1])):
                 raise _GiveUp  # a product of two values that depend on layers
         elif name in SUMS:
-            if any(child is None for child, _ in edges) or len(set(masks)) != 1:
-                raise _GiveUp  # a constant or a shortcut added: the tracer reads those
+            if any(child is None for child, _ in edges):
+                raise _GiveUp  # a constant added: the tracer reads it
+            if len(set(masks)) != 1:  # a value that bypasses some layers: part of their biases
+                steps += _shortcuts(node, name, edges, masks, hooks)
         elif name == CONVOLUTION:
             if masks[0] == 0 or any(masks[1:]):
                 raise _GiveUp
@@ -239,6 +293,36 @@ def _read(recorder: Recorder, after: list, consumers: dict, clamps: dict[object,
             recorder.channel(*args[:3], shifts[args[3]], *args[4:])
         else:
             record(*args)
+
+
+def _shortcuts(node, name: str, edges: tuple, masks: list[int], hooks: GraphForward) -> list:
+    """The steps that record the values an addition takes in around some layers (a residual shortcut): their part
+    is ``<dS/d sum, coefficient x value>``, named after the module whose forward adds them, as the tracer names
+    them."""
+    if not hooks.capture:
+        raise _NeedsValues
+    if name not in ("AddBackward0", "SubBackward0") or len(edges) != 2:
+        raise _GiveUp  # a concatenation or stack of pieces from different layers: the tracer reads those
+    where, seen = None, node
+    while where is None and seen is not None:  # made inline: named after the forward its consumers run in
+        where = hooks.context.get(seen)
+        seen = hooks.parents.get(seen)
+    if where is None:
+        raise _GiveUp
+    total = masks[0] | masks[1]
+    alpha = float(node._saved_alpha)
+    steps = []
+    for k, (edge, bits) in enumerate(zip(edges, masks, strict=True)):
+        missing = total & ~bits
+        if not missing:
+            continue
+        kept = hooks.values.get(edge)
+        if kept is None or type(edge[0]).__name__ == LEAF or kept[0]._version != kept[1]:
+            raise _GiveUp  # a value no module returned, a parameter, or one changed in place since
+        coefficient = 1.0 if k == 0 else (alpha if name == "AddBackward0" else -alpha)
+        steps.append((hooks.recorder.inflow, (f"{where or 'model'} (shortcut)", (node, 0),
+                                              [(kept[0].detach(), coefficient)], missing)))
+    return steps
 
 
 def _clamped(saved: torch.Tensor, low: float, high: float) -> Callable[[], torch.Tensor]:

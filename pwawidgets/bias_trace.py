@@ -144,6 +144,12 @@ class Recorder:
             self._hook(source)
             self.sources.append(source)
 
+    def inflow(self, name: str, edge: tuple, terms: Terms, layers: int) -> None:
+        """A value that reaches the output at ``edge`` around ``layers`` (a residual shortcut): part of their biases."""
+        source = Source(name, SHORTCUT, terms, layers, edge=edge)
+        self._hook(source)
+        self.sources.append(source)
+
     def channel(self, name: str, kind: str, edge: tuple, vector: torch.Tensor, dim: int, layers: int,
                 param: torch.Tensor | None, gamma: torch.Tensor | None = None) -> None:
         """A constant per channel (a bias, a BatchNorm shift) added along axis ``dim`` of the output at ``edge``.

@@ -490,7 +490,7 @@ def test_caps_between_batchnorms_from_parameter_gradients_at_one_example(x8, lea
     modules = dict(model.named_modules())
     tracer, _ = B._forward(model, modules, [spec], x[:1], False)
     assert {s.name for s in tracer.sources if s.between} == {"act0", "act1", "act2"}
-    recorder, _ = B._forward_graph(model, modules, [spec], x[:1], False)  # the graph route links the same caps
+    recorder, _, _ = B._forward_graph(model, modules, [spec], x[:1], False, False)  # it links the same caps
     assert {s.name for s in recorder.sources if s.between} == {"act0", "act1", "act2"}
     tracer.release()
     recorder.release()
