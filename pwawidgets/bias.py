@@ -277,7 +277,7 @@ def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool
         except BaseException:
             tracer.release()
             raise
-    tracer.finish()
+    tracer.finish(logits.grad_fn)
     _check_layers_ran(tracer, specs)
     return tracer, logits
 
@@ -298,7 +298,7 @@ def _forward_graph(model, modules, specs: list[LayerSpec], x: torch.Tensor, maps
     said = read_graph(recorder, logits, hooks)
     if said != READ:
         return None, logits, said
-    recorder.finish()
+    recorder.finish(uses=hooks.uses)
     return recorder, logits, said
 
 

@@ -27,7 +27,7 @@ from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import kinds
-from .bias_rules import BIAS, BN_SHIFT, cached_batch_norm_shifts
+from .bias_rules import BIAS, BN_SHIFT, batch_norm_shifts
 from .bias_trace import Recorder
 
 # nodes whose output depends on one input (the others: indices, weights that do not depend on any layer) and that
@@ -66,6 +66,7 @@ class GraphForward:
         self.values: dict[tuple, tuple[torch.Tensor, int]] = {}
         self.context: dict[object, str] = {}
         self.parents: dict | None = None  # a consumer of each node (filled by the graph walk)
+        self.uses: dict = {}  # how many times each node is an input (filled by the graph walk)
         self._stack: list[str] = []
         self._names: dict[int, str] = {}
         self._handles: list = []
@@ -146,7 +147,7 @@ def read_graph(recorder: Recorder, logits: torch.Tensor, hooks: GraphForward) ->
         layer_edges[key] = layer_edges.get(key, 0) | 1 << i
     try:
         hooks.parents = {} if hooks.capture else None
-        after, consumers = _walk(logits.grad_fn, layer_edges, hooks.parents)
+        after, consumers = _walk(logits.grad_fn, layer_edges, hooks.uses, hooks.parents)
         _read(recorder, after, consumers, hooks)
     except _NeedsValues:
         recorder.release()
@@ -157,10 +158,11 @@ def read_graph(recorder: Recorder, logits: torch.Tensor, hooks: GraphForward) ->
     return READ
 
 
-def _walk(root, layer_edges: dict[tuple, int], parents: dict | None = None) -> tuple[list, dict]:
+def _walk(root, layer_edges: dict[tuple, int], uses: dict, parents: dict | None = None) -> tuple[list, dict]:
     """Every node that depends on a layer: ``[(node, type name, [mask of each input])]``, and the nodes that read a
     constant padding's output ``{pad node: [(node, type name, slot)]}``. One pass, children before parents, no
-    recursion. ``parents``, if given, gets a consumer of each node that depends on a layer."""
+    recursion. ``uses`` gets how many times each node that depends on a layer is an input; ``parents``, if
+    given, one consumer of each."""
     layer_nodes = {node for node, _ in layer_edges}
     mask: dict[object, int] = {}
     edges_of: dict[object, tuple] = {}
@@ -202,8 +204,10 @@ def _walk(root, layer_edges: dict[tuple, int], parents: dict | None = None) -> t
             for slot, (child, _) in enumerate(edges):
                 if child in pads:
                     consumers.setdefault(child, []).append((node, name, slot))
-                if parents is not None and child is not None:
-                    parents.setdefault(child, node)
+                if child is not None:
+                    uses[child] = uses.get(child, 0) + 1
+                    if parents is not None:
+                        parents.setdefault(child, node)
     return after, consumers
 
 
@@ -214,23 +218,38 @@ def _parameter(edge: tuple) -> torch.Tensor:
     return node.variable
 
 
-def _owner(param: torch.Tensor, recorder: Recorder, owners: dict, kind: str) -> str:
-    """The module whose ``bias`` is ``param``, of the given kind (else give up: the tracer names it)."""
+def _owner(bias: torch.Tensor, weight: torch.Tensor, recorder: Recorder, owners: dict, kind: str) -> str:
+    """The one module, of the given kind, whose ``bias`` and ``weight`` these are. Give up (the tracer names it) for a
+    parameter several modules hold, a weight that is not the module's, or a bias met twice in one graph: the same
+    parameters used again in functional code, or a shared module called twice."""
     if not owners:
-        owners.update({id(m._parameters["bias"]): name for name, m in recorder.modules.items()
-                       if m._parameters.get("bias") is not None})
-    name = owners.get(id(param))
-    module = recorder.modules.get(name) if name is not None else None
-    found = kinds.kind_of_module(module) if module is not None else None
-    if found is None or found.name != kind:
+        for name, m in recorder.modules.items():
+            if m._parameters.get("bias") is not None:
+                owners.setdefault(id(m._parameters["bias"]), []).append(name)
+        owners["seen"] = set()
+    names = owners.get(id(bias), [])
+    if len(names) != 1 or id(bias) in owners["seen"]:
         raise _GiveUp
-    return name
+    owners["seen"].add(id(bias))
+    module = recorder.modules[names[0]]
+    found = kinds.kind_of_module(module)
+    if found is None or found.name != kind or module._parameters.get("weight") is not weight:
+        raise _GiveUp
+    return names[0]
+
+
+def _weight_of_linear(edge: tuple) -> torch.Tensor:
+    """A linear layer's weight behind the transpose ``addmm`` reads it through."""
+    node = edge[0]
+    if node is None or type(node).__name__ != "TBackward0":
+        raise _GiveUp
+    return _parameter(node.next_functions[0])
 
 
 def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward) -> None:
     """Check every node after a layer, then record its constant, in the order the forward pass made them (a cap
     between two BatchNorms is linked to both as they come)."""
-    owners: dict[int, str] = {}
+    owners: dict = {}
     clamps = hooks.clamps
     steps, norms, pads = [], [], []
     after.sort(key=lambda entry: entry[0]._sequence_nr())
@@ -250,9 +269,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward)
             sizes = node._saved_bias_sym_sizes_opt
             if sizes is not None and tuple(sizes) != (0,):
                 bias = _parameter(edges[2])
-                module = _owner(bias, recorder, owners, "bilinear")
-                if recorder.modules[module]._parameters.get("weight") is not _parameter(edges[1]):
-                    raise _GiveUp
+                module = _owner(bias, _parameter(edges[1]), recorder, owners, "bilinear")
                 # a convolution's bias gradient costs its weight gradient on the CPU (oneDNN): always a hook
                 steps.append((recorder.channel, (module, BIAS, (node, 0), bias, 1, masks[0], None)))
         elif name == ADDMM:
@@ -260,15 +277,13 @@ def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward)
                     or node._saved_mat1_sym_sizes[0] != recorder.batch:
                 raise _GiveUp
             bias = _parameter(edges[0])
-            module = _owner(bias, recorder, owners, "bilinear")
+            module = _owner(bias, _weight_of_linear(edges[2]), recorder, owners, "bilinear")
             steps.append((recorder.channel, (module, BIAS, (node, 0), bias, 1, masks[1], bias)))
         elif name in BATCH_NORMS:
             if masks[0] == 0 or any(masks[1:]) or node._saved_training:
                 raise _GiveUp
             beta, gamma = _parameter(edges[2]), _parameter(edges[1])
-            module = _owner(beta, recorder, owners, "batch_norm")
-            if recorder.modules[module]._parameters.get("weight") is not gamma:
-                raise _GiveUp
+            module = _owner(beta, gamma, recorder, owners, "batch_norm")
             norms.append(recorder.modules[module])
             steps.append((None, (module, BN_SHIFT, (node, 0), id(norms[-1]), 1, masks[0], beta, gamma)))
         elif name in CLAMPS:
@@ -287,7 +302,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward)
     values = [v for v in pads if v is not None]
     if values and any(torch.stack(values).tolist()):  # one wait for the device, at most
         raise _GiveUp  # a non-zero padding value: the tracer reads it
-    shifts = cached_batch_norm_shifts(norms) if norms else {}  # all at once
+    shifts = batch_norm_shifts(norms) if norms else {}  # all at once
     for record, args in steps:
         if record is None:  # a BatchNorm: its shift
             recorder.channel(*args[:3], shifts[args[3]], *args[4:])

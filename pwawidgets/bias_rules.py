@@ -79,27 +79,6 @@ def batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
     return shifts
 
 
-_SHIFTS: dict[tuple, dict[int, torch.Tensor]] = {}
-
-
-def cached_batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
-    """:func:`batch_norm_shifts`, computed again only when a tensor it reads is another one, or was changed (its
-    version or storage): a network's shifts are the same from call to call."""
-    key = []
-    for m in modules:
-        key.append((id(m), m.eps))
-        for t in (m._buffers.get("running_mean"), m._buffers.get("running_var"), m._parameters.get("weight"),
-                  m._parameters.get("bias")):
-            key.append(None if t is None else (id(t), t._version, t.data_ptr(), t.dtype))
-    key = tuple(key)
-    shifts = _SHIFTS.get(key)
-    if shifts is None:
-        if len(_SHIFTS) >= 16:
-            _SHIFTS.clear()
-        shifts = _SHIFTS[key] = batch_norm_shifts(modules)
-    return shifts
-
-
 def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
     """Offset of a clamp to ``[low, high]``: the cap value on saturated units, 0 in the linear part."""
     out = output.detach()  # masks in the output's dtype, ready for the backward's batched dot products

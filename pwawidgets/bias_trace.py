@@ -41,7 +41,7 @@ from .bias_rules import (
     SUB,
     Terms,
     additive_terms,
-    cached_batch_norm_shifts,
+    batch_norm_shifts,
     capped_node,
     capped_part,
     caps,
@@ -81,6 +81,7 @@ class Source:
     gamma: torch.Tensor | None = None  # BatchNorm on the parameter route: its weight (for <dS/d out, out>)
     node: object = None  # a BatchNorm's or a cap's autograd node (kept alive while ids index them)
     between: tuple = ()  # a cap read from parameter gradients: (BatchNorm before it, BatchNorm after it)
+    chain: tuple = ()  # the bias-free convolutions and paddings from that cap to the BatchNorm after it
     found: list = field(default_factory=list)  # (class index, part (B,), map or None), one per backward pass
 
 
@@ -90,6 +91,21 @@ def _tensors_in(args, kwargs) -> Iterator[torch.Tensor]:
             yield value
         elif isinstance(value, (list, tuple)):
             yield from (v for v in value if isinstance(v, torch.Tensor))
+
+
+def use_counts(root) -> dict:
+    """How many times each autograd node below ``root`` is an input of another: ``{node: count}``."""
+    uses: dict = {}
+    stack = [] if root is None else [root]
+    seen = set(stack)
+    while stack:
+        for child, _ in stack.pop().next_functions:
+            if child is not None:
+                uses[child] = uses.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+    return uses
 
 
 class Recorder:
@@ -204,25 +220,33 @@ class Recorder:
 
     def _link_cap_before(self, norm: Source) -> None:
         """Link a BatchNorm to the cap whose output reaches its input through linear bias-free steps only."""
-        node = norm.node.next_functions[0][0]
+        node, chain = norm.node.next_functions[0][0], []
         while node is not None:
             name = type(node).__name__
-            if name == "ConvolutionBackward0" and node.next_functions[-1][0] is None:
-                node = node.next_functions[0][0]
-            elif name == "ConstantPadNdBackward0":
+            bias_free = name == "ConvolutionBackward0" and node.next_functions[-1][0] is None
+            if bias_free or name == "ConstantPadNdBackward0":
+                chain.append(node)
                 node = node.next_functions[0][0]
             else:
                 break
         cap = self.cap_nodes.pop(id(node), None)
         if cap is not None:
-            cap.between = (cap.between[0], norm)
+            cap.between, cap.chain = (cap.between[0], norm), tuple(chain)
 
-    def finish(self) -> None:
-        """After the forward pass: caps not linked on both sides, or whose BatchNorms left the parameter route (a
-        parameter used twice), are read from hooks."""
-        for source in self.sources:
-            if source.between and not all(n is not None and n.param is not None for n in source.between):
-                source.between = ()
+    def finish(self, root=None, uses: dict | None = None) -> None:
+        """After the forward pass: caps not linked on both sides, whose BatchNorms left the parameter route (a
+        parameter used twice), or where a value on the way has a second use (the cap's output, the first
+        BatchNorm's, a step between: then the parameter gradients mix in that use), are read from hooks.
+        ``uses``: how many times each autograd node is an input (counted below ``root`` if not given)."""
+        derived = [s for s in self.sources if s.between]
+        if derived and uses is None:
+            uses = use_counts(root)
+        for source in derived:
+            linked = all(n is not None and n.param is not None for n in source.between)
+            if linked:
+                linked = all(uses.get(n, 0) == 1 for n in (source.node, source.between[0].node, *source.chain))
+            if not linked:
+                source.between, source.chain = (), ()
                 source.edge, source.node = (source.node, 0), None
                 self._hook(source)
         self.cap_nodes.clear()
@@ -233,6 +257,7 @@ class Recorder:
         for source in self.sources:
             source.edge = source.node = source.capped = source.param = source.gamma = None
             source.terms, source.channel, source.between, source.found, source.view = [], (), (), [], None
+            source.chain = ()
         self.sources, self.h, self.watched = [], {}, []
         self.norm_nodes, self.cap_nodes, self.by_param = {}, {}, {}
 
@@ -415,7 +440,7 @@ class Tracer(Recorder, TorchFunctionMode):
             self.add(name, OFFSET, output, [(self._jvp_offset(module, inputs, output), 1.0)], mask)
         elif kind.name == "batch_norm":
             if self.shifts is None:
-                self.shifts = cached_batch_norm_shifts([m for m in self.modules.values()
+                self.shifts = batch_norm_shifts([m for m in self.modules.values()
                                                  if self.where[id(m)][1] is kind])
             if id(module) in self.shifts:
                 self.add_channel(name, BN_SHIFT, output, self.shifts[id(module)], 1, mask, module.bias,

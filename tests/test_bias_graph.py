@@ -224,3 +224,80 @@ def test_a_compiled_model_is_read_through_its_original_modules(x2):
     assert list(through) == list(direct) and "4" in through
     for name in direct:
         torch.testing.assert_close(through[name], direct[name], rtol=0, atol=0)
+
+
+class _SecondUse(nn.Module):
+    """BatchNorm, ReLU6, a bias-free conv, BatchNorm: a cap read from the two BatchNorms' parameter gradients, unless
+    a value on the way has a second use (``k`` times the cap's output added to the score)."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv0, self.bn0, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.fc, self.k = nn.Linear(4, 3), k
+
+    def forward(self, x):
+        z = self.act(self.bn0(self.conv0(x)))
+        out = self.fc(self.bn1(self.conv1(z)).mean((2, 3)))
+        return out + self.k * z.mean((1, 2, 3)).unsqueeze(1) if self.k else out
+
+
+@pytest.mark.parametrize("k", [0.0, 1e-9, 1.0])
+def test_a_second_use_of_a_cap_output_sends_the_cap_to_a_hook(k, x2):
+    model = _randomise_bn(_SecondUse(k), 3).double().eval()
+    x = x2[:1] * 20  # saturate the ReLU6
+    spec = B.resolve_one(model, "conv0")
+    modules = dict(model.named_modules())
+    for forward in (lambda: B._forward(model, modules, [spec], x, False)[0],
+                    lambda: B._forward_graph(model, modules, [spec], x, False, False)[0]):
+        recorder = forward()
+        assert {s.name for s in recorder.sources if s.between} == ({"act"} if k == 0 else set())
+        recorder.release()
+    sources = bias_sources(model, x, None, "conv0")
+    expected = pw.decompose(model, x, None, ["conv0"]).bias["conv0"]
+    attributed = torch.stack([v for n, v in sources.items() if n != REMAINDER]).sum(0)
+    assert sources["act"].abs().min() > 0
+    torch.testing.assert_close(attributed, expected, rtol=1e-12, atol=1e-13)
+
+
+def test_a_bias_shared_by_two_layers_or_reused_in_functional_code_goes_to_the_tracer(x2):
+    class Shared(nn.Module):
+        def __init__(self, functional: bool):
+            super().__init__()
+            torch.manual_seed(1)
+            self.c, self.r = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+            self.f1, self.f2, self.fc = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 5)
+            self.functional = functional
+            if not functional:
+                self.f2.bias = self.f1.bias
+
+        def forward(self, x):
+            v = self.r(self.c(x)).mean((2, 3))
+            if self.functional:  # f1's own parameters used again outside its call
+                return self.fc(self.r(F.linear(self.r(self.f1(v)), self.f1.weight, self.f1.bias)))
+            return self.fc(self.r(self.f2(self.r(self.f1(v)))))
+
+    for functional, names in [(False, ["f1", "f2"]), (True, ["f1", "f1.bias"])]:
+        model = Shared(functional).double().eval()
+        for batch in (1, 2):
+            B._ROUTES.pop(id(model), None)
+            assert _routes(model, x2[:batch], None, "r@0")[:2] == [B.GRAPH, B.TRACE]
+            sources = bias_sources(model, x2[:batch], None, "r@0")
+            assert all(sources[n].abs().min() > 0 for n in names), list(sources)
+            expected = pw.decompose(model, x2[:batch], None, ["r@0"]).bias["r@0"]
+            attributed = torch.stack([v for n, v in sources.items() if n != REMAINDER]).sum(0)
+            torch.testing.assert_close(attributed, expected, rtol=1e-12, atol=1e-13)
+
+
+def test_batchnorm_statistics_changed_between_calls_are_read_again(x2):
+    """Through ``.data`` (no version bump) and by replacing the buffer: the shifts are computed at every call."""
+    model = vgg_bn_like()
+    bias_sources(model, x2, None, "input")
+    with torch.no_grad():
+        model[1].running_mean.data.sub_(0.3)
+    model[5].running_var = torch.rand(16, dtype=torch.float64) + 0.5
+    sources = bias_sources(model, x2, None, "input")
+    expected = pw.decompose(model, x2, None, ["input"]).bias["input"]
+    torch.testing.assert_close(sources.total() - sources.remainder, expected, rtol=1e-12, atol=1e-13)
+    assert B._route(model, ("input",)) == B.GRAPH
