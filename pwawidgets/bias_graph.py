@@ -160,13 +160,13 @@ def read_graph(recorder: Recorder, logits: torch.Tensor, hooks: GraphForward) ->
 
 def _walk(root, layer_edges: dict[tuple, int], uses: dict, parents: dict | None = None) -> tuple[list, dict]:
     """Every node that depends on a layer: ``[(node, type name, [mask of each input])]``, and the nodes that read a
-    constant padding's output ``{pad node: [(node, type name, slot)]}``. One pass, children before parents, no
-    recursion. ``uses`` gets how many times each node that depends on a layer is an input; ``parents``, if
+    constant padding's or a clamp's output ``{node: [(reader, type name, slot)]}``. One pass, children before
+    parents, no recursion. ``uses`` gets how many times each node that depends on a layer is an input; ``parents``, if
     given, one consumer of each."""
     layer_nodes = {node for node, _ in layer_edges}
     mask: dict[object, int] = {}
     edges_of: dict[object, tuple] = {}
-    pads: set = set()
+    pads: set = set()  # nodes whose readers are kept: constant paddings and clamps
     after, consumers = [], {}
     stack = [root]
     while stack:
@@ -199,7 +199,7 @@ def _walk(root, layer_edges: dict[tuple, int], uses: dict, parents: dict | None 
         if total:
             name = type(node).__name__
             after.append((node, name, masks))
-            if name == PAD:
+            if name == PAD or name in CLAMPS:  # their readers: a padding's value, a clamp's output
                 pads.add(node)
             for slot, (child, _) in enumerate(edges):
                 if child in pads:
@@ -290,7 +290,8 @@ def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward)
             if node not in clamps or len(masks) != 1:
                 raise _GiveUp  # a functional clamp: the tracer names it after the code that calls it
             saved = getattr(node, CLAMPS[name]).detach()
-            capped = saved if name.endswith("1") else _clamped(saved, node._saved_min_val, node._saved_max_val)
+            capped = saved if name.endswith("1") else _clamped(saved, node._saved_min_val, node._saved_max_val,
+                                                               consumers.get(node, ()))
             steps.append((recorder.cap, (clamps[node], node, capped, masks[0])))
         elif name == PAD:
             reading = consumers.get(node, [])
@@ -340,8 +341,18 @@ def _shortcuts(node, name: str, edges: tuple, masks: list[int], hooks: GraphForw
     return steps
 
 
-def _clamped(saved: torch.Tensor, low: float, high: float) -> Callable[[], torch.Tensor]:
-    """A clamp's output, made from its saved input only if a hook reads it."""
+def _clamped(saved: torch.Tensor, low: float, high: float, readers) -> Callable[[], torch.Tensor]:
+    """A clamp's output, made from its saved input only if a hook reads it; where a convolution reads the output
+    as it is, that convolution's saved input (no new tensor)."""
+    for reader, name, slot in readers:
+        if name == CONVOLUTION and slot == 0:
+            try:
+                kept = reader._saved_input
+            except RuntimeError:  # not saved (a frozen weight) or freed
+                continue
+            if kept is not None and kept.shape == saved.shape:
+                kept = kept.detach()
+                return lambda: kept
     return lambda: saved.clamp(low, high)
 
 
