@@ -59,23 +59,25 @@ def bias_offset(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Terms
 def batch_norm_shifts(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
     """``beta - gamma mu / sqrt(var + eps)`` of every BatchNorm with running statistics, ``{id(module): (C,)}``,
     computed for all of them at once (a few operations, not a few per module)."""
-    groups: dict[tuple, list[nn.Module]] = {}
+    groups: dict[tuple, list[tuple]] = {}
     for m in modules:
-        if getattr(m, "running_mean", None) is not None and getattr(m, "running_var", None) is not None:
-            groups.setdefault((m.running_mean.dtype, m.running_mean.device), []).append(m)
+        mean, var = m._buffers.get("running_mean"), m._buffers.get("running_var")  # no Module.__getattr__
+        if mean is not None and var is not None:
+            groups.setdefault((mean.dtype, mean.device), []).append(
+                (m, mean, var, m._parameters.get("weight"), m._parameters.get("bias")))
     shifts: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for group in groups.values():
-            sizes = [m.running_mean.numel() for m in group]
-            mean = torch.cat([m.running_mean for m in group])
-            var = torch.cat([m.running_var for m in group])
-            epsilons = {m.eps for m in group}
-            eps = epsilons.pop() if len(epsilons) == 1 else torch.cat([torch.full_like(m.running_var, m.eps)
-                                                                       for m in group])
-            gamma = torch.cat([m.weight if m.weight is not None else torch.ones_like(m.running_var) for m in group])
-            beta = torch.cat([m.bias if m.bias is not None else torch.zeros_like(m.running_var) for m in group])
+            sizes = [mean.numel() for _, mean, _, _, _ in group]
+            mean = torch.cat([entry[1] for entry in group])
+            var = torch.cat([entry[2] for entry in group])
+            epsilons = {m.eps for m, *_ in group}
+            eps = epsilons.pop() if len(epsilons) == 1 else torch.cat([torch.full_like(v, m.eps)
+                                                                       for m, _, v, _, _ in group])
+            gamma = torch.cat([torch.ones_like(v) if w is None else w for _, _, v, w, _ in group])
+            beta = torch.cat([torch.zeros_like(v) if b is None else b for _, _, v, _, b in group])
             shift = beta - gamma * mean / (var + eps).sqrt()
-            shifts.update(zip((id(m) for m in group), shift.split(sizes), strict=True))
+            shifts.update(zip((id(m) for m, *_ in group), shift.split(sizes), strict=True))
     return shifts
 
 
