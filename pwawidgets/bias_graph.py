@@ -166,7 +166,7 @@ def _walk(root, layer_edges: dict[tuple, int], uses: dict, parents: dict | None 
     layer_nodes = {node for node, _ in layer_edges}
     mask: dict[object, int] = {}
     edges_of: dict[object, tuple] = {}
-    pads: set = set()  # nodes whose readers are kept: constant paddings and clamps
+    watched: set = set()  # nodes whose readers are kept: constant paddings and clamps
     after, consumers = [], {}
     stack = [root]
     while stack:
@@ -200,9 +200,9 @@ def _walk(root, layer_edges: dict[tuple, int], uses: dict, parents: dict | None 
             name = type(node).__name__
             after.append((node, name, masks))
             if name == PAD or name in CLAMPS:  # their readers: a padding's value, a clamp's output
-                pads.add(node)
+                watched.add(node)
             for slot, (child, _) in enumerate(edges):
-                if child in pads:
+                if child in watched:
                     consumers.setdefault(child, []).append((node, name, slot))
                 if child is not None:
                     uses[child] = uses.get(child, 0) + 1
