@@ -62,6 +62,7 @@ from .calls import (
     Target,
     check_after_passes,
     input_normalization,
+    left_as_found,
     logits_of,
     prepare_inputs,
     select_scores,
@@ -224,6 +225,14 @@ def _trace(model, modules, inputs, target, specs: list[LayerSpec], reference, no
     require_piecewise_affine(model, allow_non_affine, strict, modules)
     x = prepare_inputs(model, inputs, wants_input)
     check_precision(model_dtype(model, x.dtype), strict)
+    with left_as_found(model, modules, x.device):  # a model in training mode keeps its statistics and random state
+        return _run_routes(model, modules, specs, x, target, norm, maps)
+
+
+def _run_routes(model, modules, specs: list[LayerSpec], x: torch.Tensor, target, norm, maps: bool
+            ) -> dict[str, BiasSources]:
+    """The forward pass (graph route first, as remembered), the backward passes and the checks; run again on the
+    next route when a route gives up or its parts do not sum to the bias."""
     key = tuple(spec.name for spec in specs)
     route = _route(model, key)
     while True:

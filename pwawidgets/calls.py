@@ -4,7 +4,8 @@ the target classes and the layer tensors gradients are taken at. Shared by :mod:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -183,3 +184,21 @@ def check_after_passes(x: torch.Tensor, result: Scores, in_range: torch.Tensor |
         raise ValueError(f"target classes must lie in [0, {result.logits.shape[1] - 1}]")
     if not bool(torch.isfinite(result.scores).all()):
         raise ValueError("the model's scores hold NaN or infinite values: check the model and its weights")
+
+
+@contextlib.contextmanager
+def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> Iterator[None]:
+    """For a model with parts in training mode (decomposed only with ``allow_non_affine``): put its buffers (BatchNorm
+    running statistics) and the random state (dropout) back afterwards."""
+    if not any(m.training for m in modules.values()):
+        yield
+        return
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)

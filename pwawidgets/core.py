@@ -11,9 +11,8 @@ no unit of that layer explains. One forward pass serves every layer; one backwar
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +29,7 @@ from .calls import (
     check_raw_input,
     input_normalization,
     layer_pass,
+    left_as_found,
     logits_of,
     prepare_inputs,
     select_scores,
@@ -118,24 +118,6 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 
 
 # ------------------------------------------------------------------------------------------ checks of a call
-
-
-@contextlib.contextmanager
-def left_as_found(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> Iterator[None]:
-    """For a model with parts in training mode (decomposed only with ``allow_non_affine``): put its buffers (BatchNorm
-    running statistics) and the random state (dropout) back afterwards."""
-    if not any(m.training for m in modules.values()):
-        yield
-        return
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
 
 
 # ------------------------------------------------------------------------------------------ the passes

@@ -24,7 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 from . import kinds
 from .audit import AuditReport, Finding, audit, require_piecewise_affine
-from .core import decompose, left_as_found
+from .calls import left_as_found
+from .core import decompose
 from .layers import LayerSpec, check_model, resolve_one, substitute
 from .placement import model_device, model_dtype
 from .precision import ExactnessWarning, exact_math, round_to_tf32, simulate_tf32

@@ -301,3 +301,18 @@ def test_batchnorm_statistics_changed_between_calls_are_read_again(x2):
     expected = pw.decompose(model, x2, None, ["input"]).bias["input"]
     torch.testing.assert_close(sources.total() - sources.remainder, expected, rtol=1e-12, atol=1e-13)
     assert B._route(model, ("input",)) == B.GRAPH
+
+
+def test_a_model_in_training_mode_is_left_as_found():
+    """Running statistics and the random state are put back, whichever routes the call took (here two passes:
+    BatchNorm in training mode sends the graph route to the tracer)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 2)).double().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    rng = torch.get_rng_state()
+    with pytest.warns(pw.ExactnessWarning, match="not piece-wise affine"):
+        assert _routes(model, x, 0, "0", allow_non_affine=True)[:2] == [B.GRAPH, B.TRACE]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
