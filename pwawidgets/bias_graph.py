@@ -27,7 +27,7 @@ from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import kinds
-from .bias_rules import BIAS, BN_SHIFT, batch_norm_shifts
+from .bias_rules import BIAS, BN_SHIFT, batch_norm_shifts, convolution_adds_bias
 from .bias_trace import Recorder
 
 # nodes whose output depends on one input (the others: indices, weights that do not depend on any layer) and that
@@ -266,8 +266,7 @@ def _read(recorder: Recorder, after: list, consumers: dict, hooks: GraphForward)
         elif name == CONVOLUTION:
             if masks[0] == 0 or any(masks[1:]):
                 raise _GiveUp
-            sizes = node._saved_bias_sym_sizes_opt
-            if sizes is not None and tuple(sizes) != (0,):
+            if convolution_adds_bias(node):
                 bias = _parameter(edges[2])
                 module = _owner(bias, _parameter(edges[1]), recorder, owners, "bilinear")
                 # a convolution's bias gradient costs its weight gradient on the CPU (oneDNN): always a hook

@@ -88,6 +88,13 @@ def caps(output: torch.Tensor, low: float | None, high: float | None) -> Terms:
     return terms + ([((out >= high).to(out.dtype), float(high))] if high is not None and high != 0 else [])
 
 
+def convolution_adds_bias(node) -> bool:
+    """Whether a convolution's autograd node adds a bias: read from the bias size it keeps, which says so also for a
+    bias that does not require grad (whose gradient edge is empty, like a missing bias's)."""
+    sizes = node._saved_bias_sym_sizes_opt
+    return sizes is not None and tuple(sizes) != (0,)
+
+
 CLAMP_NODES = {"HardtanhBackward0", "HardtanhBackward1", "ClampBackward1", "ClampMinBackward0", "ClampMaxBackward0"}
 
 

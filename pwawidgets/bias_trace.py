@@ -48,6 +48,7 @@ from .bias_rules import (
     channel_part,
     channel_view,
     contribution,
+    convolution_adds_bias,
     hardsigmoid_offset,
     is_number,
     no_offset,
@@ -223,7 +224,7 @@ class Recorder:
         node, chain = norm.node.next_functions[0][0], []
         while node is not None:
             name = type(node).__name__
-            bias_free = name == "ConvolutionBackward0" and node.next_functions[-1][0] is None
+            bias_free = name == "ConvolutionBackward0" and not convolution_adds_bias(node)
             if bias_free or name == "ConstantPadNdBackward0":
                 chain.append(node)
                 node = node.next_functions[0][0]

@@ -321,3 +321,21 @@ def test_a_model_in_training_mode_is_left_as_found():
     assert "not piece-wise affine" in said and "not attributed" in said
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_a_frozen_bias_between_a_cap_and_a_batchnorm_sends_the_cap_to_a_hook(x2):
+    """The frozen bias leaves the convolution's gradient edge empty, as no bias would: the cap is not read from
+    the two BatchNorms' parameter gradients (that would count the bias twice), so no rerun is needed."""
+    model = _randomise_bn(_SecondUse(0.0), 3).double().eval()
+    model.conv1 = nn.Conv2d(4, 4, 3, padding=1).double()
+    model.conv1.bias.requires_grad_(False)
+    x = x2[:1] * 20
+    B._ROUTES.pop(id(model), None)
+    assert _routes(model, x, None, "conv0") == [B.GRAPH, B.TRACE]  # no rerun with copies
+    recorder, _ = B._forward(model, dict(model.named_modules()), [B.resolve_one(model, "conv0")], x, False)
+    assert not any(s.between for s in recorder.sources)
+    recorder.release()
+    sources = bias_sources(model, x, None, "conv0")
+    expected = pw.decompose(model, x, None, ["conv0"]).bias["conv0"]
+    torch.testing.assert_close(sources.total() - sources.remainder, expected, rtol=1e-12, atol=1e-13)
+    assert sources["act"].abs().min() > 0 and sources["conv1"].abs().min() > 0

@@ -108,3 +108,13 @@ def test_additive_terms_of_every_form():
     assert R.additive_terms("sub", (a, b), {}) == [(a, 1.0), (b, -1)]
     assert R.additive_terms("__rsub__", (a, b), {}) == [(a, -1.0), (b, 1.0)]
     assert R.additive_terms("rsub", (a, b), {"alpha": 3}) == [(a, -3), (b, 1.0)]
+
+
+def test_a_convolution_node_says_whether_it_adds_a_bias_even_a_frozen_one():
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    with_bias, frozen, without = nn.Conv2d(2, 3, 3), nn.Conv2d(2, 3, 3), nn.Conv2d(2, 3, 3, bias=False)
+    frozen.bias.requires_grad_(False)
+    assert R.convolution_adds_bias(with_bias(x).grad_fn)
+    assert R.convolution_adds_bias(frozen(x).grad_fn)  # its gradient edge is empty, as a missing bias's
+    assert frozen(x).grad_fn.next_functions[2][0] is None
+    assert not R.convolution_adds_bias(without(x).grad_fn)
