@@ -13,7 +13,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 from torch import nn
 
 import pwawidgets as pw
-from pwawidgets.integrations.gradcam import PiecewiseAffineCAM, SignedCAM, spread
+from pwawidgets.integrations.common import spread
+from pwawidgets.integrations.gradcam import PiecewiseAffineCAM, SignedCAM
 
 
 @pytest.fixture(scope="module")

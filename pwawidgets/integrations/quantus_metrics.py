@@ -1,0 +1,122 @@
+"""Quantus 0.6.0's PixelFlipping, ROAD and Selectivity with its pitfalls worked around (docs/quantus_pitfalls.md).
+
+- Pixels, not channel values: Quantus copies a ``(B, 1, H, W)`` map across the channels and ranks the copies, so
+  a step flips some channels of a pixel, and its ROAD crashes on RGB input (it ranks ``C * H * W`` indices and
+  imputes ``H * W`` pixels). Here PixelFlipping and ROAD rank pixels by the attribution summed over channels and
+  perturb every channel of a pixel at once (``features_in_step`` counts pixels).
+- Black is black: Quantus' ``perturb_baseline="black"`` is each image's minimum in normalised space. PixelFlipping
+  here takes ``fill``, the value of each channel in the model's input space (:func:`black` gives a zero pixel after
+  normalisation); Selectivity refuses ``"black"`` and takes a number.
+- Logits: the three default to ``softmax=False`` (Quantus: True), as the decomposition explains the logit.
+- The area under the curve with ``np.trapezoid`` (Quantus calls ``np.trapz``, removed in NumPy 2.4).
+
+Each class is Quantus' own, with only those changes::
+
+    from pwawidgets.integrations.quantus_metrics import PixelFlipping, black
+    curves = PixelFlipping(fill=black(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))), features_in_step=64)(
+        model, x_batch, y_batch, a_batch)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import quantus
+
+Normalization = tuple[Sequence[float], Sequence[float]]
+
+
+def black(normalization: Normalization) -> np.ndarray:
+    """A black pixel (0 in every channel) after normalisation: ``-mean / std`` per channel."""
+    mean, std = (np.asarray(v, dtype=np.float64).ravel() for v in normalization)
+    if mean.shape != std.shape or not (std > 0).all():
+        raise ValueError(f"normalization must be (mean, std), one value per channel each, std > 0; got {normalization}")
+    return -mean / std
+
+
+def auc(curves: np.ndarray) -> np.ndarray:
+    """Area under each curve (the last axis), trapezoidal rule with unit steps, as Quantus means it."""
+    return np.trapezoid(np.asarray(curves, dtype=np.float64), dx=1, axis=-1)
+
+
+def pixel_order(a_batch: np.ndarray) -> np.ndarray:
+    """Pixel indices ``(B, H * W)``, most relevant first: the attribution summed over channels, ranked (ties in
+    pixel order)."""
+    if a_batch.ndim != 4:
+        raise ValueError(f"attributions of shape {a_batch.shape}: these metrics rank pixels of (B, C, H, W) images")
+    per_pixel = a_batch.reshape(a_batch.shape[0], a_batch.shape[1], -1).sum(axis=1)
+    return np.argsort(-per_pixel, axis=1, kind="stable")
+
+
+class _Logits:
+    """``softmax=False`` by default when called (Quantus: True for these metrics)."""
+
+    def __call__(self, *args, softmax: bool | None = False, **kwargs):
+        return super().__call__(*args, softmax=softmax, **kwargs)
+
+
+class PixelFlipping(_Logits, quantus.PixelFlipping):
+    """Quantus' PixelFlipping on pixels: ``fill`` (one value per channel, in the model's input space, e.g.
+    :func:`black`) replaces the ``features_in_step`` most relevant pixels left, step after step; the curves are the
+    logits of the target class."""
+
+    def __init__(self, fill: Sequence[float] | np.ndarray, features_in_step: int = 1, **kwargs) -> None:
+        if "perturb_baseline" in kwargs or "perturb_func" in kwargs:
+            raise ValueError("give fill= (one value per channel, e.g. black(normalization)); perturb_baseline and "
+                             "perturb_func are Quantus' per-value replacement, which this class does not use")
+        self.fill = np.asarray(fill, dtype=np.float64).ravel()
+        if not np.isfinite(self.fill).all() or self.fill.size == 0:
+            raise ValueError(f"fill must hold finite values, one per channel (or one for all); got {fill!r}")
+        super().__init__(features_in_step=features_in_step, **kwargs)
+
+    @property
+    def get_auc_score(self) -> float:
+        return float(np.mean([auc(curve) for curve in self.evaluation_scores]))
+
+    def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
+        batch, channels = x_batch.shape[:2]
+        if self.fill.size not in (1, channels):
+            raise ValueError(f"fill has {self.fill.size} values for inputs with {channels} channels")
+        order = pixel_order(a_batch)
+        x = x_batch.reshape(batch, channels, -1).copy()
+        fill = np.broadcast_to(self.fill, (channels,)).astype(x.dtype)[None, :, None]
+        rows = np.arange(batch)[:, None, None]
+        preds = []
+        for start in range(0, order.shape[1], self.features_in_step):
+            pixels = order[:, None, start:start + self.features_in_step]
+            x[rows, np.arange(channels)[None, :, None], pixels] = fill
+            x_input = model.shape_input(x.reshape(x_batch.shape), x_batch.shape, channel_first=True, batched=True)
+            preds.append(model.predict(x_input)[np.arange(batch), y_batch])
+        curves = np.stack(preds, axis=1)
+        return auc(curves).tolist() if self.return_auc_per_sample else curves.tolist()
+
+
+class ROAD(_Logits, quantus.ROAD):
+    """Quantus' ROAD on pixels: the top ``p`` % of pixels (by the attribution summed over channels) are imputed,
+    every channel, by its noisy linear imputation; works on RGB input."""
+
+    def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
+        order = pixel_order(a_batch)
+        results = []
+        for p in self.percentages:
+            top = order[:, : int(order.shape[1] * p / 100)]
+            x_perturbed = np.stack([self.perturb_func(arr=x, indices=idx) for x, idx in zip(x_batch, top, strict=True)])
+            x_input = model.shape_input(x_perturbed, x_batch.shape, channel_first=True, batched=True)
+            results.append(y_batch == np.argmax(model.predict(x_input), axis=-1))
+        return [np.stack(results, axis=1).astype(int)]
+
+
+class Selectivity(_Logits, quantus.Selectivity):
+    """Quantus' Selectivity (patches, summed attributions), with a numeric baseline and the AUC of NumPy 2."""
+
+    def __init__(self, perturb_baseline: float = 0.0, **kwargs) -> None:
+        if isinstance(perturb_baseline, str):
+            raise ValueError(f"perturb_baseline={perturb_baseline!r}: Quantus' 'black' is each image's minimum in "
+                             "normalised space, not black. Give a number (0.0 for models that normalise inside, as "
+                             "the mini zoo does)")
+        super().__init__(perturb_baseline=perturb_baseline, **kwargs)
+
+    @property
+    def get_auc_score(self) -> float:
+        return float(np.mean([auc(curve) for curve in self.evaluation_scores]))
