@@ -3,13 +3,19 @@
 Called like every CAM of pytorch-grad-cam, it returns their ``(B, H, W)`` float32 maps in [0, 1]: the sum of
 ``w * h`` over the target layer's channels (our :func:`pwawidgets.decompose`), clipped at zero, min-max scaled per
 image and resized to the input by pytorch-grad-cam's own ``scale_cam_image``; several target layers are averaged as
-pytorch-grad-cam does. That is HiResCAM's map (tested), computed by the decomposition::
+pytorch-grad-cam does. That is HiResCAM's map (tested), computed by the decomposition. Example::
 
+    import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import pwawidgets as pw
     from pwawidgets.integrations.gradcam import PiecewiseAffineCAM
 
+    model = pw.load_model("mini_vgg_bn")  # the mini zoo: 64 px images, 6 classes
+    x = torch.rand(2, 3, 64, 64)
     cam = PiecewiseAffineCAM(model, target_layers=[model.features[20]])
-    maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(3)] * len(x))  # (B, H, W) in [0, 1]
+    maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(3), ClassifierOutputTarget(5)])  # (2, 64, 64)
+    exact, bias = PiecewiseAffineCAM(model, [model.features[20]], signed=True)(input_tensor=x, targets=None)
 
 ``signed=True`` returns the exact map instead: ``SignedCAM(maps, bias)`` with ``maps`` unclipped and unscaled, each
 layer cell's contribution shared evenly among the input pixels it covers, so that

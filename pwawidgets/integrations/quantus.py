@@ -1,14 +1,19 @@
 """Quantus users: an ``explain_func`` made of the exact contributions, and the completeness with the bias.
 
-Needs the optional extra: ``pip install pwawidgets[quantus]`` (Quantus 0.6.0)::
+Needs the optional extra: ``pip install pwawidgets[quantus]`` (Quantus 0.6.0). Example::
 
+    import numpy as np
     import quantus
+
+    import pwawidgets as pw
     from pwawidgets.integrations.quantus import CompletenessWithBias, explain
 
-    a_batch = explain(model, x_batch, y_batch)                       # (B, C, H, W): w * x, exact
+    model = pw.load_model("mini_vgg_bn")  # the mini zoo: 64 px images, 6 classes
+    x_batch, y_batch = np.random.rand(2, 3, 64, 64).astype(np.float32), np.array([3, 5])
+    a_batch = explain(model, x_batch, y_batch)                       # (2, 3, 64, 64): w * x, exact
     gaps = CompletenessWithBias()(model, x_batch, y_batch, a_batch)  # sum(a) + bias - logit, per example
-    scores = quantus.Sparseness()(model, x_batch, y_batch, explain_func=explain,
-                                  explain_func_kwargs={"layer": "features.20"})
+    scores = quantus.Sparseness(disable_warnings=True)(model, x_batch, y_batch, explain_func=explain,
+                                                       explain_func_kwargs={"layer": "features.20"})
 
 ``explain`` follows Quantus' ``explain_func`` contract: channel-first numpy in, numpy out with the batch first.
 At the input (``layer="input"``, the default) it returns the contribution of every input value, ``(B, C, H, W)``

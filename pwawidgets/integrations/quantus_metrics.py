@@ -10,11 +10,20 @@
 - Logits: the three default to ``softmax=False`` (Quantus: True), as the decomposition explains the logit.
 - The area under the curve with ``np.trapezoid`` (Quantus calls ``np.trapz``, removed in NumPy 2.4).
 
-Each class is Quantus' own, with only those changes::
+Each class is Quantus' own, with only those changes. Example::
 
-    from pwawidgets.integrations.quantus_metrics import PixelFlipping, black
-    curves = PixelFlipping(fill=black(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))), features_in_step=64)(
-        model, x_batch, y_batch, a_batch)
+    import numpy as np
+
+    import pwawidgets as pw
+    from pwawidgets.integrations.quantus import explain
+    from pwawidgets.integrations.quantus_metrics import ROAD, PixelFlipping, black
+
+    model = pw.load_model("mini_vgg_bn")  # normalises inside: its inputs are pixels in [0, 1]
+    x_batch, y_batch = np.random.rand(2, 3, 64, 64).astype(np.float32), np.array([3, 5])
+    a_batch = explain(model, x_batch, y_batch)
+    flipping = PixelFlipping(fill=black(((0, 0, 0), (1, 1, 1))), features_in_step=256, disable_warnings=True)
+    curves = flipping(model, x_batch, y_batch, a_batch)  # (2, 16) logits; flipping.get_auc_score works
+    road = ROAD(percentages=[10, 50], disable_warnings=True)(model, x_batch, y_batch, a_batch)
 """
 
 from __future__ import annotations
