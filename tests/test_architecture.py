@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pwawidgets"
 ENGINE = {"kinds", "placement", "precision", "audit", "layers", "calls", "core", "exactness", "metrics", "baselines",
           "bias", "bias_graph", "bias_trace", "bias_rules", "robustness", "fidelity"}
 NOT_FOR_THE_ENGINE = {"widgets", "viz", "figures", "models", "images", "data", "zoo", "efficientnet_lite", "cli",
-                      "regions", "exercises", "datasets", "reproduce"}
+                      "regions", "exercises", "datasets", "reproduce", "integrations"}
 
 
 def _modules() -> dict[str, Path]:
@@ -73,6 +73,21 @@ def test_only_widgets_import_widgets_and_only_main_imports_the_cli():
             assert not {d for d in deps if d.startswith("pwawidgets.widgets")}, name
         if name not in ("pwawidgets.__main__", "pwawidgets.cli") and not name.startswith("pwawidgets.reproduce"):
             assert "pwawidgets.cli" not in deps, name
+
+
+def test_integrations_stand_on_the_engine_and_nothing_imports_them():
+    graph = _graph()
+    integrations = {name for name in graph if _top(name) == "integrations"}
+    assert {"pwawidgets.integrations.gradcam", "pwawidgets.integrations.quantus"} <= integrations
+    for name, deps in graph.items():
+        if name in integrations:
+            bad = {d for d in deps if _top(d) not in ENGINE | {"integrations"}}
+            assert not bad, f"{name} imports {sorted(bad)}: integrations stand on the engine only"
+        else:
+            assert not deps & integrations, f"{name} imports {sorted(deps & integrations)}"
+    # importing the package does not import pytorch-grad-cam or Quantus: the package's __init__ imports nothing
+    init = ast.parse((PACKAGE / "integrations" / "__init__.py").read_text())
+    assert not [n for n in ast.walk(init) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def test_imports_run_one_way():
