@@ -56,6 +56,7 @@ def explain(
     method: str = "contributions",
     layer: str = "input",
     device: str | torch.device | None = None,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Quantus ``explain_func``: the exact contributions of ``layer`` for class ``targets`` (see the module).
 
@@ -70,6 +71,9 @@ def explain(
     Returns:
         numpy, in the model's dtype: ``(B, C, H, W)`` at the input, ``(B, 1, H, W)`` at a feature layer.
     """
+    if kwargs:
+        raise TypeError(f"explain got keyword arguments it does not know: {sorted(kwargs)}; it takes method=, layer= "
+                        "and device= (gc_layer, xai_lib and the like belong to quantus.explain)")
     if method not in METHODS:
         raise ValueError(f"method={method!r}: this explain_func gives {METHODS}; for {method!r} use "
                          "quantus.explain as explain_func")
