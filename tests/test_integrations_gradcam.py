@@ -58,6 +58,14 @@ def test_unit_maps_equal_hirescam(mini: nn.Module, images: torch.Tensor, layers:
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-6)
 
 
+def test_aug_smooth_as_pytorch_grad_cam_does(mini: nn.Module, images: torch.Tensor) -> None:
+    module = [mini.get_submodule("features.20")]
+    ours = PiecewiseAffineCAM(mini, module)(input_tensor=images[:1], targets=None, aug_smooth=True)
+    with HiResCAM(mini, module) as hires:
+        theirs = hires(input_tensor=images[:1], targets=None, aug_smooth=True)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-6)
+
+
 def test_reshape_transform_is_applied_as_pytorch_grad_cam_does(mini: nn.Module, images: torch.Tensor) -> None:
     def transform(t: torch.Tensor) -> torch.Tensor:  # moves entries only
         return t.flip(-1).transpose(-1, -2)
