@@ -81,6 +81,8 @@ def test_explain_errors_before_any_work(data) -> None:
         explain(model, x, y, method="Saliency")
     with pytest.raises(ValueError, match="device='cuda' but the model is on cpu"):
         explain(model, x, y, device="cuda")
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device"):
+        explain(model, x, y, device="gpu")
     with pytest.raises(TypeError, match=r"does not know: \['gc_layer'\]; it takes method=, layer= and device="):
         explain(model, x, y, gc_layer="4")
     with pytest.raises(ValueError, match="needs image batches"):

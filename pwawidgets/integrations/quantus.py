@@ -80,8 +80,12 @@ def explain(
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name (a string), got {type(layer).__name__}")
     if device is not None:
+        try:
+            wanted = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device={device!r} is not a torch device: give 'cpu', 'cuda' or the like") from exc
         param = next(model.parameters(), None)
-        if param is not None and torch.device(device).type != param.device.type:
+        if param is not None and wanted.type != param.device.type:
             raise ValueError(f"device={str(device)!r} but the model is on {param.device}: move the model there "
                              "yourself, or pass the model's device")
     x = _tensor(inputs, "inputs")
