@@ -64,7 +64,8 @@ def load(args: argparse.Namespace, device: torch.device) -> nn.Module:
 
 def input_geometry(model: nn.Module, args: argparse.Namespace) -> tuple[int, int, tuple, list[str]]:
     """``(resize, crop, normalization, notes)`` for the images of ``model``: ``--image-size``, else the model's
-    ``preprocessing`` (``size``/``crop``/``normalization``) or ``input_size``, else 64 for the mini zoo and
+    ``preprocessing`` (``size``/``crop``/``normalization``) or ``input_size``, else 64 for the mini zoo and for
+    ``--data shapes``, and
     resize 256 / crop 224 for known ImageNet nets; a ``UsageError`` asking for ``--image-size`` otherwise."""
     from .. import zoo
     from ..models import check_model_name
@@ -72,13 +73,17 @@ def input_geometry(model: nn.Module, args: argparse.Namespace) -> tuple[int, int
     notes = []
     prep = getattr(model, "preprocessing", None)
     side = getattr(prep, "crop", None) or getattr(prep, "size", None) or getattr(model, "input_size", None)
+    shapes = str(getattr(args, "data", "")) == "shapes"
     if args.image_size is not None:
         if not 8 <= args.image_size <= 4096:
             raise UsageError(f"--image-size {args.image_size}: give the side of the model's input in pixels, 8 to "
                              "4096")
+        if shapes and args.image_size != SHAPE_SIDE:
+            raise UsageError(f"--image-size {args.image_size}: --data shapes makes {SHAPE_SIDE} x {SHAPE_SIDE} images; "
+                             "give a folder of images for another size")
         size = crop = args.image_size
-    elif args.model in zoo.NAMES:
-        size = crop = 64
+    elif args.model in zoo.NAMES or shapes:
+        size = crop = SHAPE_SIDE
     elif side is not None:
         size, crop = int(getattr(prep, "size", None) or side), int(side)
     else:
@@ -96,8 +101,9 @@ def input_geometry(model: nn.Module, args: argparse.Namespace) -> tuple[int, int
     return size, crop, norm, notes
 
 
+SHAPE_SIDE = 64  # pwawidgets.data.IMAGE_SIZE: --data shapes makes images of this side only
 SHAPES_MEMORY_LIMIT = 2 * 2**30  # bytes: generated shapes are made up front
-SHAPE_BYTES = 3 * 64 * 64 * 4 + 64 * 64 + 8  # image (float32), mask, label
+SHAPE_BYTES = 3 * SHAPE_SIDE**2 * 4 + SHAPE_SIDE**2 + 8  # image (float32), mask, label
 
 
 def check_image_count(data: str, n: int) -> None:
