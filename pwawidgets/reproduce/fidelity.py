@@ -225,7 +225,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def prepare(args: argparse.Namespace):
     """Model, image set, layers, device and notes from the arguments (``UsageError`` for bad ones), checked on one
-    image before any work. Shared with ``fig2``."""
+    image before any work."""
     from ..datasets import open_images
     from ..layers import resolve_layers
 

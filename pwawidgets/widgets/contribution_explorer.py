@@ -157,7 +157,11 @@ class ContributionExplorer(Explorer):
     ``ContributionExplorer(model, image)``: ``model`` defaults to the best ImageNet classifier available offline
     (:func:`pwawidgets.models.best_available_imagenet`). ``image`` is a sample name (``"chelsea"``,
     ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
-    0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample.
+    0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample
+    (sample photos are offered only where they fit: ImageNet-size RGB input, or the mini zoo; else a prompt).
+    ``layer`` is any module name (added to the slider), ``layers`` the list of names the layer slider offers
+    (default: the input and the preset blocks); ``class_names`` one name per class; ``image_size`` the side of
+    the square input the model takes (default: ``model.input_size``, 64 for the mini zoo, else 224).
     Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
     :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. A bad image, class or control value never
     raises: it is shown as a message in the widget, which keeps working (a refused control goes back to the value in
