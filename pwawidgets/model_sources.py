@@ -157,16 +157,16 @@ def load_source(
 
     Args:
         source: a known name, ``module:callable``, ``file.py[:factory]`` or a TorchScript file.
-        weights: a state dict file for a factory (not for a known name or a TorchScript file).
+        weights: a state dict file for a factory or a known name (not for a TorchScript file).
         pretrained: for a known name: its pretrained weights (True) or random ones (False).
         device: where to put the model (default: CPU).
     """
     if not isinstance(source, str) or not source.strip():
         raise ModelSourceError(f"the model source must be a non-empty string: {FORMS}")
     if _is_known(source):
-        if weights is not None:
-            return load_model(source, pretrained=weights, device=device)
-        return load_model(source, pretrained=pretrained, device=device)
+        if weights is None:
+            return load_model(source, pretrained=pretrained, device=device)
+        return load_weights(load_model(source, pretrained=False), weights).to(device or "cpu")
     left, name = _split(source)
     if name is None and not left.endswith(".py"):  # a file: TorchScript
         path = Path(source)

@@ -123,6 +123,7 @@ def test_a_torchscript_file_is_recognised_by_its_content(folder: Path, capsys) -
                                               "head.1.weight, head.1.bias; unexpected layer.weight"),
     ("usernet.py", ["--weights", "usernet.py"], "not a state dict torch.load can read"),
     ("resnet19", [], "did you mean 'resnet18'"),
+    ("mini_vgg", ["--weights", "w.pt"], "does not fit the model: missing normalize.mean, normalize.std, "),
 ])
 def test_each_failure_is_one_line_exit_2(folder: Path, capsys, source, extra, message) -> None:
     torch.save(_module(folder).Net().state_dict(), folder / "w.pt")
@@ -145,3 +146,13 @@ def test_python_m_pwawidgets_audit_module_callable(folder: Path) -> None:
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usernet:build_model: piece-wise affine")
+
+
+def test_a_known_name_with_weights_gets_exactly_those(tmp_path: Path) -> None:
+    import pwawidgets as pw
+
+    torch.manual_seed(9)
+    saved = pw.load_model("mini_vgg", pretrained=False).state_dict()
+    torch.save(saved, tmp_path / "mine.pt")
+    loaded = load_source("mini_vgg", tmp_path / "mine.pt").state_dict()
+    assert list(loaded) == list(saved) and all(torch.equal(loaded[k], saved[k]) for k in saved)

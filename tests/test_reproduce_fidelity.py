@@ -180,3 +180,22 @@ def test_your_own_model_on_bundled_photos(tmp_path, capsys):
     assert f"note: --images 500: --data bundled holds {held}; all of them are used" in printed
     rows = read(out / "fidelity.csv")
     assert [(r["method"], r["layer"], int(r["images"])) for r in rows] == [("ours", "3", held), ("random", "3", held)]
+
+
+def test_fig2_for_your_own_model_and_a_layer_without_a_map(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),\n"
+        "                         nn.Linear(4 * 16 * 16, 10))\n")
+    source = f"{tmp_path / 'net.py'}:make"
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "fig2", "--model", source, "--image-size", "32", "--image", "chelsea",
+                     "--layer", "1", "--out", str(out)]) == 0
+    assert (out / "fig2_chelsea.png").is_file()
+    assert cli.main(["reproduce", "fig2", "--model", source, "--image-size", "32", "--image", "chelsea",
+                     "--layer", "1", "4", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("pwawidgets reproduce fig2: error: --layer 4: its output has shape (1, 10), no spatial map "
+                   "(C x H x W); choose a convolutional layer, e.g. 1")
+    assert not (tmp_path / "o2").exists()
