@@ -647,6 +647,12 @@ def test_bad_layer_class_and_size_arguments_name_the_argument(cifar: nn.Module, 
     assert message in str(info.value)
 
 
+def test_a_layer_without_a_map_is_reported_inside(cifar: nn.Module) -> None:
+    explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layers=["input", "2"])
+    assert explorer.message == ("Could not use this image: layer '2' gives a (1, 10) tensor, no map to show: give "
+                                "convolutional layers (layer=, layers=)")
+
+
 def test_a_non_square_or_square_input_size_on_the_model(cifar: nn.Module) -> None:
     cifar.input_size = (32, 48)
     try:

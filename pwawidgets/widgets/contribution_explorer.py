@@ -505,6 +505,10 @@ class ContributionExplorer(Explorer):
         dec = decompose(self.model, x, target, s.layers, keep_gradients=True)
         classes = dec.target[0].tolist()
         s.stats["decompositions"] += 1
+        flat = [name for name in s.layers if dec.activation(name).dim() != 4]
+        if flat:
+            raise ValueError(f"layer {flat[0]!r} gives a {tuple(dec.activation(flat[0]).shape)} tensor, no map to "
+                             "show: give convolutional layers (layer=, layers=)")
         tables = {(m, layer): maps_from(dec, m, layer)[0] for m in METHODS for layer in s.layers}
         out = {}
         for j, c in enumerate(classes):
