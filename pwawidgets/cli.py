@@ -14,6 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from .model_sources import DEFAULT_FACTORY, ModelSourceError
 from .models import (
     EFFICIENTNET_LITE0,
     PAPER_MODELS,
@@ -71,19 +74,31 @@ def _fetch(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- audit
 
 
+MODEL_HELP = (f"a model: a known name ({EFFICIENTNET_LITE0}, {', '.join(MINI_ZOO)} or a torchvision classifier), "
+              f"package.module:callable, path/to/file.py (calls its {DEFAULT_FACTORY}()), file.py:factory, or a "
+              "TorchScript file")
+WEIGHTS_HELP = "a state dict file (torch.save(model.state_dict(), path)) loaded into the model a factory builds"
+
+
 def _add_audit(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("audit", help="list the modules that keep a model from being piece-wise affine "
-                            "(random weights: nothing is downloaded)")
-    parser.add_argument("name", help=f"a model name: {EFFICIENTNET_LITE0}, {', '.join(MINI_ZOO)} or a "
-                        "torchvision classifier")
+                            "(known names get random weights: nothing is downloaded)")
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.set_defaults(run=_audit)
 
 
 def _audit(args: argparse.Namespace) -> int:
     from .audit import audit
+    from .model_sources import load_source
 
-    report = audit(load_model(args.name, pretrained=False))
-    print(f"{args.name}: {report}")
+    model = load_source(args.model, args.weights, pretrained=False)
+    if isinstance(model, torch.jit.ScriptModule):
+        print(f"{args.model}: a TorchScript model: its modules are compiled, so the audit cannot read them and layer "
+              "maps cannot be hooked; give its Python architecture instead (file.py:factory --weights file.pt)")
+        return 1
+    report = audit(model)
+    print(f"{args.model}: {report}")
     return 0 if report.ok else 1
 
 
@@ -138,6 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.run(args)
-    except UnknownModelError as exc:
+    except (UnknownModelError, ModelSourceError) as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -140,13 +140,18 @@ def resolve_layers(
 
 
 def _unknown_layer_message(name: str, presets: dict[str, dict[str, str]], modules: dict[str, nn.Module]) -> str:
-    examples = [n for n, m in modules.items() if is_activation(m)][:4]
+    examples = [n for n, m in modules.items() if is_activation(m)][:4] or [n for n in modules if n][:4]
+    if name == "blocks" and not presets:
+        pairs = ", ".join(f'"b{i + 1}": "{n}"' for i, n in enumerate(examples[:3]))
+        return (f"no 'blocks' preset is known for this model (only VGG- and ResNet-shaped ones are recognised). "
+                f"Declare your own once: model.block_layers = {{{pairs}}} (any module names from "
+                f"model.named_modules(), e.g. {examples}); or pass the module names themselves as layers.")
     parts = [f"unknown layer {name!r}. Use 'input'", "'all' (every ReLU output)"]
     if presets:
         for group, members in presets.items():
             parts.append(f"{group!r} or one of {sorted(members)}")
     else:
-        parts.append("(no 'blocks' preset is known for this model)")
+        parts.append("(no 'blocks' preset: declare one with model.block_layers = {alias: module name})")
     parts.append(f"or a module name from model.named_modules(), e.g. {examples}")
     return ", ".join(parts) + "."
 

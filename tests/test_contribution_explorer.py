@@ -517,7 +517,7 @@ BAD_ARGUMENTS = [
     (dict(image_size=0), ValueError, "image_size is a whole number of pixels from 1"),
     (dict(image_size=-3), ValueError, "image_size is a whole number of pixels from 1"),
     (dict(image_size=32.0), ValueError, "image_size is a whole number"),
-    (dict(layer="conv9"), ValueError, "layer is one of 'input', 'conv1'"),
+    (dict(layer="conv9"), ValueError, "layer: unknown layer 'conv9'. Use 'input'"),
     (dict(class_names="abc"), TypeError, "class_names is a list of strings"),
     (dict(label=3), TypeError, "label is a string"),
 ]
@@ -579,3 +579,139 @@ def test_calls_after_close_say_the_explorer_was_closed(explorer: ContributionExp
     assert explorer.select_class(1) is False and "explorer was closed" in explorer.message
     assert explorer.set_image("shape:star") is False and "explorer was closed" in explorer.message
     assert explorer.state.inputs is None and explorer.state.stats["decompositions"] == 1  # nothing recomputed
+
+
+# ------------------------------------------------------------------ your own 32 x 32, 10-class model
+
+
+def _cifar(head: str = "linear", negative_head: bool = False) -> nn.Module:
+    """A CIFAR-style net (32 x 32 RGB in, 10 classes out), float64; no preset blocks, no declared size."""
+    torch.manual_seed(5)
+    features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    if head == "linear":
+        model = nn.Sequential(features, nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+    else:  # size-agnostic, and its last layer is no Linear: the class count is known only after a pass
+        model = nn.Sequential(features, nn.Conv2d(16, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if negative_head:  # h >= 0 at '0.4' and every dS/dh <= 0: no positive contribution there
+        with torch.no_grad():
+            for conv in (features[0], features[3]):
+                conv.weight.abs_()
+                conv.bias.abs_()
+            model[2].weight.copy_(-model[2].weight.abs())
+    return model.double().eval()
+
+
+@pytest.fixture(scope="module")
+def cifar() -> nn.Module:
+    return _cifar()
+
+
+def _pixels(side: int = 32) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)
+
+
+def test_any_module_name_and_a_layers_list(cifar: nn.Module) -> None:
+    explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layer="0.4")
+    assert explorer.controls["layer"].options == ("input", "0.4") and explorer.state.layer == "0.4"
+    x = pw.load_image(_pixels(), size=32, crop=32).double()  # ImageNet statistics: the model declares none
+    target = int(cifar(x).argmax())
+    independent = pw.decompose(cifar, x, target, ["0.4"]).maps("0.4")[0]
+    torch.testing.assert_close(explorer.state.explained[target].maps[("ours", "0.4")], independent,
+                               rtol=1e-12, atol=1e-12)
+    explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layers=["input", "0.1", "0.4"])
+    assert explorer.controls["layer"].options == ("input", "0.1", "0.4") and explorer.state.layer == "0.4"
+    assert explorer.message == ""
+    cifar.block_layers = {"b1": "0.1", "b2": "0.4"}  # declared blocks: their names work everywhere
+    try:
+        explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layer="b2")
+        assert explorer.controls["layer"].options == ("input", "b1", "b2")
+    finally:
+        del cifar.block_layers
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(layer="b2"), ValueError, "layer: unknown layer 'b2'. Use 'input', 'all' (every ReLU output), (no "
+                                   "'blocks' preset: declare one with model.block_layers"),
+    (dict(layers=["blocks"]), ValueError, "layers: no 'blocks' preset is known for this model"),
+    (dict(layers="0.4"), TypeError, "layers is a list of layer names for the slider"),
+    (dict(layers=["input", "all"]), ValueError, "layers: 'all' (every ReLU output) is too many for a slider"),
+    (dict(layers=["0.1"], layer="0.4"), ValueError, "layer '0.4' is not one of layers ['0.1']"),
+    (dict(class_names=[f"c{i}" for i in range(5)]), ValueError,
+     "class_names has 5 names, but the model's last layer has 10 outputs: give one name per class"),
+    (dict(image_size=(32, 48)), ValueError, "image_size is (32, 48): the explorer takes square images"),
+])
+def test_bad_layer_class_and_size_arguments_name_the_argument(cifar: nn.Module, kwargs, error, message) -> None:
+    with pytest.raises(error) as info:
+        ContributionExplorer(cifar, _pixels(), **{"image_size": 32, **kwargs})
+    assert message in str(info.value)
+
+
+def test_a_layer_without_a_map_is_reported_inside(cifar: nn.Module) -> None:
+    explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layers=["input", "2"])
+    assert explorer.message == ("Could not use this image: layer '2' gives a (1, 10) tensor, no map to show: give "
+                                "convolutional layers (layer=, layers=)")
+
+
+def test_a_non_square_or_square_input_size_on_the_model(cifar: nn.Module) -> None:
+    cifar.input_size = (32, 48)
+    try:
+        with pytest.raises(ValueError, match=r"model.input_size is \(32, 48\): the explorer takes square images"):
+            ContributionExplorer(cifar, _pixels())
+        cifar.input_size = (32, 32)
+        explorer = ContributionExplorer(cifar, _pixels(48))
+        assert explorer.state.preprocess.crop == 32 and explorer.state.inputs.shape[-2:] == (32, 32)
+    finally:
+        del cifar.input_size
+
+
+def test_class_names_that_do_not_match_the_classes_are_reported_inside() -> None:
+    model = _cifar(head="conv")
+    explorer = ContributionExplorer(model, _pixels(), image_size=32, class_names=[f"c{i}" for i in range(5)])
+    assert explorer.message == ("Could not use this image: class_names has 5 names for the model's 10 classes: give "
+                                "one name per class, ContributionExplorer(model, image, class_names=[...])")
+    assert explorer.state.inputs is None
+    names = [f"c{i}" for i in range(10)]
+    explorer = ContributionExplorer(model, _pixels(), image_size=32, class_names=names)
+    assert explorer.message == "" and explorer.summary()["name"] == names[explorer.state.target]
+
+
+def test_sample_photos_only_for_imagenet_size_rgb_input(cifar: nn.Module) -> None:
+    explorer = ContributionExplorer(cifar, image_size=32)  # no image: a prompt, no photo that cannot fit
+    sample = explorer.controls["sample"]
+    assert sample.disabled and [v for _, v in sample.options] == [""]
+    assert explorer.message == ("Upload an image or call explorer.set_image(array): no sample photo here (the model "
+                                "takes 32 x 32 images, not ImageNet-size photos).")
+    assert explorer.set_image("chelsea") is False
+    assert explorer.message == ("Could not use this image: no sample image or file named 'chelsea': no sample photo "
+                                "here (the model takes 32 x 32 images, not ImageNet-size photos); or give the path to "
+                                "an image file")
+    assert explorer.state.inputs is None and explorer.set_image(_pixels()) and explorer.message == ""
+    explorer = ContributionExplorer(cifar)  # nothing says its size
+    assert "give image_size=<side>, e.g. image_size=32" in explorer.message
+    size_agnostic = _cifar(head="conv")
+    explorer = ContributionExplorer(size_agnostic, image_size=224)
+    assert "chelsea" in [v for _, v in explorer.controls["sample"].options] and explorer.state.source == \
+        "sample 'chelsea'"
+
+
+def test_a_size_the_model_cannot_take_points_to_image_size(cifar: nn.Module) -> None:
+    explorer = ContributionExplorer(cifar, _pixels())  # 224 x 224 assumed
+    assert explorer.message.startswith("Could not use this image: the model cannot take this 224 x 224 input (")
+    assert "give image_size=<side>, e.g. ContributionExplorer(model, image, image_size=32)" in explorer.message
+    assert "Traceback" not in explorer.message
+
+
+def test_an_empty_map_for_the_chosen_sign_says_so() -> None:
+    model = _cifar(negative_head=True)
+    explorer = ContributionExplorer(model, _pixels(), image_size=32, layer="0.4", sign="positive", opacity=1.0)
+    ex = explorer.state.explained[explorer.state.target]
+    assert float(ex.maps[("ours", "0.4")].max()) <= 0 < float(-ex.maps[("ours", "0.4")].min())
+    assert "contributions (ours) has no positive part at 0.4: every value is ≤ 0; pick another sign" in \
+        explorer.info.value
+    snapshot = explorer.snapshot()
+    assert np.array_equal(_panel(snapshot, 1), _panel(snapshot, 0))  # the plain image: no overlay, no 0-1 bar
+    assert snapshot.shape[0] == TITLE + SIDE
+    explorer.controls["sign"].value = "negative"
+    assert "no negative part" not in explorer.info.value and "no positive part" not in explorer.info.value
+    assert (_panel(explorer.snapshot(), 1) != _panel(explorer.snapshot(), 0)).any(axis=-1).mean() > 0.2

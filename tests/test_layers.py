@@ -100,3 +100,15 @@ def test_substitute_replaces_one_call_and_checks_calls(resnet18, images64):
     assert all(not m._forward_hooks for m in resnet18.modules())
     with pytest.raises(ValueError, match="not a module output"):
         substitute(resnet18, LayerSpec(INPUT, None), lambda out: out)
+
+
+def test_blocks_on_your_own_model_says_how_to_declare_them():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError) as info:
+        resolve_layers(model, "blocks")
+    assert str(info.value).startswith("no 'blocks' preset is known for this model")
+    assert 'model.block_layers = {"b1": "1", "b2": "3"}' in str(info.value) and "['1', '3']" in str(info.value)
+    with pytest.raises(ValueError, match=r"unknown layer 'b2'.*declare one with model.block_layers"):
+        resolve_layers(model, "b2")
+    model.block_layers = {"b1": "1", "b2": "3"}  # what the message says to write
+    assert [s.module for s in resolve_layers(model, "blocks")[0]] == ["1", "3"]

@@ -82,6 +82,12 @@ def test_fidelity_on_the_mini_zoo_with_layers_keeps_and_curves(tmp_path, capsys)
     (["--layer", "conv9"], "--layer: unknown layer 'conv9'"),
     (["--data", "/no/such/folder"], "--data /no/such/folder: no folder"),
     (["--fill", "white"], "invalid choice: 'white'"),
+    (["--layer", "all"], "--layer all: every ReLU output is too many rows for the table; give 'blocks' or layer"),
+    (["--layer", "input", "--methods", "gradcam_captum", "layercam"],
+     "--methods gradcam_captum layercam at --layer input: each of them needs a feature layer"),
+    (["--model", "mini_vgg_fc", "--layer", "conv2", "classifier.1"],
+     "--layer classifier.1: its output has shape (1, 128), no spatial map (C x H x W); choose a convolutional "
+     "layer, e.g. conv2"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
     args = ["reproduce", "fidelity", "--model", "mini_vgg", "--data", "shapes", "--images", "2",
@@ -156,3 +162,40 @@ def test_the_module_runs_as_a_program(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "fig2_coffee.png").exists()
+
+
+def test_your_own_model_on_bundled_photos(tmp_path, capsys):
+    """A factory in a file, --image-size for its input, fewer photos than --images: a note, then the table."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def build_model():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))\n")
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "fidelity", "--model", str(tmp_path / "net.py"), "--image-size", "32",
+                     "--data", "bundled", "--images", "500", "--layer", "3", "--methods", "ours", "random",
+                     "--bootstrap", "10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    held = len(data.PHOTOS)
+    assert f"note: --images 500: --data bundled holds {held}; all of them are used" in printed
+    rows = read(out / "fidelity.csv")
+    assert [(r["method"], r["layer"], int(r["images"])) for r in rows] == [("ours", "3", held), ("random", "3", held)]
+
+
+def test_fig2_for_your_own_model_and_a_layer_without_a_map(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),\n"
+        "                         nn.Linear(4 * 16 * 16, 10))\n")
+    source = f"{tmp_path / 'net.py'}:make"
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "fig2", "--model", source, "--image-size", "32", "--image", "chelsea",
+                     "--layer", "1", "--out", str(out)]) == 0
+    assert (out / "fig2_chelsea.png").is_file()
+    assert cli.main(["reproduce", "fig2", "--model", source, "--image-size", "32", "--image", "chelsea",
+                     "--layer", "1", "4", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("pwawidgets reproduce fig2: error: --layer 4: its output has shape (1, 10), no spatial map "
+                   "(C x H x W); choose a convolutional layer, e.g. 1")
+    assert not (tmp_path / "o2").exists()

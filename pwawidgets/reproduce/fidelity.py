@@ -22,8 +22,21 @@ import textwrap
 from collections.abc import Sequence
 
 from .. import fidelity as fd
+from ..baselines import FROM_DECOMPOSITION, METHODS
+from ..layers import INPUT
 from ..metrics import bootstrap_ci
-from .common import UsageError, output_folder, pick_device, write_csv
+from .common import (
+    UsageError,
+    add_model_arguments,
+    check_image_count,
+    input_geometry,
+    load,
+    output_folder,
+    pick_device,
+    probe,
+    spatial,
+    write_csv,
+)
 
 HELP = "the paper's fidelity table: keep the top 30 %% of pixels, top-5 intersection with the full image"
 COLOURS = {"ours": "#c44e52", "gradcam": "#4c72b0", "gradcam_relu": "#8172b2", "gradient": "#55a868",
@@ -37,7 +50,7 @@ UNITS = {"top5_intersection": "top-5 intersection", "top1_agreement": "top-1 agr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="efficientnet_lite0", help="model name (default: efficientnet_lite0)")
+    add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="a folder of images (flat or one sub-folder per class), a "
                         "Pascal VOC folder, 'bundled' (the photos shipped with installed packages) or 'shapes' "
                         "(generated images, for the mini zoo)")
@@ -205,36 +218,41 @@ def _validate(args: argparse.Namespace) -> None:
     for name in ("images", "batch_size", "chunk", "bootstrap"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    from ..baselines import METHODS
-
     unknown = [m for m in args.methods if m != fd.RANDOM and m not in METHODS]
     if unknown:
         raise UsageError(f"unknown method(s) {', '.join(unknown)}; choose from {fd.RANDOM}, {', '.join(METHODS)}")
 
 
 def prepare(args: argparse.Namespace):
-    """Model, image set and layers from the arguments (``UsageError`` for bad ones). Shared with ``fig2``."""
-    from .. import zoo
+    """Model, image set, layers, device and notes from the arguments (``UsageError`` for bad ones), checked on one
+    image before any work."""
     from ..datasets import open_images
     from ..layers import resolve_layers
-    from ..models import load_model
 
     device = pick_device(args.device)
+    model = load(args, device)
+    size, crop, normalization, notes = input_geometry(model, args)
+    check_image_count(args.data, args.images)
     try:
-        model = load_model(args.model, device=device)
-    except (TypeError, ValueError) as exc:  # WeightsUnavailableError is not one: it is reported as a failure
-        raise UsageError(str(exc)) from exc
-    size, crop = (64, 64) if args.model in zoo.NAMES else (256, 224)
-    try:
-        images = open_images(args.data, args.images, args.seed, size, crop, model.normalization)
+        images = open_images(args.data, args.images, args.seed, size, crop, normalization)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--data {args.data}: {exc}") from exc
+    if len(images) < args.images:
+        notes.append(f"--images {args.images}: --data {args.data} holds {len(images)}; all of them are used")
     try:
         layers = args.layer or [fd.paper_layer(model, crop)]
-        names = [s.name for s in resolve_layers(model, layers)[0]]
+        specs, wants_all = resolve_layers(model, layers)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--layer: {exc}") from exc
-    return model, images, names, device
+    if wants_all:
+        raise UsageError("--layer all: every ReLU output is too many rows for the table; give 'blocks' or layer names")
+    names = [s.name for s in specs]
+    spatial(probe(model, images.load(0)[0], names)[1])
+    skipped = [m for m in args.methods if m in METHODS and m not in FROM_DECOMPOSITION and not METHODS[m].accepts_input]
+    if names == [INPUT] and len(skipped) == len(args.methods):
+        raise UsageError(f"--methods {' '.join(args.methods)} at --layer input: each of them needs a feature layer; "
+                         "name a layer or add a method that works at the input (ours, gradient, random)")
+    return model, images, names, device, notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _validate(args)
-        model, images, layers, device = prepare(args)
+        model, images, layers, device, notes = prepare(args)
         out = output_folder(args.out)
     except UsageError as exc:
         print(f"pwawidgets reproduce fidelity: error: {exc}", file=sys.stderr)
@@ -250,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
     except WeightsUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"note: {note}")
     print(f"seed {args.seed}: {images.description}; {args.model} on {device}; layers {', '.join(layers)}; "
           f"keep {', '.join(f'{k:g}' for k in args.keep)}; fill {args.fill}; sign {args.sign}")
     (out / "images.txt").write_text(f"# seed {args.seed}: {images.description}\n" + "\n".join(images.names) + "\n")

@@ -18,13 +18,13 @@ import re
 import sys
 from pathlib import Path
 
-from .common import UsageError, output_folder, pick_device
+from .common import UsageError, add_model_arguments, input_geometry, load, output_folder, pick_device, probe, spatial
 
 HELP = "the paper's Fig. 2: ours and Grad-CAM at every block, for given images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="efficientnet_lite0", help="model name (default: efficientnet_lite0)")
+    add_model_arguments(parser)
     parser.add_argument("--image", nargs="+", required=True, help="image file(s), or names of bundled photos "
                         "(chelsea, coffee, ...)")
     parser.add_argument("--layer", nargs="+", default=["blocks"], help="columns (default: every preset block)")
@@ -48,14 +48,17 @@ def _sources(names: list[str]) -> list[tuple[str, object]]:
     return found
 
 
-def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[int, int] = (256, 224)):
-    """The Fig. 2 panel of one image: a matplotlib ``Figure`` (rows ours / Grad-CAM, one column per layer)."""
+def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[int, int] = (256, 224),
+         normalization=None):
+    """The Fig. 2 panel of one image: a matplotlib ``Figure`` (rows ours / Grad-CAM, one column per layer);
+    ``normalization``: the model's input normalisation (default: ``model.normalization``)."""
     from .. import viz
     from ..baselines import gradcam_from
     from ..core import decompose, resize_maps
     from ..images import display_image, load_image
 
-    x = load_image(source, size=size[0], crop=size[1], normalization=model.normalization)
+    normalization = normalization or model.normalization
+    x = load_image(source, size=size[0], crop=size[1], normalization=normalization)
     dec = decompose(model, x, None, layers, keep_gradients=True)
     side = tuple(x.shape[-2:])
     rows = {
@@ -67,22 +70,20 @@ def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[i
     label = names[c] if names else f"class {c}"
     title = (f"{getattr(model, 'model_name', type(model).__name__)}: {label} (score {float(dec.score[0]):.2f}), "
              f"{sign} parts")
-    image = display_image(x, normalization=model.normalization)
+    image = display_image(x, normalization=normalization)
     return viz.map_grid(image, rows, dec.layers, title=title, sign=sign, units="score units")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import zoo
+    from ..images import load_image
     from ..layers import resolve_layers
-    from ..models import WeightsUnavailableError, load_model
+    from ..models import WeightsUnavailableError
 
     try:
         sources = _sources(args.image)
         device = pick_device(args.device)
-        try:
-            model = load_model(args.model, device=device)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(str(exc)) from exc
+        model = load(args, device)
+        size, crop, normalization, notes = input_geometry(model, args)
         try:
             specs, wants_all = resolve_layers(model, args.layer)
             if wants_all:
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             layers = [s.name for s in specs]
         except (TypeError, ValueError) as exc:
             raise UsageError(f"--layer: {exc}") from exc
+        first = load_image(sources[0][1], size=size, crop=crop, normalization=normalization)
+        spatial(probe(model, first, layers)[1])
         out = output_folder(args.out)
     except UsageError as exc:
         print(f"pwawidgets reproduce fig2: error: {exc}", file=sys.stderr)
@@ -98,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
     except WeightsUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 1
-    size = (64, 64) if args.model in zoo.NAMES else (256, 224)
+    except ValueError as exc:  # the first image cannot be read (ImageLoadError)
+        print(f"pwawidgets reproduce fig2: error: --image {sources[0][0]}: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
     for stem, source in sources:
         try:
-            fig = draw(model, source, layers, args.sign, size)
-        except ValueError as exc:  # an unreadable image file (ImageLoadError), a layer without a spatial map
+            fig = draw(model, source, layers, args.sign, (size, crop), normalization)
+        except ValueError as exc:  # an unreadable image file (ImageLoadError)
             print(f"pwawidgets reproduce fig2: error: {stem}: {exc}", file=sys.stderr)
             return 2
         path = out / f"fig2_{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"

@@ -22,14 +22,23 @@ import argparse
 import sys
 import time
 
-from .common import UsageError, output_folder, pick_device, write_csv
+from .common import (
+    UsageError,
+    add_model_arguments,
+    check_image_count,
+    input_geometry,
+    load,
+    output_folder,
+    pick_device,
+    probe,
+    write_csv,
+)
 
 HELP = "the paper's Fig. 3: bias / score after every ReLU, averaged over images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model name: vgg19, vgg19_bn, resnet101 (cached weights), "
-                        "efficientnet_lite0 or a mini-zoo net")
+    add_model_arguments(parser, default=None)
     parser.add_argument("--data", required=True, help="a folder of images, a Pascal VOC folder, 'bundled' (the "
                         "photos shipped with installed packages) or 'shapes' (generated images, for the mini zoo)")
     parser.add_argument("--images", type=int, default=300, help="number of images drawn (default 300)")
@@ -99,21 +108,23 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import zoo
     from ..datasets import open_images
-    from ..models import WeightsUnavailableError, check_model_name, load_model
+    from ..models import WeightsUnavailableError
     from ..robustness import bias_curve
 
     try:
         _validate(args)
-        check_model_name(args.model)
         device = pick_device(args.device)
-        model = load_model(args.model, device=device)
-        size, crop = (64, 64) if args.model in zoo.NAMES else (256, 224)
+        model = load(args, device)
+        size, crop, normalization, notes = input_geometry(model, args)
+        check_image_count(args.data, args.images)
         try:
-            images = open_images(args.data, args.images, args.seed, size, crop, model.normalization)
+            images = open_images(args.data, args.images, args.seed, size, crop, normalization)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"--data {args.data}: {exc}") from exc
+        classes = probe(model, images.load(0)[0], ["input"])[0]
+        if int(args.target[3:]) > classes:
+            raise UsageError(f"--target {args.target}: the model has {classes} classes; use top1 to top{classes}")
         out = output_folder(args.out)
     except (UsageError, ValueError, TypeError) as exc:
         print(f"pwawidgets reproduce fig3: error: {exc}", file=sys.stderr)
@@ -121,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     except WeightsUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if len(images) < args.images:
+        notes.append(f"--images {args.images}: --data {args.data} holds {len(images)}; all of them are used")
+    for note in notes:
+        print(f"note: {note}")
     print(f"seed {args.seed}: {images.description}; {args.model} on {device}; target {args.target}")
     (out / "images.txt").write_text(f"# seed {args.seed}: {images.description}\n" + "\n".join(images.names) + "\n")
     start = time.perf_counter()

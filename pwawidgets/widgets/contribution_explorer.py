@@ -35,7 +35,7 @@ from ..baselines import maps_from, resize_maps
 from ..bias import REMAINDER, bias_sources_at
 from ..core import decompose
 from ..images import ImageLoadError, display_image
-from ..layers import INPUT, layer_presets
+from ..layers import INPUT
 from ..placement import model_device, model_dtype
 from .base import Explorer, Messages, guarded
 from .contribution_inputs import (
@@ -45,11 +45,14 @@ from .contribution_inputs import (
     class_names_for,
     default_model,
     is_mini,
+    layer_choices,
     option_labels,
+    photos_fit,
     prepare,
     preprocessing_for,
     sample_image,
     sample_names,
+    square_side,
 )
 
 __all__ = ["ClassExplanation", "ContributionExplorer", "ContributionState", "Preprocess", "map_units",
@@ -154,7 +157,11 @@ class ContributionExplorer(Explorer):
     ``ContributionExplorer(model, image)``: ``model`` defaults to the best ImageNet classifier available offline
     (:func:`pwawidgets.models.best_available_imagenet`). ``image`` is a sample name (``"chelsea"``,
     ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
-    0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample.
+    0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample
+    (sample photos are offered only where they fit: ImageNet-size RGB input, or the mini zoo; else a prompt).
+    ``layer`` is any module name (added to the slider), ``layers`` the list of names the layer slider offers
+    (default: the input and the preset blocks); ``class_names`` one name per class; ``image_size`` the side of
+    the square input the model takes (default: ``model.input_size``, 64 for the mini zoo, else 224).
     Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
     :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. A bad image, class or control value never
     raises: it is shown as a message in the widget, which keeps working (a refused control goes back to the value in
@@ -171,6 +178,7 @@ class ContributionExplorer(Explorer):
         *,
         top_k: int = 5,
         layer: str | None = None,
+        layers: Sequence[str] | None = None,
         method: str = "ours",
         sign: str = "positive",
         keep: float = 100.0,
@@ -185,15 +193,20 @@ class ContributionExplorer(Explorer):
         opacity = check_number("opacity", opacity, 0, 1, OPACITY_HINT)
         if model is None:
             model = default_model()
+        image_size = square_side(model, image_size)
         preprocess = preprocessing_for(model, image_size)
         self.model = model
-        presets = layer_presets(model).get("blocks", {})
-        layers = [INPUT, *presets]
-        if layer is not None:
-            check_choice("layer", layer, layers)
+        layers = layer_choices(model, layer, layers)
         head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+        if class_names is not None and head is not None and len(class_names) != head.out_features:
+            raise ValueError(f"class_names has {len(class_names)} names, but the model's last layer has "
+                             f"{head.out_features} outputs: give one name per class")
+        self._names_given = class_names is not None
         names = list(class_names) if class_names is not None else class_names_for(
             model, head.out_features if head is not None else None)
+        declared = any(v is not None for v in (image_size, getattr(model, "normalization", None),
+                                               getattr(model, "preprocessing", None)))
+        self._no_photos = photos_fit(model, preprocess, declared)
         untrained = getattr(model, "pretrained", None) is False
         base = label or getattr(model, "model_name", None) or type(model).__name__
         self.state = ContributionState(
@@ -211,12 +224,16 @@ class ContributionExplorer(Explorer):
         )
         self._build_controls(model)
         self._connect()
-        if not presets:
-            self.state.note = "No preset blocks are known for this model: only the input layer is shown."
-        if image is None:
-            samples = sample_names(model)
-            image = "chelsea" if "chelsea" in samples and not is_mini(model) else samples[0]
-        self.set_image(image)
+        if layers == [INPUT]:
+            self.state.note = ("No preset blocks are known for this model: only the input layer is shown; pass "
+                               "layers=[module names] or set model.block_layers = {alias: module name}.")
+        if image is None and self._samples:
+            image = "chelsea" if "chelsea" in self._samples and not is_mini(model) else self._samples[0]
+        elif image is None:
+            self.state.note = (f"Upload an image or call explorer.set_image(array): no sample photo here "
+                               f"({self._no_photos}).")
+        if image is not None:
+            self.set_image(image)
         if self.state.inputs is None:
             self._render()
 
@@ -230,8 +247,10 @@ class ContributionExplorer(Explorer):
             if key in self._samples or (missing and key.startswith("shape:")):  # an unknown shape lists them
                 name, source = name or f"sample '{key}'", sample_image(key)
             elif missing and key and not any(ch in key for ch in "./\\"):  # a bare word: a misspelt sample
-                raise LookupError(f"no sample image or file named {key!r}: the samples are "
-                                  f"{', '.join(self._samples)}; or give the path to an image file")
+                samples = f"the samples are {', '.join(self._samples)}" if self._samples else \
+                    f"no sample photo here ({self._no_photos})"
+                raise LookupError(f"no sample image or file named {key!r}: {samples}; or give the path to an image "
+                                  "file")
         inputs, notes = prepare(source, self.state.preprocess)
         self._install(inputs, notes, name or self._describe(source))
         return True
@@ -296,12 +315,14 @@ class ContributionExplorer(Explorer):
 
     def _build_controls(self, model: nn.Module) -> None:
         s = self.state
-        self._samples = sample_names(model)
+        self._samples = [n for n in sample_names(model) if n.startswith("shape:")] if self._no_photos else \
+            sample_names(model)
         self._labels = option_labels(s.class_names)
         self._label_index = {lab: i for i, lab in enumerate(self._labels)}
         wide = W.Layout(width="420px")
         c: dict[str, W.Widget] = {
-            "sample": W.Dropdown(options=[("sample image…", "")] + [(n, n) for n in self._samples], value="",
+            "sample": W.Dropdown(options=[("sample image…" if self._samples else "upload an image…", "")]
+                                 + [(n, n) for n in self._samples], value="", disabled=not self._samples,
                                  description="image", layout=W.Layout(width="260px")),
             "path": W.Text(placeholder="path to an image file", layout=W.Layout(width="260px")),
             "load": W.Button(description="load", icon="folder-open", layout=W.Layout(width="80px")),
@@ -430,10 +451,18 @@ class ContributionExplorer(Explorer):
         s = self.state
         x = inputs.to(model_device(self.model), dtype=model_dtype(self.model, inputs.dtype))
         known = len(s.class_names)
-        explained, logits = self._explain(x, f"top{min(s.top_k, known) if known else s.top_k}")
+        try:
+            explained, logits = self._explain(x, f"top{min(s.top_k, known) if known else s.top_k}")
+        except RuntimeError as exc:  # most often a size the model cannot take: a shape error from torch
+            raise ValueError(f"the model cannot take this {x.shape[-2]} x {x.shape[-1]} input ({exc}); if it takes "
+                             "another size, give image_size=<side>, e.g. ContributionExplorer(model, image, "
+                             "image_size=32)") from exc
         s.stats["forwards"] += 1
         if logits.dim() != 2 or logits.shape[0] != 1:
             raise ValueError(f"the model returned {tuple(logits.shape)}; a classifier must return (1, classes)")
+        if self._names_given and known != logits.shape[1]:
+            raise ValueError(f"class_names has {known} names for the model's {logits.shape[1]} classes: give one "
+                             "name per class, ContributionExplorer(model, image, class_names=[...])")
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("the model's scores for this image are not finite (NaN or infinite)")
         names = s.class_names if len(s.class_names) >= logits.shape[1] else class_names_for(self.model, logits.shape[1])
@@ -476,6 +505,10 @@ class ContributionExplorer(Explorer):
         dec = decompose(self.model, x, target, s.layers, keep_gradients=True)
         classes = dec.target[0].tolist()
         s.stats["decompositions"] += 1
+        flat = [name for name in s.layers if dec.activation(name).dim() != 4]
+        if flat:
+            raise ValueError(f"layer {flat[0]!r} gives a {tuple(dec.activation(flat[0]).shape)} tensor, no map to "
+                             "show: give convolutional layers (layer=, layers=)")
         tables = {(m, layer): maps_from(dec, m, layer)[0] for m in METHODS for layer in s.layers}
         out = {}
         for j, c in enumerate(classes):
@@ -571,15 +604,21 @@ class ContributionExplorer(Explorer):
         ex = s.explained[s.target]
         methods = list(METHODS) if s.method == SIDE_BY_SIDE else [s.method]
         panels = [viz.image_panel(s.picture, "image")]  # the plain image first, to compare with its maps
+        empty = []
         for method in methods:
             values = resize_maps(ex.maps[(method, s.layer)], s.preprocess.display).float().cpu().numpy()
+            if not np.any(viz.sign_view(values, s.sign)):  # nothing to colour: say so, no bar on an empty scale
+                bound = {"positive": "≤ 0; pick another sign", "negative": "≥ 0; pick another sign"}.get(s.sign, "0")
+                empty.append(f"{METHODS[method]} has no {s.sign} part at {s.layer}: every value is {bound}")
+                panels.append(viz.image_panel(s.picture, f"{METHODS[method]}: no {s.sign} part"))
+                continue
             picture, vmax = viz.render_map(s.picture, values, s.sign, s.keep, s.opacity)
             panels.append(viz.panel(picture, f"{METHODS[method]} at {s.layer}", s.sign, vmax,
                                     units=map_units(method, s.layer)))
         self.image.value = viz.to_png(viz.stack(panels))
-        self.info.value = self._info_html(ex)
+        self.info.value = self._info_html(ex, empty)
 
-    def _info_html(self, ex: ClassExplanation) -> str:
+    def _info_html(self, ex: ClassExplanation, empty: list[str]) -> str:
         s = self.state
         info = self.summary()
         ratio = info["bias_ratio"]
@@ -591,6 +630,7 @@ class ContributionExplorer(Explorer):
                 "not what a trained network looks at.</div>") if s.untrained else ""
         return (
             f"<b>{html.escape(s.model_label)}</b>{warn}"
+            + "".join(f"<div style='color:#8a5a00'>{html.escape(e)}</div>" for e in empty) +
             f"<div>{html.escape(s.source)}</div>"
             f"<div>class <b>{html.escape(info['name'])}</b> (#{ex.index}), p = "
             f"{_probability_text(info['probability'])}</div>"

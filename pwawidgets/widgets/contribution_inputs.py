@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, load_image
+from ..layers import INPUT, layer_presets, resolve_layers, resolve_one
 from ..models import imagenet_categories
 
 __all__ = [
@@ -26,12 +27,15 @@ __all__ = [
     "class_names_for",
     "default_model",
     "is_mini",
+    "layer_choices",
     "one_image",
     "option_labels",
+    "photos_fit",
     "prepare",
     "preprocessing_for",
     "sample_image",
     "sample_names",
+    "square_side",
 ]
 
 MAX_UPLOAD_BYTES = 50 * 2**20
@@ -193,3 +197,60 @@ def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return x, notes
 
+
+# ------------------------------------------------------------------ the explorer's layers, size and samples
+
+
+def layer_choices(model: nn.Module, layer: str | None, layers: Sequence[str] | None) -> list[str]:
+    """The layer slider's names: ``layers`` (resolved: presets expand) if given, else the input and the preset
+    blocks, with ``layer`` added when it is another module name. A ValueError naming the argument otherwise."""
+    if layers is not None:
+        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+            raise TypeError(f"layers is a list of layer names for the slider, e.g. ['input', 'features.3'], got "
+                            f"{layers!r}")
+        try:
+            specs, wants_all = resolve_layers(model, list(layers))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layers: {exc}") from None
+        if wants_all:
+            raise ValueError("layers: 'all' (every ReLU output) is too many for a slider; name the layers")
+        names = [spec.name for spec in specs]
+        if layer is not None and layer not in names:
+            raise ValueError(f"layer {layer!r} is not one of layers {names}: add it to layers or pick one of them")
+        return names
+    names = [INPUT, *layer_presets(model).get("blocks", {})]
+    if layer is not None and layer not in names:
+        try:
+            names.append(resolve_one(model, layer).name)  # any module name
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer: {exc}") from None
+    return names
+
+
+def square_side(model: nn.Module, image_size: Any) -> Any:
+    """``image_size``, or the side of a square ``model.input_size``; a ValueError for a non-square size (the
+    explorer resizes and centre-crops to a square)."""
+    for what, value in (("image_size", image_size), ("model.input_size", getattr(model, "input_size", None))):
+        if isinstance(value, (tuple, list, torch.Size)):
+            if len(value) != 2 or value[0] != value[1]:
+                raise ValueError(f"{what} is {tuple(value)}: the explorer takes square images (resized and "
+                                 "centre-cropped); give image_size=<side>, one whole number")
+            if image_size is None or what == "image_size":
+                return value[0]
+    return image_size
+
+
+def photos_fit(model: nn.Module, preprocess: Preprocess, declared: bool) -> str:
+    """Empty when the sample photos suit the model (it takes ImageNet-size RGB input, or it is a mini-zoo net,
+    which resizes them); else why not, for the prompt that replaces them."""
+    if is_mini(model):
+        return ""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != 3:
+        return f"the model takes {first.in_channels}-channel images, not RGB photos"
+    if not declared:
+        return ("the model does not say what input size it takes (224 x 224 is assumed): give image_size=<side>, "
+                "e.g. image_size=32")
+    if preprocess.crop < 200:
+        return f"the model takes {preprocess.crop} x {preprocess.crop} images, not ImageNet-size photos"
+    return ""
