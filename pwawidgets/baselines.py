@@ -342,7 +342,7 @@ def attribute(
         ``(B, H_l, W_l)`` on the layer's grid (``METHODS[method].grid == "layer"``) or ``(B, H, W)`` at the
         input's size (``"input"``), on the model's device.
     """
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attribution methods need gradients: call attribute outside torch.inference_mode()")
@@ -350,6 +350,9 @@ def attribute(
     spec = METHODS[method]
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
         raise ValueError("inputs must be a (B, 3, H, W) float tensor; see pwawidgets.load_image")
+    if not bool(torch.isfinite(inputs).all()):
+        bad = (~torch.isfinite(inputs)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): no map means anything there")
     x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
     if x.is_inference():
         x = x.clone()
