@@ -17,7 +17,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from . import kinds
+from . import arguments, kinds
 from .kinds import (
     AFFINE,
     BILINEAR,
@@ -113,6 +113,8 @@ def require_piecewise_affine(model: nn.Module, allow_non_affine: bool = False, s
                              modules: dict[str, nn.Module] | None = None) -> AuditReport:
     """Refuse (or, with ``allow_non_affine``, warn about) a model the audit finds not piece-wise affine; warn about
     (or, with ``strict``, refuse) one with unverified parts. Returns the report."""
+    arguments.flag("allow_non_affine", allow_non_affine)
+    arguments.flag("strict", strict)
     report = audit(model, modules)
     if not report.ok:
         if not allow_non_affine:

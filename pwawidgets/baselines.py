@@ -359,7 +359,8 @@ def attribute(
     layer = layer or default_layer(model, spec.default)
     resolve_one(model, layer)  # one layer, with a clear error for presets, 'all' and unknown names
     if layer == INPUT and not spec.accepts_input:
-        raise ValueError(f"{spec.label} needs a feature layer (e.g. {default_layer(model)!r}), not the input")
+        example = list(layer_presets(model).get("blocks", {}))[-1:] or ["a module from model.named_modules()"]
+        raise ValueError(f"{spec.label} needs a feature layer (e.g. {example[0]!r}), not the input")
     with exact_math():
         t = _targets(model, x, target)
     # a copy: a model that edits its input in place must not edit the caller's tensor

@@ -69,7 +69,7 @@ def as_masks(masks, batch: int | None = None) -> torch.Tensor:
 
 def to_image_grid(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(B, h, w)`` maps to ``size`` (bilinear, float64); unchanged values if already that size."""
-    if isinstance(size, (str, bytes)) or len(tuple(size)) != 2:
+    if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, torch.Size)) or len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
     size = tuple(arguments.integer("size", int(v) if isinstance(v, torch.Tensor) else v, 1) for v in size)
     return resize_maps(as_maps(maps).double(), size)
