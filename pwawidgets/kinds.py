@@ -183,7 +183,8 @@ def _order_steps(x, dim: int, kept: Callable[[int], tuple[int, int]] | None = No
     a, b = max(a, 0), min(b, n)
     # neighbours among the kept positions
     steps = crossing(ordered[..., a + 1:b] - ordered[..., a:b - 1], rates[..., a + 1:b] - rates[..., a:b - 1])
-    steps = steps.flatten(1).amin(1) if steps.numel() else torch.full((v.shape[0],), float("inf"))
+    steps = steps.flatten(1).amin(1) if steps.numel() else torch.full((v.shape[0],), float("inf"), dtype=v.dtype,
+                                                                      device=v.device)
     if kept is not None and 0 < b - a < n:  # a kept entry meets one left out
         out = torch.cat([ordered[..., :a], ordered[..., b:]], -1)
         out_rates = torch.cat([rates[..., :a], rates[..., b:]], -1)

@@ -326,6 +326,7 @@ ORDER_OPS = {  # the operation, and the state it switches on, written out indepe
     "min": (lambda z: z.min(1, keepdim=True).values, lambda z: z.argmin(1)),
     "amin": (lambda z: z.amin(1, keepdim=True), lambda z: z.argmin(1)),
     "gather by argmin": (lambda z: z.gather(1, z.argmin(1, keepdim=True)), lambda z: z.argmin(1)),
+    "index by argmax over everything": (lambda z: z + z.flatten()[torch.argmax(z)], lambda z: torch.argmax(z)),
 }
 
 
