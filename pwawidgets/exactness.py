@@ -63,11 +63,6 @@ class _SwitchWatcher(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _check_finite(t: torch.Tensor, what: str) -> None:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{what} holds NaN or infinite values")
-
-
 def _run_moving(model: nn.Module, x: torch.Tensor, spec: LayerSpec, make_moving) -> torch.Tensor:
     """One forward pass in which the input, or the layer of ``spec``, is replaced by ``make_moving(value)``."""
     if spec.module is None:
@@ -103,21 +98,21 @@ def region_radius(
         raise TypeError("x and direction must be tensors")
     arguments.flag("allow_non_affine", allow_non_affine)
     spec = resolve_one(model, layer)
+    if not x.is_floating_point() and spec.module is None:
+        raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
+    if not direction.is_floating_point():
+        raise TypeError(f"direction must hold floats, got {direction.dtype}")
+    arguments.finite("the point x", x)
+    arguments.finite("the direction", direction)
+    if spec.module is None and direction.shape != x.shape:
+        raise ValueError(f"direction has shape {tuple(direction.shape)}; the input has {tuple(x.shape)}")
     require_piecewise_affine(model, allow_non_affine)
     device = model_device(model, x.device)
     # copies: a model that edits its input in place must not edit the caller's tensors
     x = x.detach().clone().to(device)
     if x.is_floating_point():
         x = x.to(model_dtype(model, x.dtype))
-    elif spec.module is None:
-        raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
-    if not direction.is_floating_point():
-        raise TypeError(f"direction must hold floats, got {direction.dtype}")
     direction = direction.detach().clone().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
-    _check_finite(x, "the point x")
-    _check_finite(direction, "the direction")
-    if spec.module is None and direction.shape != x.shape:
-        raise ValueError(f"direction has shape {tuple(direction.shape)}; the input has {tuple(x.shape)}")
 
     def make_moving(value: torch.Tensor) -> torch.Tensor:
         if direction.shape != value.shape:
@@ -265,6 +260,11 @@ def verify(
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     arguments.flag("allow_non_affine", allow_non_affine)
+    arguments.finite("x", x)
+    if direction is not None:
+        if not isinstance(direction, torch.Tensor) or not direction.is_floating_point():
+            raise TypeError(f"direction must be a float tensor, got {type(direction).__name__}")
+        arguments.finite("the direction", direction)
     report = audit(model) if allow_non_affine else None
     try:
         work = copy.deepcopy(model).to(dtype)
@@ -281,8 +281,6 @@ def verify(
     if direction is None:
         direction = _default_direction(h, spec.module is None, seed)
     else:
-        if not isinstance(direction, torch.Tensor):
-            raise TypeError(f"direction must be a tensor, got {type(direction).__name__}")
         direction = direction.detach().to(h.device, dtype)
         if direction.shape != h.shape:
             raise ValueError(f"direction has shape {tuple(direction.shape)}; {spec.name!r} has {tuple(h.shape)}")

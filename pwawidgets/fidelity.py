@@ -247,8 +247,8 @@ def _method_maps(method: str, model: nn.Module, dec, x: torch.Tensor, layer: str
     return attribute(method, model, x, dec.target, layer)
 
 
-def _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress, total) -> tuple[list[str], list[float],
-                                                                                     list[float]]:
+def _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress,
+           total) -> tuple[list[str], list[float], list[float]]:
     """Every argument of :func:`evaluate` but the model, the data and the fill, before any work."""
     if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
         raise TypeError(f"methods must be a non-empty list of method names, e.g. ['ours', 'gradcam'], got {methods!r}")
