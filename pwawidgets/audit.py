@@ -105,6 +105,8 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     thread), paid by every :func:`~pwawidgets.decompose` call.
     """
     model = check_model(model)
+    if modules is not None and not isinstance(modules, dict):
+        raise TypeError(f"modules must be dict(model.named_modules()) or None, got {type(modules).__name__}")
     named = modules if modules is not None else dict(model.named_modules())
     return _audit(model, named)
 

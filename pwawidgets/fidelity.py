@@ -106,6 +106,10 @@ def _size(size) -> tuple[int, int]:
 def random_map(shape: tuple[int, int], seed: int, index: int, layer: str) -> torch.Tensor:
     """The random baseline's map of image ``index`` at ``layer``: uniform noise on the layer's grid, from a
     generator seeded by ``(seed, index, layer)`` so it does not depend on batching."""
+    shape = _size(tuple(shape) if isinstance(shape, (list, torch.Size)) else shape)
+    seed, index = arguments.integer("seed", seed, 0), arguments.integer("index", index, 0)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name, got {layer!r}")
     mixed = (seed * 1_000_003 + index) * 4_294_967_311 + zlib.crc32(layer.encode())
     gen = torch.Generator().manual_seed(mixed % (2**63))
     return torch.rand(shape, generator=gen, dtype=torch.float64)
@@ -159,7 +163,9 @@ class FidelityResult:
     def values(self, method: str, layer: str, score: str = "topk", fraction: float = PAPER_KEEP,
                mode: str = "keep") -> torch.Tensor:
         """Per-image values of one score ``(N,)``."""
-        key = (method, layer, mode, float(fraction))
+        arguments.choice("score", score, SCORES)
+        arguments.choice("mode", mode, MODES)
+        key = (method, layer, mode, arguments.number("fraction", fraction, 0, 1))
         if key not in self.scores:
             raise KeyError(f"no result for {key}; methods {self.methods}, layers {self.layers}, "
                            f"{mode} fractions {self.fractions(mode)}")

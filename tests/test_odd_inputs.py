@@ -551,6 +551,23 @@ METRICS = {
                                                                regions.build_mlp((500,), seed=2), ((-2, 2), (-2, 2)))),
 }
 
+
+def _a_result() -> fd.FidelityResult:
+    return fd.evaluate(cnn(), img(), ("random",), ["1"], (0.3,), k=3, progress=False)
+
+
+METRICS |= {
+    "random_map with a side of 0": raises(ValueError, "size", lambda: fd.random_map((0, 4), 0, 0, "conv3")),
+    "random_map seed as a float": raises(TypeError, "seed", lambda: fd.random_map((4, 4), 0.5, 0, "conv3")),
+    "random_map layer as a number": raises(TypeError, "layer", lambda: fd.random_map((4, 4), 0, 0, 3)),
+    "result values of an unknown score": raises(ValueError, "score", lambda: _a_result().values(
+        "random", "1", "top5")),
+    "result values of fraction 30": raises(ValueError, "fraction", lambda: _a_result().values(
+        "random", "1", "topk", 30)),
+    "audit modules as a list": raises(TypeError, "modules", lambda: pw.audit(mlp(), list(mlp().modules()))),
+}
+
+
 FAMILIES = {"models": MODELS, "inputs": INPUTS, "mutation": MUTATION, "targets": TARGETS, "images": IMAGES,
             "metrics": METRICS}
 CASES = [pytest.param(check, id=f"{family}: {re.sub(r'[^A-Za-z0-9_ ,.()-]', '', name)}")
@@ -560,3 +577,4 @@ CASES = [pytest.param(check, id=f"{family}: {re.sub(r'[^A-Za-z0-9_ ,.()-]', '', 
 @pytest.mark.parametrize("check", CASES)
 def test_odd_input(check: Callable[[], None]) -> None:
     check()
+
