@@ -9,17 +9,15 @@ exponential acts on a constant), ``lin(x) * lin(x)`` and ``1 / lin(x)`` are not.
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import warnings
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 from torch import nn
 
-from . import kinds
+from . import arguments, kinds
 from .kinds import (
     AFFINE,
     BILINEAR,
@@ -85,36 +83,12 @@ class AuditReport:
             lines += [f"  - {f}" for f in self.unverified]
         return "\n".join(lines)
 
-    def copy(self) -> AuditReport:
-        return dataclasses.replace(self, offending=list(self.offending), unverified=list(self.unverified))
-
 
 class _LeafTracer(torch.fx.Tracer):
     """Keeps ``torch.nn`` modules as leaves (each appears by name); custom modules are traced through."""
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PLAIN = {bool, int, float, str, type(None)}
-_MODULE_INTERNALS = frozenset(vars(nn.Module()).keys()) - {"training"}  # hook tables, parameters, buffers...
-
-
 _HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def _flags(module: nn.Module) -> tuple:
-    """The module's own attributes (flags, sizes, modes; others by identity) and its hooks: a change to any can
-    change what forward computes."""
-    d = module.__dict__
-    own = frozenset((k, d[k] if type(d[k]) in _PLAIN else id(d[k])) for k in d.keys() - _MODULE_INTERNALS)
-    return own, tuple(tuple(d[t]) for t in _HOOK_TABLES)
-
-
-def signature(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> tuple:
-    """Everything the audit depends on: each module's name, identity, type and own attributes (mode included).
-
-    About 0.5 ms for ResNet-101's 287 modules, paid by every :func:`~pwawidgets.decompose` call."""
-    named = modules if modules is not None else dict(model.named_modules())
-    return tuple((name, id(m), type(m), _flags(m)) for name, m in named.items())
 
 
 def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> AuditReport:
@@ -123,30 +97,31 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     Offending: smooth non-linearities (GELU, SiLU, sigmoid, erf, softmax inside...) and normalisations
     (LayerNorm, GroupNorm) applied to input-dependent values; products or quotients of two input-dependent values;
     BatchNorm, Dropout or RReLU in training mode; ``detach()`` of an input-dependent value. Unverified:
-    operations or module types this audit does not know, or a forward that ``torch.fx`` cannot trace. The result is
-    cached until any module, mode or plain attribute of the model changes. ``modules``:
+    operations or module types this audit does not know, or a forward that ``torch.fx`` cannot trace. ``modules``:
     ``dict(model.named_modules())`` if the caller already has it.
+
+    Traced afresh on every call: ``forward`` may switch on any Python state (a config dict edited in place, a
+    global), which no cache key can see. It costs 8-25 ms (mini VGG, ResNet-18/50, EfficientNet-Lite0 on one CPU
+    thread), paid by every :func:`~pwawidgets.decompose` call.
     """
     model = check_model(model)
+    if modules is not None and not isinstance(modules, dict):
+        raise TypeError(f"modules must be dict(model.named_modules()) or None, got {type(modules).__name__}")
     named = modules if modules is not None else dict(model.named_modules())
-    key = signature(model, named)
-    cached = _CACHE.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1].copy()
-    report = _audit(model, named)
-    _CACHE[model] = (key, report)
-    return report.copy()
+    return _audit(model, named)
 
 
 def require_piecewise_affine(model: nn.Module, allow_non_affine: bool = False, strict: bool = False,
                              modules: dict[str, nn.Module] | None = None) -> AuditReport:
     """Refuse (or, with ``allow_non_affine``, warn about) a model the audit finds not piece-wise affine; warn about
     (or, with ``strict``, refuse) one with unverified parts. Returns the report."""
+    arguments.flag("allow_non_affine", allow_non_affine)
+    arguments.flag("strict", strict)
     report = audit(model, modules)
     if not report.ok:
         if not allow_non_affine:
             raise ValueError(f"{report}\nPass allow_non_affine=True to go on anyway (not exact).")
-        warnings.warn(f"this model is not piece-wise affine:\n{report}", ExactnessWarning, 3)
+        warnings.warn(f"{report}\nGoing on (allow_non_affine=True): the results are not exact.", ExactnessWarning, 3)
     elif report.unverified:
         message = f"the audit could not check everything, so exactness is not guaranteed:\n{report}"
         if strict:
@@ -220,7 +195,7 @@ def _module_verdict(module: nn.Module, state: int) -> tuple[str | None, str]:
     return None, ""
 
 
-_REDUCTIONS = {"mean", "sum", "nansum", "max", "min", "amax", "amin", "std", "var", "cumsum"}
+_REDUCTIONS = {"mean", "sum", "nansum", "max", "min", "amax", "amin", "std", "var", "cumsum", "median", "nanmedian"}
 
 
 def _over_batch(node: torch.fx.Node) -> bool:

@@ -342,7 +342,7 @@ def attribute(
         ``(B, H_l, W_l)`` on the layer's grid (``METHODS[method].grid == "layer"``) or ``(B, H, W)`` at the
         input's size (``"input"``), on the model's device.
     """
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attribution methods need gradients: call attribute outside torch.inference_mode()")
@@ -350,13 +350,17 @@ def attribute(
     spec = METHODS[method]
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
         raise ValueError("inputs must be a (B, 3, H, W) float tensor; see pwawidgets.load_image")
+    if not bool(torch.isfinite(inputs).all()):
+        bad = (~torch.isfinite(inputs)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): no map means anything there")
     x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
     if x.is_inference():
         x = x.clone()
     layer = layer or default_layer(model, spec.default)
     resolve_one(model, layer)  # one layer, with a clear error for presets, 'all' and unknown names
     if layer == INPUT and not spec.accepts_input:
-        raise ValueError(f"{spec.label} needs a feature layer (e.g. {default_layer(model)!r}), not the input")
+        example = list(layer_presets(model).get("blocks", {}))[-1:] or ["a module from model.named_modules()"]
+        raise ValueError(f"{spec.label} needs a feature layer (e.g. {example[0]!r}), not the input")
     with exact_math():
         t = _targets(model, x, target)
     # a copy: a model that edits its input in place must not edit the caller's tensor

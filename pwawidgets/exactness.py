@@ -22,7 +22,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import kinds
+from . import arguments, kinds
 from .audit import AuditReport, Finding, audit, require_piecewise_affine
 from .calls import left_as_found
 from .core import decompose
@@ -63,11 +63,6 @@ class _SwitchWatcher(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _check_finite(t: torch.Tensor, what: str) -> None:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{what} holds NaN or infinite values")
-
-
 def _run_moving(model: nn.Module, x: torch.Tensor, spec: LayerSpec, make_moving) -> torch.Tensor:
     """One forward pass in which the input, or the layer of ``spec``, is replaced by ``make_moving(value)``."""
     if spec.module is None:
@@ -101,22 +96,23 @@ def region_radius(
     model = check_model(model)
     if not isinstance(x, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("x and direction must be tensors")
+    arguments.flag("allow_non_affine", allow_non_affine)
     spec = resolve_one(model, layer)
+    if not x.is_floating_point() and spec.module is None:
+        raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
+    if not direction.is_floating_point():
+        raise TypeError(f"direction must hold floats, got {direction.dtype}")
+    arguments.finite("the point x", x)
+    arguments.finite("the direction", direction)
+    if spec.module is None and direction.shape != x.shape:
+        raise ValueError(f"direction has shape {tuple(direction.shape)}; the input has {tuple(x.shape)}")
     require_piecewise_affine(model, allow_non_affine)
     device = model_device(model, x.device)
     # copies: a model that edits its input in place must not edit the caller's tensors
     x = x.detach().clone().to(device)
     if x.is_floating_point():
         x = x.to(model_dtype(model, x.dtype))
-    elif spec.module is None:
-        raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
-    if not direction.is_floating_point():
-        raise TypeError(f"direction must hold floats, got {direction.dtype}")
     direction = direction.detach().clone().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
-    _check_finite(x, "the point x")
-    _check_finite(direction, "the direction")
-    if spec.module is None and direction.shape != x.shape:
-        raise ValueError(f"direction has shape {tuple(direction.shape)}; the input has {tuple(x.shape)}")
 
     def make_moving(value: torch.Tensor) -> torch.Tensor:
         if direction.shape != value.shape:
@@ -165,6 +161,7 @@ class VerifyReport:
     noise: torch.Tensor  # (B,)
     tol: float
     dtype: torch.dtype
+    audit: AuditReport | None = None  # what the audit found, when verify ran with allow_non_affine=True
 
     @property
     def rel_error(self) -> torch.Tensor:
@@ -201,7 +198,8 @@ class VerifyReport:
         else:
             verdict = f"agrees only to rounding: these steps are below what {self.dtype} resolves"
         radius = ", ".join(f"{r:.3g}" for r in self.radius.tolist())
-        return f"{verdict}: radius {radius} ({self.dtype})\n" + "\n".join(rows)
+        found = [] if self.audit is None or self.audit.verified else [f"the audit found:\n{self.audit}"]
+        return "\n".join([f"{verdict}: radius {radius} ({self.dtype})", *rows, *found])
 
 
 def _check_steps(steps) -> tuple[float, ...]:
@@ -239,6 +237,7 @@ def verify(
     dtype: torch.dtype = torch.float64,
     tol: float = 1e-6,
     seed: int = 0,
+    allow_non_affine: bool = False,
 ) -> VerifyReport:
     """Check ``F(h + t d) = F(h) + t w.d`` for steps ``t`` given as fractions of the region radius.
 
@@ -246,7 +245,8 @@ def verify(
     the identity). ``direction`` defaults to a random direction scaled to the norm of ``h`` (at a layer, on
     its non-zero units). Steps ``>= 1`` (beyond the region) are reported but do not count towards ``ok``.
     If nothing switches along ``direction`` (infinite radius), steps are taken as multiples of 1.
-    ``layer`` names one layer (``"input"`` by default), not a preset.
+    ``layer`` names one layer (``"input"`` by default), not a preset. ``allow_non_affine``: check a model the audit
+    rejects (warned once); the report then says how far it is from affine and lists what the audit found.
     """
     model = check_model(model)
     if not isinstance(x, torch.Tensor):
@@ -259,28 +259,37 @@ def verify(
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    arguments.flag("allow_non_affine", allow_non_affine)
+    arguments.finite("x", x)
+    if direction is not None:
+        if not isinstance(direction, torch.Tensor) or not direction.is_floating_point():
+            raise TypeError(f"direction must be a float tensor, got {type(direction).__name__}")
+        arguments.finite("the direction", direction)
+    report = audit(model) if allow_non_affine else None
     try:
         work = copy.deepcopy(model).to(dtype)
     except (TypeError, RuntimeError, copy.Error) as exc:
         raise TypeError(f"verify works on a {dtype} copy of the model, and this model cannot be copied ({exc}); "
                         "call region_radius and decompose on a float64 model yourself") from exc
     device = model_device(work, x.device)
-    x = x.detach().to(device=device, dtype=dtype if x.is_floating_point() else None)
-    dec = decompose(work, x, target, [spec.name], keep_gradients=True)
+    # a copy: a model that edits its input in place must not edit the caller's tensor (nor this one between runs)
+    x = x.detach().clone().to(device=device, dtype=dtype if x.is_floating_point() else None)
+    dec = decompose(work, x, target, [spec.name], keep_gradients=True, allow_non_affine=allow_non_affine)
     if dec.per_class:
         raise ValueError("verify takes one class per example: an int, one int per example, or None")
     h, w = dec.activation(spec.name), dec.gradient(spec.name)
     if direction is None:
         direction = _default_direction(h, spec.module is None, seed)
     else:
-        if not isinstance(direction, torch.Tensor):
-            raise TypeError(f"direction must be a tensor, got {type(direction).__name__}")
         direction = direction.detach().to(h.device, dtype)
         if direction.shape != h.shape:
             raise ValueError(f"direction has shape {tuple(direction.shape)}; {spec.name!r} has {tuple(h.shape)}")
         if not bool((direction.flatten(1).abs().sum(1) > 0).all()):
             raise ValueError("the direction is zero for some example: nothing moves, so there is nothing to check")
-    radius = region_radius(work, x, direction, spec.name)
+    with warnings.catch_warnings():
+        if report is not None:  # decompose said it once
+            warnings.filterwarnings("ignore", message=r"(?s).*allow_non_affine=True", category=ExactnessWarning)
+        radius = region_radius(work, x, direction, spec.name, allow_non_affine=allow_non_affine)
     finite = torch.where(torch.isfinite(radius), radius, torch.ones_like(radius))
     slope = (w * direction).flatten(1).sum(1)
     targets = dec.target.view(-1, 1)
@@ -292,10 +301,10 @@ def verify(
                 out = work(x + t * direction)
             else:
                 with substitute(work, spec, lambda o, t=t: h + t * direction):
-                    out = work(x)
+                    out = work(x.clone())
             change = out.gather(1, targets).squeeze(1) - dec.score
             predicted.append(finite * s * slope)
             abs_errors.append((change - predicted[-1]).abs())
     noise = 1000 * torch.finfo(dtype).eps * dec.score.abs()
     return VerifyReport(radius=radius, steps=tuple(steps), abs_error=torch.stack(abs_errors, 1),
-                        predicted=torch.stack(predicted, 1), noise=noise, tol=tol, dtype=dtype)
+                        predicted=torch.stack(predicted, 1), noise=noise, tol=tol, dtype=dtype, audit=report)

@@ -11,7 +11,8 @@ open are fixed here, and each one is a parameter:
   magnitude (``sign="abs"``); ties in raster order, ``round(keep * H * W)`` pixels kept
   (:mod:`pwawidgets.metrics`);
 - **fill**: ``"zero"`` sets the other pixels to 0 in the tensor the model receives (the mean colour of an
-  ImageNet-normalised model), ``"black"`` to the normalised value of a black pixel, ``-mean / std``;
+  ImageNet-normalised model), ``"black"`` to the normalised value of a black pixel, ``-mean / std``; or given
+  values (:data:`pwawidgets.metrics.Fill`, the same choices as :func:`pwawidgets.metrics.fidelity`);
 - **score**: ``|top-k(full) ∩ top-k(masked)| / k`` per image, averaged over images, with a percentile bootstrap
   interval over images (:func:`pwawidgets.metrics.bootstrap_ci`).
 
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import metrics
+from . import arguments, metrics
 from .baselines import FROM_DECOMPOSITION, METHODS, attribute, maps_from
 from .core import decompose
 from .layers import INPUT, LayerCapture, layer_presets, resolve_layers
@@ -49,7 +50,6 @@ from .precision import exact_math
 
 RANDOM = "random"
 DEFAULT_METHODS: tuple[str, ...] = ("ours", "gradcam", "gradient", RANDOM)
-FILLS: tuple[str, ...] = ("zero", "black")
 SIGNS: tuple[str, ...] = ("signed", "abs")
 MODES: tuple[str, ...] = ("keep", "delete")  # keep the top fraction (insertion) / remove it (deletion)
 SCORES: tuple[str, ...] = ("topk", "top1", "retained", "prob")
@@ -61,32 +61,17 @@ CURVE_FRACTIONS: tuple[float, ...] = tuple(i / 10 for i in range(11))
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 Key = tuple[str, str, str, float]  # method, layer, mode, fraction
 
-__all__ = ["CURVE_FRACTIONS", "DEFAULT_METHODS", "FILLS", "KEEP_CURVE", "PAPER_RESULT", "RANDOM", "SIGNS",
-           "FidelityResult", "batches", "evaluate", "fill_value", "layer_grids", "paper_layer", "random_map"]
+__all__ = ["CURVE_FRACTIONS", "DEFAULT_METHODS", "KEEP_CURVE", "PAPER_RESULT", "RANDOM", "SIGNS",
+           "FidelityResult", "batches", "evaluate", "layer_grids", "paper_layer", "random_map"]
 
 
 # ------------------------------------------------------------------------------------------------ protocol
 
 
-def fill_value(model: nn.Module, fill: str = "zero", normalization=None) -> torch.Tensor:
-    """The value removed pixels get, in the space the model receives: 0 (``"zero"``) or, per channel,
-    ``-mean / std`` (``"black"``, from ``normalization`` or ``model.normalization``)."""
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
-    if fill == "zero":
-        return torch.tensor(0.0, dtype=torch.float64)
-    norm = normalization or getattr(model, "normalization", None)
-    if norm is None:
-        raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std) or use a model "
-                         "from pwawidgets.load_model (it carries .normalization)")
-    mean, std = (torch.as_tensor(v, dtype=torch.float64) for v in norm)
-    return -mean / std
-
-
 def layer_grids(model: nn.Module, size: int | tuple[int, int] = 224, layers: str | Sequence[str] = "blocks"
                 ) -> dict[str, tuple[int, int]]:
     """``{layer: (h, w)}``: the grid of each layer for a ``size`` input (one forward pass of zeros)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = _size(size)
     specs, _ = resolve_layers(model, layers)
     x = torch.zeros(1, 3, *size, device=model_device(model), dtype=model_dtype(model))
     with torch.no_grad(), LayerCapture(model, specs) as capture:
@@ -98,19 +83,33 @@ def paper_layer(model: nn.Module, size: int | tuple[int, int] = 224) -> str:
     """The paper's layer, ``conv4``, when the model has that preset (VGG, the mini VGGs); else the preset block
     whose grid is closest to ``size / 8`` (the relative resolution of VGG-19's conv4: 28 cells for 224 pixels),
     the deepest one on a tie (EfficientNet-Lite0: ``stage3``, 28 x 28; ResNet: ``layer2``)."""
+    size = _size(size)
     blocks = layer_presets(model).get("blocks", {})
     if PAPER_LAYER in blocks:
         return PAPER_LAYER
     if not blocks:
         raise ValueError("this model has no preset blocks: name the layer (a module from model.named_modules())")
     grids = layer_grids(model, size)
-    side = min(size) if isinstance(size, tuple) else size
+    side = min(size)
     return min(reversed(list(grids)), key=lambda name: abs(min(grids[name]) - side / 8))
+
+
+def _size(size) -> tuple[int, int]:
+    """An input size: one int or (height, width), each at least 1."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+        raise ValueError(f"size must be an int or (height, width), got {size!r}")
+    return (arguments.integer("size", size[0], 1), arguments.integer("size", size[1], 1))
 
 
 def random_map(shape: tuple[int, int], seed: int, index: int, layer: str) -> torch.Tensor:
     """The random baseline's map of image ``index`` at ``layer``: uniform noise on the layer's grid, from a
     generator seeded by ``(seed, index, layer)`` so it does not depend on batching."""
+    shape = _size(tuple(shape) if isinstance(shape, (list, torch.Size)) else shape)
+    seed, index = arguments.integer("seed", seed, 0), arguments.integer("index", index, 0)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name, got {layer!r}")
     mixed = (seed * 1_000_003 + index) * 4_294_967_311 + zlib.crc32(layer.encode())
     gen = torch.Generator().manual_seed(mixed % (2**63))
     return torch.rand(shape, generator=gen, dtype=torch.float64)
@@ -118,6 +117,13 @@ def random_map(shape: tuple[int, int], seed: int, index: int, layer: str) -> tor
 
 def batches(images: torch.Tensor, batch_size: int, masks: torch.Tensor | None = None) -> Iterator[Batch]:
     """Split a stack of images (and masks) into batches for :func:`evaluate`."""
+    arguments.integer("batch_size", batch_size, 1)
+    if masks is not None and len(masks) != len(images):
+        raise ValueError(f"{len(masks)} masks for {len(images)} images: give one mask per image")
+    return _batches(images, batch_size, masks)
+
+
+def _batches(images: torch.Tensor, batch_size: int, masks: torch.Tensor | None) -> Iterator[Batch]:
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
         yield images[part], None if masks is None else masks[part]
@@ -139,7 +145,7 @@ class FidelityResult:
     methods: list[str]
     layers: list[str]
     k: int
-    fill: str
+    fill: str | tuple[float, ...]
     sign: str
     seed: int
     predicted: torch.Tensor
@@ -157,7 +163,9 @@ class FidelityResult:
     def values(self, method: str, layer: str, score: str = "topk", fraction: float = PAPER_KEEP,
                mode: str = "keep") -> torch.Tensor:
         """Per-image values of one score ``(N,)``."""
-        key = (method, layer, mode, float(fraction))
+        arguments.choice("score", score, SCORES)
+        arguments.choice("mode", mode, MODES)
+        key = (method, layer, mode, arguments.number("fraction", fraction, 0, 1))
         if key not in self.scores:
             raise KeyError(f"no result for {key}; methods {self.methods}, layers {self.layers}, "
                            f"{mode} fractions {self.fractions(mode)}")
@@ -245,17 +253,29 @@ def _method_maps(method: str, model: nn.Module, dec, x: torch.Tensor, layer: str
     return attribute(method, model, x, dec.target, layer)
 
 
-def _check(methods: Sequence[str], fractions: Iterable[float], sign: str, k: int) -> None:
+def _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress,
+           total) -> tuple[list[str], list[float], list[float]]:
+    """Every argument of :func:`evaluate` but the model, the data and the fill, before any work."""
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise TypeError(f"methods must be a non-empty list of method names, e.g. ['ours', 'gradcam'], got {methods!r}")
     unknown = [m for m in methods if m != RANDOM and m not in METHODS and m not in FROM_DECOMPOSITION]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {RANDOM}, {', '.join(METHODS)}")
-    bad = [f for f in fractions if not 0 <= f <= 1]
-    if bad:
-        raise ValueError(f"fractions must lie in [0, 1], got {bad}")
-    if sign not in SIGNS:
-        raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods {list(methods)} name one method twice")
+    keeps_ = arguments.numbers("keeps", keeps, 0, 1)
+    curves_ = arguments.numbers("curves", curves, 0, 1)
+    if not keeps_ and not curves_:
+        raise ValueError("keeps and curves are both empty: give at least one fraction")
+    if layers is not None and not isinstance(layers, (str, Sequence)):
+        raise TypeError(f"layers must be a layer name, a preset or a list of them, got {layers!r}")
+    arguments.integer("k", k, 1)
+    arguments.choice("sign", sign, SIGNS)
+    arguments.integer("seed", seed, 0)
+    arguments.integer("chunk", chunk, 1)
+    arguments.flag("progress", progress)
+    arguments.integer("total", total, 0, optional=True)
+    return list(methods), keeps_, curves_
 
 
 def evaluate(
@@ -267,7 +287,7 @@ def evaluate(
     *,
     curves: Sequence[float] = (),
     k: int = PAPER_K,
-    fill: str = "zero",
+    fill: metrics.Fill = "zero",
     sign: str = "signed",
     seed: int = 0,
     chunk: int = 16,
@@ -288,7 +308,8 @@ def evaluate(
         keeps: fractions kept (the paper: 0.3).
         curves: fractions for deletion and insertion curves (e.g. :data:`CURVE_FRACTIONS`); none by default.
         k: the top-k of the intersection (the paper: 5).
-        fill, sign: the protocol choices (see the module docstring).
+        fill, sign: the protocol choices (see the module docstring); ``fill`` as in
+            :func:`pwawidgets.metrics.fidelity`.
         seed: seeds the random maps and the bootstrap.
         chunk: masked images per forward pass.
         normalization: ``(mean, std)`` for ``fill="black"`` when the model carries none.
@@ -296,13 +317,15 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    methods, keeps, curves = _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress, total)
+    keeps = sorted(set(keeps) | set(curves))
+    curves = sorted(curves)
+    fill_v = metrics.fill_value(fill, normalization or getattr(model, "normalization", None))
     if isinstance(data, torch.Tensor):  # one stack of images: batches of 8
         total = len(data) if total is None else total
         data = batches(data, 8)
-    keeps = sorted({float(f) for f in keeps} | {float(f) for f in curves})
-    curves = sorted(float(f) for f in curves)
-    _check(methods, keeps, sign, k)
-    fill_v = fill_value(model, fill, normalization)
+    elif not hasattr(data, "__iter__"):
+        raise TypeError(f"data must be a (N, C, H, W) tensor or an iterable of batches, got {type(data).__name__}")
     device, dtype = model_device(model), model_dtype(model)
     names: list[str] | None = None
     out: dict[Key, dict[str, list[torch.Tensor]]] = {}
@@ -311,6 +334,11 @@ def evaluate(
     bar = tqdm(total=total, unit="img", desc="fidelity", disable=not progress)
     for batch in data:
         images, masks = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+            raise ValueError("data must give (B, C, H, W) float batches (or (images, masks) pairs), got "
+                             f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
+        if fill_v.dim() and fill_v.numel() != images.shape[1]:
+            raise ValueError(f"fill has {fill_v.numel()} values for images with {images.shape[1]} channels")
         x = images.to(device=device, dtype=dtype)
         if names is None:
             wanted = layers if layers is not None else paper_layer(model, tuple(x.shape[-2:]))
@@ -361,7 +389,8 @@ def evaluate(
     if names is None:
         raise ValueError("no images: data gave no batch")
     return FidelityResult(
-        methods=[m for m in methods if any(key[0] == m for key in out)], layers=names, k=k, fill=fill, sign=sign,
+        methods=[m for m in methods if any(key[0] == m for key in out)], layers=names, k=k,
+        fill=fill if isinstance(fill, str) else tuple(fill_v.flatten().tolist()), sign=sign,
         seed=seed, predicted=torch.cat(predicted),
         scores={key: {s: torch.cat(v) for s, v in d.items()} for key, d in out.items()},
         localisation={key: {s: torch.cat(v) for s, v in d.items()} for key, d in loc.items()}, notes=notes,

@@ -10,8 +10,10 @@ Categories of an operation, judged by what it does to values that depend on the 
 - ``bilinear``: affine in each operand (products, matrix products, convolutions by a computed kernel): piece-wise
   affine only while at most one operand depends on the input;
 - ``division``: affine in the numerator, not in the denominator;
-- ``piecewise``: piece-wise affine with switch points (ReLU and kin, max-pooling, clamp, abs, max/min);
-- ``step``: piece-wise constant (comparisons, sign, floor, argmax): fine as masks or indices;
+- ``piecewise``: piece-wise affine with switch points (ReLU and kin, max-pooling, clamp, abs, max/min; sort, topk,
+  kthvalue and median values: they switch where two entries meet);
+- ``step``: piece-wise constant (comparisons, sign, floor, argmax, argsort): fine as masks or indices (a gather
+  by them switches where the index does);
 - ``smooth``: not piece-wise affine when applied to input-dependent values (exp, sigmoid, GELU, LayerNorm...);
 - ``mode``: depends on the training flag (BatchNorm, Dropout, RReLU): affine in eval mode only;
 - ``lookup``: an embedding: its output is a new continuous tensor (decompose after it, not at its integer input);
@@ -108,31 +110,125 @@ def _difference(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     return [_per_example(crossing(diff, rate.expand_as(diff)), batch)]
 
 
-def _max_or_min(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    """``torch.max(x, other)`` switches like a comparison; ``torch.max(x, dim)`` like a window over ``dim``."""
-    other = _arg(args, kwargs, 1, "other")
-    if isinstance(other, torch.Tensor):
-        return _difference(args, kwargs)
-    dims = _arg(args, kwargs, 1, "dim")
-    return _reduction_switches(args[0], dims)
+def _max_or_min(minimum: bool) -> Switches:
+    """``torch.max(x, other)`` switches like a comparison; ``torch.max(x, dim)`` like a window over ``dim`` (a
+    minimum is the maximum of the negated values)."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        other = _arg(args, kwargs, 1, "other")
+        if isinstance(other, torch.Tensor):
+            return _difference(args, kwargs)
+        return _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"), minimum)
+
+    return switches
 
 
-def _reduction(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    return _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"))
+def _reduction(minimum: bool) -> Switches:
+    return lambda args, kwargs: _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"), minimum)
 
 
-def _reduction_switches(x, dims) -> list[torch.Tensor]:
+def _arg_extreme(minimum: bool) -> Switches:
+    """Switches of argmax/argmin: the index changes where another entry overtakes the extreme one; without
+    ``dim``, over the whole tensor (batch included)."""
+
+    def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        dim = _arg(args, kwargs, 1, "dim")
+        if dim is None:
+            v, dv = _dual(args[0])
+            if dv is None or v.dim() == 0:
+                return []
+            batch = v.shape[0]
+            steps = _reduction_switches(args[0].reshape(1, -1), 1, minimum)
+            return [s.expand(batch) for s in steps]
+        return _reduction_switches(args[0], dim, minimum)
+
+    return switches
+
+
+def _reduction_switches(x, dims, minimum: bool = False) -> list[torch.Tensor]:
     v, dv = _dual(x)
-    if dv is None:
+    if dv is None or v.dim() == 0:
         return []
+    if minimum:
+        v, dv = -v, -dv
     if dims is None:
         dims = tuple(range(1, v.dim()))
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(d % v.dim() for d in dims)
+    if 0 in dims:  # across the batch: every example sees the first switch
+        steps = _window_steps(v.reshape(1, -1, 1), dv.reshape(1, -1, 1), axis=-2)
+        return [steps.amin().expand(v.shape[0])]
     keep = [d for d in range(v.dim()) if d not in dims]
     values = v.permute(*keep, *dims).flatten(len(keep))
     rates = dv.permute(*keep, *dims).flatten(len(keep))
     return [_per_example(_window_steps(values.unsqueeze(-1), rates.unsqueeze(-1), axis=-2), v.shape[0])]
+
+
+def _order_steps(x, dim: int, kept: Callable[[int], tuple[int, int]] | None = None) -> list[torch.Tensor]:
+    """Steps at which entries along ``dim`` change places. ``kept(n)`` is the range ``[a, b)`` of ascending sorted
+    positions whose values are read (the top k, the k-th, the median): they switch when two of them meet or one of
+    them meets any other entry. None: every position (sort, argsort), where the first change of order is always
+    between neighbours in sorted order."""
+    v, dv = _dual(x)
+    if dv is None or v.dim() == 0:
+        return []
+    batch = v.shape[0]
+    v, dv = v.movedim(dim, -1), dv.expand_as(v).movedim(dim, -1)
+    if dim % x.dim() == 0:  # across the batch: every example sees the first switch
+        v, dv = v.reshape(1, -1), dv.reshape(1, -1)
+    n = v.shape[-1]
+    ordered, idx = torch.sort(v, dim=-1, stable=True)
+    rates = dv.gather(-1, idx)
+    a, b = (0, n) if kept is None else kept(n)
+    a, b = max(a, 0), min(b, n)
+    # neighbours among the kept positions
+    steps = crossing(ordered[..., a + 1:b] - ordered[..., a:b - 1], rates[..., a + 1:b] - rates[..., a:b - 1])
+    steps = steps.flatten(1).amin(1) if steps.numel() else torch.full((v.shape[0],), float("inf"), dtype=v.dtype,
+                                                                      device=v.device)
+    if kept is not None and 0 < b - a < n:  # a kept entry meets one left out
+        out = torch.cat([ordered[..., :a], ordered[..., b:]], -1)
+        out_rates = torch.cat([rates[..., :a], rates[..., b:]], -1)
+        meet = crossing(ordered[..., a:b, None] - out[..., None, :], rates[..., a:b, None] - out_rates[..., None, :])
+        steps = torch.minimum(steps, meet.flatten(1).amin(1))
+    steps = torch.where(steps.isnan(), torch.full_like(steps, float("inf")), steps)
+    return [steps if steps.shape[0] == batch else steps.amin().expand(batch)]
+
+
+def _sort_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """sort and argsort: any two neighbours meet."""
+    return _order_steps(args[0], _arg(args, kwargs, 1, "dim", -1))
+
+
+def _topk_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """topk: two of the k kept entries meet (their order), or one of them meets an entry left out (the set)."""
+    k = int(_arg(args, kwargs, 1, "k"))
+    largest = _arg(args, kwargs, 3, "largest", True)
+    return _order_steps(args[0], _arg(args, kwargs, 2, "dim", -1),
+                        (lambda n: (n - k, n)) if largest else (lambda n: (0, k)))
+
+
+def _kthvalue_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """kthvalue: the k-th smallest entry meets another."""
+    k = int(_arg(args, kwargs, 1, "k"))
+    return _order_steps(args[0], _arg(args, kwargs, 2, "dim", -1), lambda n: (k - 1, k))
+
+
+def _median_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """median (the lower one, as torch returns it) meets another entry; without ``dim``, over the whole tensor."""
+    dim = _arg(args, kwargs, 1, "dim")
+    x = args[0]
+    if dim is None:
+        v, dv = _dual(x)
+        if dv is None or v.dim() == 0:
+            return []
+        x, dim = x.reshape(1, -1), 1
+        steps = _order_steps(x, dim, _lower_median)
+        return [s.expand(v.shape[0]) for s in steps]
+    return _order_steps(x, dim, _lower_median)
+
+
+def _lower_median(n: int) -> tuple[int, int]:
+    return (n - 1) // 2, (n - 1) // 2 + 1
 
 
 def _window_steps(values: torch.Tensor, rates: torch.Tensor, axis: int) -> torch.Tensor:
@@ -303,10 +399,16 @@ KINDS: tuple[Kind, ...] = (
     Kind("maximum", PIECEWISE, (), _fns("maximum", "minimum", "fmax", "fmin", module=torch)
          + _tensor_methods("maximum", "minimum", "fmax", "fmin"), ("maximum", "minimum", "fmax", "fmin"),
          _difference),
-    Kind("max", PIECEWISE, (), _fns("max", "min", module=torch) + _tensor_methods("max", "min"), ("max", "min"),
-         _max_or_min),
-    Kind("amax", PIECEWISE, (), _fns("amax", "amin", module=torch) + _tensor_methods("amax", "amin"),
-         ("amax", "amin"), _reduction),
+    Kind("max", PIECEWISE, (), _fns("max", module=torch) + _tensor_methods("max"), ("max",), _max_or_min(False)),
+    Kind("min", PIECEWISE, (), _fns("min", module=torch) + _tensor_methods("min"), ("min",), _max_or_min(True)),
+    Kind("amax", PIECEWISE, (), _fns("amax", module=torch) + _tensor_methods("amax"), ("amax",), _reduction(False)),
+    Kind("amin", PIECEWISE, (), _fns("amin", module=torch) + _tensor_methods("amin"), ("amin",), _reduction(True)),
+    Kind("sort", PIECEWISE, (), _fns("sort", module=torch) + _tensor_methods("sort"), ("sort",), _sort_switches),
+    Kind("topk", PIECEWISE, (), _fns("topk", module=torch) + _tensor_methods("topk"), ("topk",), _topk_switches),
+    Kind("kthvalue", PIECEWISE, (), _fns("kthvalue", module=torch) + _tensor_methods("kthvalue"), ("kthvalue",),
+         _kthvalue_switches),
+    Kind("median", PIECEWISE, (), _fns("median", "nanmedian", module=torch) + _tensor_methods("median", "nanmedian"),
+         ("median", "nanmedian"), _median_switches),
     Kind("max_pool", PIECEWISE, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d),
          _fns("max_pool1d", "max_pool2d", "max_pool3d", "_max_pool1d", "_max_pool2d", "_max_pool3d",
               "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices")
@@ -329,9 +431,12 @@ KINDS: tuple[Kind, ...] = (
          + (operator.floordiv,), ("floor", "trunc", "floor_divide"), _integer_steps(0.0)),
     Kind("ceil", STEP, (), _fns("ceil", module=torch) + _tensor_methods("ceil"), ("ceil",), _integer_steps(0.0)),
     Kind("round", STEP, (), _fns("round", module=torch) + _tensor_methods("round"), ("round",), _integer_steps(0.5)),
-    Kind("argmax", STEP, (), _fns("argmax", "argmin", "argsort", "topk", "sort", module=torch)
-         + _tensor_methods("argmax", "argmin", "argsort"), ("argmax", "argmin", "argsort", "topk", "sort"),
-         lambda args, kwargs: []),
+    Kind("argmax", STEP, (), _fns("argmax", module=torch) + _tensor_methods("argmax"), ("argmax",),
+         _arg_extreme(False)),
+    Kind("argmin", STEP, (), _fns("argmin", module=torch) + _tensor_methods("argmin"), ("argmin",),
+         _arg_extreme(True)),
+    Kind("argsort", STEP, (), _fns("argsort", module=torch) + _tensor_methods("argsort"), ("argsort",),
+         _sort_switches),
     Kind("logic", STEP, (), (operator.and_, operator.or_, operator.xor, operator.invert, operator.not_)
          + _fns("logical_and", "logical_or", "logical_not", module=torch), ("logical_and", "logical_or",
          "logical_not", "bool", "long", "int"), lambda args, kwargs: []),

@@ -14,17 +14,30 @@ order (Python's ``round``, half to even; at least one cell when ``fraction > 0``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from . import arguments
 from .core import Decomposition, resize_maps
+
+FILLS: tuple[str, ...] = ("zero", "black")
+Fill = str | float | Sequence[float] | torch.Tensor
+"""What removed pixels become, in the tensor the model receives: ``"zero"`` (0: the mean colour of a normalised
+model), ``"black"`` (``-mean / std`` per channel, from the input normalisation), or a number or one number per
+channel."""
 
 
 def as_maps(maps, batch: int | None = None) -> torch.Tensor:
     """Maps as a ``(B, H, W)`` float tensor: numpy arrays converted, a ``(B, 1, H, W)`` channel axis dropped; a
     clear error for any other shape, or a batch size other than ``batch``."""
-    maps = torch.as_tensor(maps)
+    try:
+        maps = torch.as_tensor(maps)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"maps must be a tensor or an array of numbers, (B, H, W); got {type(maps).__name__}") from exc
+    if maps.dtype == torch.bool or maps.is_complex():
+        raise TypeError(f"maps of dtype {maps.dtype}: give real numbers (one relevance value per cell)")
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3:
@@ -38,7 +51,10 @@ def as_maps(maps, batch: int | None = None) -> torch.Tensor:
 def as_masks(masks, batch: int | None = None) -> torch.Tensor:
     """Object masks as a ``(B, H, W)`` bool tensor, from bools or from numbers that are only 0 and 1 (or 0 and
     255, as mask images are stored); a ``(B, 1, H, W)`` channel axis is dropped."""
-    masks = torch.as_tensor(masks)
+    try:
+        masks = torch.as_tensor(masks)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"masks must be a tensor or an array, (B, H, W); got {type(masks).__name__}") from exc
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3 or (batch is not None and masks.shape[0] != batch):
@@ -53,14 +69,17 @@ def as_masks(masks, batch: int | None = None) -> torch.Tensor:
 
 def to_image_grid(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(B, h, w)`` maps to ``size`` (bilinear, float64); unchanged values if already that size."""
-    return resize_maps(as_maps(maps).double(), tuple(size))
+    if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, torch.Size)) or len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    size = tuple(arguments.integer("size", int(v) if isinstance(v, torch.Tensor) else v, 1) for v in size)
+    return resize_maps(as_maps(maps).double(), size)
 
 
 def cells_kept(fraction: float, cells: int) -> int:
     """How many of ``cells`` the ``fraction`` most relevant ones are: ``round(fraction * cells)``, at least 1 when
     ``fraction > 0``, 0 when ``fraction == 0``."""
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    fraction = arguments.number("fraction", fraction, 0, 1)
+    cells = arguments.integer("cells", cells, 0)
     return 0 if fraction == 0 else max(1, round(fraction * cells))
 
 
@@ -68,7 +87,7 @@ def relevance_ranks(maps: torch.Tensor) -> torch.Tensor:
     """Rank of every cell of each map, 0 = most relevant: ``(B, H, W)`` int64 (ties in raster order).
 
     Raises ``ValueError`` for a map holding NaN (it has no order)."""
-    flat = maps.flatten(1)
+    flat = as_maps(maps).flatten(1)
     if flat.is_floating_point() and bool(flat.isnan().any()):
         raise ValueError("a map holds NaN values: it cannot be ranked")
     order = torch.sort(flat, dim=1, descending=True, stable=True).indices
@@ -79,39 +98,91 @@ def relevance_ranks(maps: torch.Tensor) -> torch.Tensor:
 
 def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     """Boolean ``(B, H, W)``: the ``fraction`` of cells with the largest values of each map (ties in raster order)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    fraction = arguments.number("fraction", fraction, 0, 1, low_open=True)
     ranks = relevance_ranks(maps)
     return ranks < cells_kept(fraction, ranks[0].numel())
 
 
-def _fill(fill: float | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
-    return fill.view(1, -1, 1, 1) if fill.dim() else fill
+def fill_value(fill: Fill = "zero", normalization=None) -> torch.Tensor:
+    """The value removed pixels get (:data:`Fill`), float64: a scalar, or ``(C,)`` per channel. ``"black"`` needs
+    ``normalization=(mean, std)``."""
+    if isinstance(fill, str):
+        arguments.choice("fill", fill, FILLS)
+        if fill == "zero":
+            return torch.tensor(0.0, dtype=torch.float64)
+        if normalization is None:
+            raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std) or use a "
+                             "model from pwawidgets.load_model (it carries .normalization)")
+        try:
+            mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in normalization)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"normalization must be (mean, std), one value per channel each; got "
+                             f"{normalization!r}") from exc
+        if mean.shape != std.shape or not bool((std > 0).all() & torch.isfinite(mean).all()):
+            raise ValueError(f"normalization must be (mean, std) of equal length with every std > 0; got "
+                             f"{normalization!r}")
+        return -mean / std
+    try:
+        value = torch.as_tensor(fill, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"fill must be one of {FILLS}, a number or one number per channel; got {fill!r}") from exc
+    if value.dim() > 1 or isinstance(fill, bool) or not bool(torch.isfinite(value).all()):
+        raise ValueError(f"fill must be one of {FILLS}, a finite number or one number per channel; got {fill!r}")
+    return value
 
 
-def keep_top(images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: float | torch.Tensor = 0.0
-             ) -> torch.Tensor:
+def _fill(fill: Fill, normalization, images: torch.Tensor) -> torch.Tensor:
+    value = fill_value(fill, normalization)
+    if value.dim() and value.numel() != images.shape[1]:
+        raise ValueError(f"fill has {value.numel()} values for images with {images.shape[1]} channels")
+    value = value.to(dtype=images.dtype, device=images.device)
+    return value.view(1, -1, 1, 1) if value.dim() else value
+
+
+def _images(images, name: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+        what = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} must be a (B, C, H, W) float tensor as the model receives it, got {what}")
+    arguments.finite(name, images)
+    return images
+
+
+def keep_top(images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: Fill = "zero",
+             normalization=None) -> torch.Tensor:
     """The paper's masking: keep the ``fraction`` most relevant pixels of each image, set the rest to ``fill``.
 
-    ``maps`` are resized to the image and ranked there. ``fill=0`` on a normalised image means the dataset
-    mean colour; pass the normalised value of black (``-mean / std`` per channel) to zero raw pixels instead.
+    ``maps`` are resized to the image and ranked there. ``fill`` (:data:`Fill`): ``"zero"`` (0 in the tensor
+    the model receives: the mean colour of a normalised image), ``"black"`` (``-mean / std``, from
+    ``normalization``), or the value(s) to write.
     """
+    images = _images(images)
+    arguments.number("fraction", fraction, 0, 1, low_open=True)
+    fill_t = _fill(fill, normalization, images)
     keep = top_fraction_mask(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]), fraction).unsqueeze(1)
-    return torch.where(keep, images, _fill(fill, images))
+    return torch.where(keep, images, fill_t)
 
 
-def remove_top(images: torch.Tensor, maps: torch.Tensor, fraction: float, fill: float | torch.Tensor = 0.0
-               ) -> torch.Tensor:
-    """Deletion: set the ``fraction`` most relevant pixels to ``fill``, keep the rest (``fraction`` in [0, 1])."""
+def remove_top(images: torch.Tensor, maps: torch.Tensor, fraction: float, fill: Fill = "zero",
+               normalization=None) -> torch.Tensor:
+    """Deletion: set the ``fraction`` most relevant pixels to ``fill`` (as in :func:`keep_top`), keep the rest
+    (``fraction`` in [0, 1])."""
+    images = _images(images)
+    fill_t = _fill(fill, normalization, images)
+    n = cells_kept(fraction, images.shape[-2] * images.shape[-1])
     ranks = relevance_ranks(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]))
-    removed = (ranks < cells_kept(fraction, ranks[0].numel())).unsqueeze(1)
-    return torch.where(removed, _fill(fill, images), images)
+    return torch.where((ranks < n).unsqueeze(1), fill_t, images)
 
 
 def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Per example: ``|top-k(full) ∩ top-k(masked)| / k`` from two ``(B, classes)`` logit tensors (float64)."""
-    if not 0 < k <= full.shape[1]:
+    for name, t in (("full", full), ("masked", masked)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be (batch, classes) logits, got {shape}")
+    if full.shape != masked.shape:
+        raise ValueError(f"full {tuple(full.shape)} and masked {tuple(masked.shape)} logits differ in shape")
+    k = arguments.integer("k", k, 1)
+    if k > full.shape[1]:
         raise ValueError(f"k must lie in [1, {full.shape[1]}] (the number of classes), got {k}")
     if not (bool(torch.isfinite(full).all()) and bool(torch.isfinite(masked).all())):
         raise ValueError("logits hold NaN or infinite values: their top-k classes are not defined")
@@ -122,26 +193,44 @@ def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> t
 
 
 @torch.no_grad()
-def topk_overlap(model: nn.Module, images: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """Per example: |top-k(full) ∩ top-k(masked)| / k (two forward passes)."""
-    return topk_intersection(model(images), model(masked), k)
+def masked_topk_overlap(model: nn.Module, images: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Per example: ``|top-k(model(images)) ∩ top-k(model(masked))| / k`` for images and their masked copies
+    (e.g. from :func:`keep_top`), float64 ``(B,)``; two forward passes, on copies (the model may edit its input)."""
+    images, masked = _images(images), _images(masked, "masked")
+    if images.shape != masked.shape:
+        raise ValueError(f"images {tuple(images.shape)} and masked {tuple(masked.shape)} differ in shape: give one "
+                         "masked copy per image")
+    k = arguments.integer("k", k, 1)
+    return topk_intersection(model(images.clone()), model(masked.clone()), k)
 
 
 def fidelity(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, k: int = 5,
-             fill: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """The paper's fidelity test (Sec. 3.1): top-k overlap between the image and its top-``fraction`` part.
+             fill: Fill = "zero", normalization=None) -> torch.Tensor:
+    """The paper's fidelity test (Sec. 3.1) per image: keep the ``fraction`` most relevant pixels of each image
+    (:func:`keep_top`), set the others to ``fill``, and return the share of the full image's top-``k`` classes
+    still in the top ``k``: ``(B,)`` float64 in [0, 1] (1: the masked image keeps all of them).
 
-    For many images, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
+    ``fill`` (:data:`Fill`): ``"zero"`` (0 in the model's input), ``"black"`` (``-mean / std`` from
+    ``normalization`` or ``model.normalization``) or the value(s) to write. The model runs on copies. For many
+    images, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
     """
-    return topk_overlap(model, images, keep_top(images, maps, fraction, fill), k)
+    images = _images(images)
+    k = arguments.integer("k", k, 1)
+    norm = normalization if normalization is not None else getattr(model, "normalization", None)
+    return masked_topk_overlap(model, images, keep_top(images, maps, fraction, fill, norm), k)
 
 
 def curve_area(fractions: torch.Tensor | list[float], values: torch.Tensor) -> torch.Tensor:
     """Area under deletion/insertion curves: trapezoids over ``fractions`` (last axis of ``values``), divided by
     the span of ``fractions`` (so it is the plain area when they run from 0 to 1, and a mean value otherwise)."""
-    x = torch.as_tensor(fractions, dtype=torch.float64, device=values.device)
-    if x.dim() != 1 or len(x) < 2 or not bool((x[1:] > x[:-1]).all()):
-        raise ValueError("fractions must be at least two increasing numbers")
+    if not isinstance(values, torch.Tensor) or not (values.is_floating_point() or values.dtype == torch.bool):
+        raise TypeError(f"values must be a float tensor with the curve on its last axis, got {type(values).__name__}")
+    try:
+        x = torch.as_tensor(fractions, dtype=torch.float64, device=values.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"fractions must be numbers, got {fractions!r}") from exc
+    if x.dim() != 1 or len(x) < 2 or not bool((x[1:] > x[:-1]).all()) or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"fractions must be at least two increasing finite numbers, got {fractions!r}")
     if values.shape[-1] != len(x):
         raise ValueError(f"values have {values.shape[-1]} points on their last axis for {len(x)} fractions")
     return torch.trapezoid(values.double(), x, dim=-1) / float(x[-1] - x[0])
@@ -155,14 +244,18 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, 
     interval). NaN values are dropped first; with no value left all three are NaN. For a paired comparison of
     two methods on the same images, pass the per-image differences.
     """
-    v = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    n_boot = arguments.integer("n_boot", n_boot, 1)
+    level = arguments.number("level", level, 0, 1, low_open=True, high_open=True)
+    seed = arguments.integer("seed", seed)
+    try:
+        v = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"values must be numbers, one per image; got {type(values).__name__}") from exc
+    if bool(v.isinf().any()):
+        raise ValueError("values hold infinite numbers: their mean is not defined")
     v = v[~v.isnan()]
     if len(v) == 0:
         return math.nan, math.nan, math.nan
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if int(n_boot) < 1:
-        raise ValueError(f"n_boot must be at least 1 (e.g. 2000 resamples), got {n_boot}")
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(v), (n_boot, len(v)), generator=gen)
     means = v[idx].mean(1)
@@ -202,6 +295,10 @@ def bias_ratios(decomposition: Decomposition, positive_only: bool = True) -> dic
     A ratio has a meaning only for a positive score: with ``positive_only`` (default) examples whose score is
     not positive get NaN, and ``nan``-aware means (``torch.nanmean``) skip them; say how many were skipped.
     """
+    if not isinstance(decomposition, Decomposition):
+        raise TypeError(f"decomposition must be a Decomposition (from pwawidgets.decompose), got "
+                        f"{type(decomposition).__name__}")
+    arguments.flag("positive_only", positive_only)
     ratios = {}
     for name in decomposition.layers:
         ratio = decomposition.bias_ratio(name)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import arguments
 from .calls import Normalization, Target
 from .core import layer_biases
 from .exactness import region_radius
@@ -78,12 +79,15 @@ class _Setup:
         kept: list[torch.Tensor] = []
         with torch.no_grad(), exact_math(device):
             if self.spec.module is None:
-                logits = model(self.x)
+                logits = model(self.x.clone())  # copies: a model may edit its input in place
                 value = self.x
             else:
                 with substitute(model, self.spec, lambda o: kept.append(o.detach().clone()) or o):
-                    logits = model(self.x)
+                    logits = model(self.x.clone())
                 value = kept[0]
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError("the model must return logits of shape (batch, classes), got "
+                             f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
         self.shape = value.shape
         self.prediction = logits.argmax(1)
         if target is None:
@@ -91,6 +95,10 @@ class _Setup:
         else:
             t = torch.as_tensor(target, device=logits.device).long()
             self.target = t.expand(x.shape[0]) if t.dim() == 0 else t
+            if self.target.shape != (x.shape[0],) or int(self.target.min()) < 0 or int(
+                    self.target.max()) >= logits.shape[1]:
+                raise ValueError(f"target must be one class in [0, {logits.shape[1] - 1}] per image, got "
+                                 f"{torch.as_tensor(target).tolist()}")
         self.clean = logits.gather(1, self.target[:, None])[:, 0]
         if self.spec.module is None:
             norm = normalization or getattr(model, "normalization", None)
@@ -104,7 +112,7 @@ class _Setup:
         if self.spec.module is None:
             return self.model(self.x + delta)
         with substitute(self.model, self.spec, lambda o: o + delta):
-            return self.model(self.x)
+            return self.model(self.x.clone())
 
     def score_and_flip(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad(), exact_math(self.x.device):
@@ -138,11 +146,38 @@ def _in_batches(run: Callable[[torch.Tensor, object, int], Response], x: torch.T
     return Response(first.kind, first.size, first.layer, delta=delta, **join)
 
 
+def _check_inputs(x, target, batch_size) -> None:
+    """The images, the target and the batch size of a perturbation, before any work."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
+        what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a float batch (B, ...) with B >= 1, got {what}; see pwawidgets.load_image")
+    arguments.finite("x", x)
+    arguments.integer("batch_size", batch_size, 1, optional=True)
+    if target is None or isinstance(target, str):
+        if isinstance(target, str):
+            raise ValueError(f"target {target!r}: give one class per image (an int, (B,) ints) or None")
+        return
+    if isinstance(target, bool) or isinstance(target, float) or (
+            isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
+        raise TypeError(f"target must hold integer class indices, got {target!r}")
+    t = torch.as_tensor(target)
+    if t.is_floating_point() or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and len(t) != x.shape[0]):
+        raise ValueError(f"target must be an int or one int per image ({x.shape[0]}), got {target!r}")
+
+
+def _check_size(name: str, value) -> float:
+    return arguments.number(name, value, 0)
+
+
 def gaussian(model: nn.Module, x: torch.Tensor, target=None, sigma: float = 4 / 255, layer: str = INPUT, *,
              draws: int = 4, seed: int = 0, normalization: Normalization | None = None,
              batch_size: int | None = None) -> Response:
     """Gaussian noise of standard deviation ``sigma`` on the input (raw pixel units) or on ``layer`` (fraction of
     its RMS), ``draws`` times per image (seeded: the same noise whatever ``batch_size``)."""
+    _check_inputs(x, target, batch_size)
+    sigma = _check_size("sigma", sigma)
+    arguments.integer("draws", draws, 1)
+    arguments.integer("seed", seed, 0)
     total = x.shape[0]
 
     def run(xb: torch.Tensor, tb, start: int) -> Response:
@@ -163,6 +198,9 @@ def gaussian(model: nn.Module, x: torch.Tensor, target=None, sigma: float = 4 / 
 def fgsm(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, layer: str = INPUT, *,
          normalization: Normalization | None = None, batch_size: int | None = None) -> Response:
     """One signed-gradient step of size ``eps`` that lowers the target score: ``delta = -eps sign(dS/dh)``."""
+    _check_inputs(x, target, batch_size)
+    eps = _check_size("eps", eps)
+
     def run(xb: torch.Tensor, tb, start: int) -> Response:
         setup = _Setup(model, xb, tb, layer, normalization)
         zero = torch.zeros(setup.shape, dtype=setup.clean.dtype, device=setup.x.device)
@@ -178,6 +216,12 @@ def pgd(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, la
         batch_size: int | None = None) -> Response:
     """``steps`` projected signed-gradient steps (size ``step_size``, default ``2.5 eps / steps``) from zero, each
     lowering the target score, kept inside the L-infinity ball of radius ``eps``."""
+    _check_inputs(x, target, batch_size)
+    eps = _check_size("eps", eps)
+    arguments.integer("steps", steps, 1)
+    if step_size is not None:
+        step_size = arguments.number("step_size", step_size, 0, low_open=True)
+
     def run(xb: torch.Tensor, tb, start: int) -> Response:
         setup = _Setup(model, xb, tb, layer, normalization)
         bound = eps * setup.unit
@@ -196,6 +240,14 @@ def radius_along(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, lay
     """:func:`~pwawidgets.region_radius` on a ``dtype`` copy of the model: the step ``t`` along ``direction`` at
     which the first ReLU or max-pool switches, ``(B,)``. With ``direction`` = a perturbation, ``t >= 1`` means the
     whole perturbation stays inside the input's linear region."""
+    if not isinstance(x, torch.Tensor) or not isinstance(direction, torch.Tensor):
+        raise TypeError("x and direction must be tensors")
+    if direction.shape[:1] != x.shape[:1]:
+        raise ValueError(f"direction has {tuple(direction.shape)[:1]} examples for {x.shape[0]} in x: give one "
+                         "direction per example")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    arguments.integer("batch_size", batch_size, 1, optional=True)
     work = copy.deepcopy(model).to(dtype)
     step = batch_size or x.shape[0]
     return torch.cat([region_radius(work, x[i:i + step].detach().to(dtype), direction[i:i + step].detach().to(dtype),
@@ -246,6 +298,8 @@ class BiasCurve:
         (``sum b / sum S`` over the kept image-class pairs). ``nonpositive``: ``"skip"`` (default) leaves out
         pairs whose score is not positive; ``"keep"`` divides by them too (signs flip, near-zero scores explode).
         """
+        arguments.choice("average", average, ("mean", "median", "ratio_of_means"))
+        arguments.choice("nonpositive", nonpositive, ("skip", "keep"))
         if average == "ratio_of_means":
             keep = (self.score > 0) if nonpositive == "skip" else torch.ones_like(self.score, dtype=torch.bool)
             bias = torch.where(keep.unsqueeze(-1), self.bias, torch.zeros_like(self.bias))
@@ -264,6 +318,7 @@ class BiasCurve:
 
     def quantiles(self, q: Sequence[float] = (0.25, 0.75), nonpositive: str = "skip") -> torch.Tensor:
         """``(len(q), L)`` quantiles of the per-image ratios."""
+        q = arguments.numbers("q", q, 0, 1)
         return torch.nanquantile(self.per_image(nonpositive).double(), torch.tensor(q, dtype=torch.float64), dim=0)
 
 
@@ -289,6 +344,12 @@ def bias_curve(
     """
     if not isinstance(images, torch.Tensor) and isinstance(target, torch.Tensor):
         raise ValueError("with an iterable of batches, give the labels inside it: (batch, labels) pairs")
+    arguments.integer("batch_size", batch_size, 1)
+    arguments.choice("reference", reference, ("normalized", "raw"))
+    arguments.flag("progress", progress)
+    arguments.integer("total", total, 0, optional=True)
+    if not isinstance(images, torch.Tensor) and not hasattr(images, "__iter__"):
+        raise TypeError(f"images must be a tensor (N, ...) or an iterable of batches, got {type(images).__name__}")
     if isinstance(images, torch.Tensor):
         n = images.shape[0]
         if isinstance(target, torch.Tensor) and target.dim() > 0:
@@ -364,8 +425,18 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, (a * b).sum(-1) / denominator, torch.full_like(denominator, float("nan")))
 
 
+def _check_boot(n, seed, level) -> tuple[int, int, float]:
+    return (arguments.integer("n", n, 1), arguments.integer("seed", seed, 0),
+            arguments.number("level", level, 0, 1, low_open=True, high_open=True))
+
+
 def _complete(*samples: torch.Tensor) -> list[torch.Tensor]:
-    data = [torch.as_tensor(s).detach().double().flatten().cpu() for s in samples]
+    try:
+        data = [torch.as_tensor(s).detach().double().flatten().cpu() for s in samples]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError("samples must be numbers, one per image") from exc
+    if len({len(d) for d in data}) > 1:
+        raise ValueError(f"samples of {[len(d) for d in data]} values: give one value per image in each")
     keep = torch.stack([~d.isnan() for d in data]).all(0)
     return [d[keep] for d in data]
 
@@ -380,6 +451,7 @@ def bootstrap(statistic: Callable[..., float], *samples: torch.Tensor, n: int = 
               level: float = 0.95) -> Estimate:
     """``statistic(*samples)`` and its percentile interval from ``n`` resamples of the images (pairs kept together,
     pairs with a NaN left out)."""
+    n, seed, level = _check_boot(n, seed, level)
     data = _complete(*samples)
     size = len(data[0])
     gen = torch.Generator().manual_seed(seed)
@@ -401,6 +473,7 @@ def _interval(value: float, boots: torch.Tensor, size: int, level: float) -> Est
 def correlation(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
     """Spearman's rank correlation of ``a`` and ``b`` over images, with a bootstrap percentile interval (the same
     resamples as :func:`bootstrap`, computed all at once)."""
+    n, seed, level = _check_boot(n, seed, level)
     a, b = _complete(a, b)
     idx = torch.randint(len(a), (n, len(a)), generator=torch.Generator().manual_seed(seed))
     return _interval(spearman(a, b), _pearson(_ranks(a[idx]), _ranks(b[idx])), len(a), level)
@@ -409,6 +482,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: int = 
 def paired_difference(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: int = 0,
                       level: float = 0.95) -> Estimate:
     """Mean of ``a - b`` over matched images (the same image through two networks), with a bootstrap interval."""
+    n, seed, level = _check_boot(n, seed, level)
     a, b = _complete(a, b)
     idx = torch.randint(len(a), (n, len(a)), generator=torch.Generator().manual_seed(seed))
     return _interval(float((a - b).mean()), (a - b)[idx].mean(1), len(a), level)
@@ -432,6 +506,10 @@ def matched_pair(with_model: nn.Module, without_model: nn.Module, x: torch.Tenso
     ``target``: None (each network explains its own predicted class) or the true labels. A positive difference in
     the bias ratio together with negative differences in the responses would support the paper's Sec. 3.2.
     """
+    _check_inputs(x, target, batch_size)
+    _check_size("eps", eps)
+    _check_size("sigma", sigma)
+    _check_boot(n, seed, 0.95)
     rows: dict[str, list[torch.Tensor]] = {}
     for model in (with_model, without_model):
         curve = bias_curve(model, x, target, [INPUT], batch_size=batch_size or 16)

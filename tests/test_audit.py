@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import pwawidgets as pw
-from pwawidgets.audit import signature
 
 
 class Wrap(nn.Module):
@@ -38,6 +37,11 @@ AFFINE_CASES = {
     "x ** 1": lambda m, x: m.lin2(x ** 1),
     "in-place relu": lambda m, x: m.lin2(m.lin(x).relu_()),
     "hardsigmoid": lambda m, x: m.lin2(F.hardsigmoid(m.lin(x))),
+    "sorted values": lambda m, x: m.lin2(m.lin(x).sort(1).values),
+    "top-k values": lambda m, x: m.lin2(F.pad(torch.topk(m.lin(x), 2, dim=1).values, (0, 2))),
+    "k-th value and median": lambda m, x: m.lin2(x) + m.lin(x).kthvalue(2, 1, keepdim=True).values
+    + m.lin(x).median(1, keepdim=True).values,
+    "gather by argsort": lambda m, x: m.lin2(m.lin(x).gather(1, x.argsort(1))),
 }
 
 SMOOTH_CASES = {
@@ -54,6 +58,10 @@ SMOOTH_CASES = {
     "detach": lambda m, x: m.lin2(m.lin(x).detach() + x),
     "softsign": lambda m, x: m.lin2(F.softsign(x)),
     "training dropout call": lambda m, x: m.lin2(F.dropout(x, 0.5)),
+    "times its own sorted values": lambda m, x: m.lin2(m.lin(x) * m.lin(x).sort(1).values),
+    "times its own top-k values": lambda m, x: m.lin2(m.lin(x) * m.lin(x).topk(4, 1)[0]),
+    "times its own median": lambda m, x: m.lin2(m.lin(x) * m.lin(x).median(1, keepdim=True).values),
+    "times its own k-th value": lambda m, x: m.lin2(x * torch.kthvalue(m.lin(x), 2, 1, True).values),
 }
 
 
@@ -187,12 +195,41 @@ def test_cache_follows_flags_modes_and_replaced_modules():
     assert not pw.audit(net).ok
 
 
-def test_signature_is_stable_and_the_report_is_a_copy():
+def test_a_setting_edited_in_place_is_seen_at_once():
+    """forward switches on a config dict edited in place: no cached verdict may outlive the edit."""
+
+    class Configured(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.config = {"smooth": False}
+
+        def forward(self, x):
+            return torch.sigmoid(self.fc(x)) if self.config["smooth"] else self.fc(torch.relu(x))
+
+    model = Configured().eval()
+    assert pw.audit(model).verified
+    model.config["smooth"] = True
+    assert not pw.audit(model).ok
+    with pytest.raises(ValueError, match="sigmoid"):
+        pw.decompose(model, torch.randn(1, 4), 0)
+    model.config["smooth"] = False
+    assert pw.audit(model).verified
+
+
+def test_the_report_belongs_to_the_caller():
     model = Switchable().eval()
-    assert signature(model) == signature(model)
     report = pw.audit(model)
     report.offending.append("tampered")
     assert pw.audit(model).verified
+
+
+def test_the_non_affine_warning_says_each_thing_once():
+    with pytest.warns(pw.ExactnessWarning) as caught:
+        pw.decompose(Gelu().eval(), torch.randn(1, 4), 0, allow_non_affine=True)
+    lines = str(caught[0].message).splitlines()
+    assert lines[0] == "not piece-wise affine here:" and "allow_non_affine=True" in lines[-1]
+    assert len(lines) == len(set(lines))
 
 
 def test_embedding_output_is_a_new_variable():

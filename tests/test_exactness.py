@@ -300,3 +300,97 @@ def test_verify_arguments_are_checked():
     assert report.steps == (0.5,) and report.ok
     outside = pw.verify(model, x, 0, steps=(2.0,))
     assert not outside.ok and "no step inside the region" in str(outside)
+
+
+class Ordered(nn.Module):
+    """A linear map, then an operation that reads the order of its outputs."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.lin = nn.Linear(4, 7)
+        self.op = op
+
+    def forward(self, x):
+        return self.op(self.lin(x))
+
+
+ORDER_OPS = {  # the operation, and the state it switches on, written out independently
+    "sort": (lambda z: z.sort(1).values, lambda z: torch.argsort(z, dim=1, stable=True)),
+    "sort descending": (lambda z: torch.sort(z, 1, descending=True)[0], lambda z: torch.argsort(z, dim=1, stable=True)),
+    "topk": (lambda z: z.topk(3, 1).values, lambda z: torch.argsort(z, dim=1, descending=True, stable=True)[:, :3]),
+    "topk smallest": (lambda z: torch.topk(z, 2, dim=1, largest=False).values,
+                      lambda z: torch.argsort(z, dim=1, stable=True)[:, :2]),
+    "kthvalue": (lambda z: z.kthvalue(3, 1, keepdim=True).values, lambda z: torch.argsort(z, dim=1, stable=True)[:, 2]),
+    "median": (lambda z: z.median(1, keepdim=True).values, lambda z: torch.argsort(z, dim=1, stable=True)[:, 3]),
+    "gather by argsort": (lambda z: z.gather(1, z.argsort(1)[:, :2]), lambda z: torch.argsort(z, dim=1, stable=True)),
+    "min": (lambda z: z.min(1, keepdim=True).values, lambda z: z.argmin(1)),
+    "amin": (lambda z: z.amin(1, keepdim=True), lambda z: z.argmin(1)),
+    "gather by argmin": (lambda z: z.gather(1, z.argmin(1, keepdim=True)), lambda z: z.argmin(1)),
+    "index by argmax over everything": (lambda z: z + z.flatten()[torch.argmax(z)], lambda z: torch.argmax(z)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORDER_OPS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_order_reading_operations_are_switches(name, seed):
+    """sort, topk, kthvalue, median, argsort gathers and min: the radius is the first change of the order they read,
+    found by bisection on the order itself."""
+    op, state = ORDER_OPS[name]
+    torch.manual_seed(seed)
+    model = Ordered(op).double().eval()
+    x, d = torch.randn(1, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
+    assert pw.audit(model).verified
+    with torch.no_grad():
+        base = state(model.lin(x))
+    finite = 0
+    for direction in (d, -d):  # one of them meets a switch (a minimum with the lowest rate never switches forward)
+        radius = float(pw.region_radius(model, x, direction)[0])
+
+        def same(t: float, direction=direction) -> bool:
+            with torch.no_grad():
+                return torch.equal(state(model.lin(x + t * direction)), base)
+
+        if radius == float("inf"):
+            assert same(1e3) and same(1e6)
+            continue
+        finite += 1
+        lo, up = 0.0, 1.0
+        while same(up):
+            lo, up = up, 2 * up
+        for _ in range(60):
+            mid = (lo + up) / 2
+            lo, up = (mid, up) if same(mid) else (lo, mid)
+        assert radius == pytest.approx(up, rel=1e-9)
+    assert finite
+
+
+def test_verify_checks_a_non_affine_model_when_allowed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3)).double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="allow_non_affine"):
+        pw.verify(model, x)
+    with pytest.warns(pw.ExactnessWarning) as caught:
+        report = pw.verify(model, x, allow_non_affine=True)
+    assert len(caught) == 1  # said once, not once per inner call
+    assert not report.ok and "NOT affine" in str(report) and "GELU" in str(report)
+    # the error it reports is the network's own departure from its tangent, computed here with autograd
+    d = torch.randn(2, 4, dtype=torch.float64)
+    with pytest.warns(pw.ExactnessWarning):
+        report = pw.verify(model, x, 1, direction=d, steps=(0.5,), allow_non_affine=True)  # radius inf: t = 0.5
+    xg = x.clone().requires_grad_(True)
+    (w,) = torch.autograd.grad(model(xg)[:, 1].sum(), xg)
+    with torch.no_grad():
+        expected = (model(x + 0.5 * d)[:, 1] - model(x)[:, 1] - 0.5 * (w * d).sum(1)).abs()
+    assert torch.allclose(report.abs_error[:, 0], expected, rtol=1e-9, atol=1e-15)
+    with pytest.raises(TypeError, match="allow_non_affine must be True or False"):
+        pw.verify(model, x, allow_non_affine="yes")
+
+
+def test_verify_at_a_layer_leaves_a_float64_input_alone():
+    torch.manual_seed(0)
+    model = InPlaceInput().double().eval()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    before = x.clone()
+    report = pw.verify(model, x, 0, layer="body.1")
+    assert torch.equal(x, before) and report.ok

@@ -86,7 +86,7 @@ def test_matches_the_one_call_metric(shapes):
                              progress=False)
         maps = dec.maps("conv3").abs() if sign == "abs" else dec.maps("conv3")
         for f in (0.1, 0.3):
-            expected = metrics.fidelity(model, x, maps, f, k=3, fill=fd.fill_value(model, fill))
+            expected = metrics.fidelity(model, x, maps, f, k=3, fill=fill)  # the same fill choices
             assert torch.equal(result.values("ours", "conv3", "topk", f), expected)
 
 
@@ -114,11 +114,14 @@ def test_layers_fill_and_errors():
     lite = pw.load_model("efficientnet_lite0")
     assert fd.layer_grids(lite, 224)["stage3"] == (28, 28)
     assert fd.paper_layer(lite, 224) == "stage3"
-    assert torch.allclose(fd.fill_value(lite, "black"), torch.full((3,), -127 / 128, dtype=torch.float64))
-    assert fd.fill_value(lite, "zero").item() == 0.0
+    black = metrics.fill_value("black", lite.normalization)
+    assert torch.allclose(black, torch.full((3,), -127 / 128, dtype=torch.float64))
+    assert metrics.fill_value("zero").item() == 0.0
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 4)).eval()
     with pytest.raises(ValueError, match="normalisation"):
-        fd.fill_value(plain, "black")
+        metrics.fill_value("black")
+    with pytest.raises(ValueError, match="normalisation"):
+        fd.evaluate(plain, torch.zeros(1, 1, 2, 2), ("ours",), ["input"], fill="black", progress=False)
     with pytest.raises(ValueError, match="no preset blocks"):
         fd.paper_layer(plain)
     model = linear_model()

@@ -26,14 +26,14 @@ def test_top_fraction_mask_and_keep_top():
     assert kept[0, 0, :4, 4:].sum() >= 12 and kept.sum() == 16
 
 
-def test_topk_overlap_and_fidelity():
+def test_masked_topk_overlap_and_fidelity():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10)).eval()
     x = torch.randn(2, 3, 2, 2)
-    assert torch.equal(metrics.topk_overlap(model, x, x, k=5), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(metrics.masked_topk_overlap(model, x, x, k=5), torch.ones(2, dtype=torch.float64))
     with torch.no_grad():  # a linear model without bias: -x reverses the order of the logits
         model[1].bias.zero_()
-    flipped = metrics.topk_overlap(model, x, -x, k=5)
+    flipped = metrics.masked_topk_overlap(model, x, -x, k=5)
     assert torch.equal(flipped, torch.zeros(2, dtype=torch.float64))
     everything = metrics.fidelity(model, x, torch.rand(2, 2, 2), fraction=1.0)
     assert torch.equal(everything, torch.ones(2, dtype=torch.float64))

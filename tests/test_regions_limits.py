@@ -75,7 +75,8 @@ def test_the_region_limit_stops_early_with_a_clear_error() -> None:
         R.enumerate_regions(model, bounds, max_regions=2000)
     assert time.perf_counter() - start < 20
     err = info.value
-    assert 2000 < err.count < 2000 + 500  # stopped as soon as the limit was passed
+    assert err.count > 2000
+    assert err.estimated or err.count < 2000 + 500  # refused before cutting, or stopped as soon as it was passed
     assert err.limit == 2000 and 1 <= err.layer <= 3
     text = str(err)
     assert f"{err.count:,}" in text and "max_regions=2,000" in text
@@ -98,6 +99,29 @@ def test_the_default_limit_fits_the_course_nets() -> None:
     assert len(R.enumerate_regions(model, ((-3.0, 3.0), (-2.5, 3.5)), max_regions=len(rs))) == len(rs)
     with pytest.raises(R.RegionLimitError):
         R.enumerate_regions(model, ((-3.0, 3.0), (-2.5, 3.5)), max_regions=len(rs) - 1)
+
+
+def test_a_wide_layer_is_refused_before_it_is_cut() -> None:
+    """A 500-unit layer used to run for minutes before the limit triggered: it is counted first."""
+    start = time.perf_counter()
+    with pytest.raises(R.RegionLimitError) as info:
+        R.enumerate_regions(R.build_mlp((500,), seed=0), BOX)
+    assert time.perf_counter() - start < 5
+    err = info.value
+    assert err.estimated and err.layer == 1 and err.count > R.DEFAULT_MAX_REGIONS
+    assert "counted before cutting" in str(err)
+
+
+@pytest.mark.parametrize("hidden", [(30,), (8, 8), (16, 16, 16)])
+def test_the_count_before_cutting_is_the_count_after(hidden) -> None:
+    """With the limit one below the true count of a layer, the refusal comes before cutting and names that count."""
+    model = R.build_mlp(hidden, seed=1)
+    counts = [len(rs) for rs in R.enumerate_layers(model, BOX, max_regions=None)]
+    for layer, n in enumerate(counts, start=1):
+        with pytest.raises(R.RegionLimitError) as info:
+            R.enumerate_regions(model, BOX, upto_layer=layer, max_regions=n - 1)
+        assert info.value.estimated and info.value.count == n and info.value.layer == layer
+        assert len(R.enumerate_regions(model, BOX, upto_layer=layer, max_regions=n)) == n
 
 
 @pytest.mark.parametrize("limit", [0, -5, 2.5, "many", True])

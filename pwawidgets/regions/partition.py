@@ -36,14 +36,17 @@ DEFAULT_MAX_REGIONS = 50_000
 
 
 class RegionLimitError(RuntimeError):
-    """The partition grew past ``max_regions``: the enumeration stopped early (nothing is returned)."""
+    """The partition grows past ``max_regions``: the enumeration stopped early, or (``estimated``) refused to cut a
+    layer whose count, counted before cutting, is past the limit (nothing is returned)."""
 
-    def __init__(self, count: int, layer: int, n_layers: int, limit: int):
-        self.count, self.layer, self.limit = count, layer, limit
+    def __init__(self, count: int, layer: int, n_layers: int, limit: int, estimated: bool = False):
+        self.count, self.layer, self.limit, self.estimated = count, layer, limit, estimated
+        found = (f"hidden layer {layer} of {n_layers} would make {count:,} regions or more (counted before cutting, "
+                 "from where its lines cross)" if estimated
+                 else f"stopped after {count:,} regions in hidden layer {layer} of {n_layers}")
         super().__init__(
-            f"stopped after {count:,} regions in hidden layer {layer} of {n_layers}: more than max_regions="
-            f"{limit:,}. Raise the limit (max_regions={10 * limit:_}, or None for no limit; it costs time and "
-            "memory), or use a smaller box or a smaller network"
+            f"{found}: more than max_regions={limit:,}. Raise the limit (max_regions={10 * limit:_}, or None for no "
+            "limit; it costs time and memory), or use a smaller box or a smaller network"
         )
 
 
@@ -271,6 +274,10 @@ def _enumerate(
         vmin = np.minimum.reduceat(vals, starts, axis=0)
         sign = vmax > tol
         crosses = sign & (vmin < -tol)
+        if max_regions is not None:
+            expected = _expected_count(polys, A, c, crosses, max_regions)
+            if expected > max_regions:
+                raise RegionLimitError(expected, layer, len(net.hidden), max_regions, estimated=True)
 
         new_polys: list[np.ndarray] = []
         new_parent: list[int] = []
@@ -310,6 +317,33 @@ def _enumerate(
         Wo, bo = net.head
         sets.append(RegionSet([Region(0, box, pats[0], Wo.copy(), bo.copy(), ())], bounds, net, 0))
     return sets
+
+
+def _expected_count(polys: list[np.ndarray], A: np.ndarray, c: np.ndarray, crosses: np.ndarray, limit: int) -> int:
+    """How many regions cutting every polygon by the lines that cross it makes, counted without cutting: a convex
+    polygon cut by ``n`` lines in general position has ``1 + n + (crossings of two lines inside it)`` pieces.
+    Only counted when the most it could be (every pair crossing inside) passes ``limit``."""
+    n = crosses.sum(1)
+    if int((1 + n + n * (n - 1) // 2).sum()) <= limit:
+        return int((1 + n).sum())
+    total = int((1 + n).sum())
+    for r in np.flatnonzero(n >= 2):
+        lines = np.flatnonzero(crosses[r])
+        a, b = A[r, lines], c[r, lines]
+        i, j = np.triu_indices(len(lines), 1)
+        det = a[i, 0] * a[j, 1] - a[i, 1] * a[j, 0]
+        ok = np.abs(det) > 1e-300
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.stack([(a[i, 1] * b[j] - a[j, 1] * b[i]) / det, (a[j, 0] * b[i] - a[i, 0] * b[j]) / det], 1)
+        poly = polys[r]
+        edge = np.roll(poly, -1, axis=0) - poly
+        d = p[:, None, :] - poly[None]
+        cross = edge[None, :, 0] * d[..., 1] - edge[None, :, 1] * d[..., 0]
+        orientation = np.sign(ring_area(poly))
+        total += int((ok & np.all(cross * orientation > 0, axis=1)).sum())
+        if total > limit:
+            break
+    return total
 
 
 def _split_cell(

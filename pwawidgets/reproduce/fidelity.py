@@ -22,6 +22,7 @@ import textwrap
 from collections.abc import Sequence
 
 from .. import fidelity as fd
+from .. import metrics
 from ..baselines import FROM_DECOMPOSITION, METHODS
 from ..layers import INPUT
 from ..metrics import bootstrap_ci
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=100, help="number of images drawn (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw, the random maps and the bootstrap")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
-    parser.add_argument("--fill", choices=fd.FILLS, default="zero", help="removed pixels: 0 in the model's input "
+    parser.add_argument("--fill", choices=metrics.FILLS, default="zero", help="removed pixels: 0 in the model's input "
                         "space (the mean colour of a normalised model; default) or black")
     parser.add_argument("--sign", choices=fd.SIGNS, default="signed", help="rank by signed value (default) or |map|")
     parser.add_argument("--curves", action="store_true", help="also deletion and insertion curves, 0 to 100 %% by 10")
