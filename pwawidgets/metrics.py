@@ -29,7 +29,8 @@ def as_maps(maps, batch: int | None = None) -> torch.Tensor:
         maps = maps[:, 0]
     if maps.dim() != 3:
         raise ValueError(f"maps of shape {tuple(maps.shape)}: give one map per image, (B, H, W) or (B, 1, H, W); "
-                         "sum a (B, C, H, W) contribution over channels first (e.g. .sum(1))")
+                         "sum a (B, C, H, W) contribution over channels first (e.g. .sum(1)); a decomposition with "
+                         "k classes per example has a class axis, (B, k, H, W): pick one with Decomposition.column(j)")
     if batch is not None and maps.shape[0] != batch:
         raise ValueError(f"{maps.shape[0]} maps for {batch} images: give one map per image")
     return maps if maps.is_floating_point() else maps.double()
@@ -85,28 +86,28 @@ def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     return ranks < cells_kept(fraction, ranks[0].numel())
 
 
-def _fill(fill: float | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
+def _fill(fill: float | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    fill = torch.as_tensor(fill, dtype=inputs.dtype, device=inputs.device)
     return fill.view(1, -1, 1, 1) if fill.dim() else fill
 
 
-def keep_top(images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: float | torch.Tensor = 0.0
+def keep_top(inputs: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: float | torch.Tensor = 0.0
              ) -> torch.Tensor:
     """The paper's masking: keep the ``fraction`` most relevant pixels of each image, set the rest to ``fill``.
 
     ``maps`` are resized to the image and ranked there. ``fill=0`` on a normalised image means the dataset
     mean colour; pass the normalised value of black (``-mean / std`` per channel) to zero raw pixels instead.
     """
-    keep = top_fraction_mask(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]), fraction).unsqueeze(1)
-    return torch.where(keep, images, _fill(fill, images))
+    keep = top_fraction_mask(to_image_grid(as_maps(maps, inputs.shape[0]), inputs.shape[-2:]), fraction).unsqueeze(1)
+    return torch.where(keep, inputs, _fill(fill, inputs))
 
 
-def remove_top(images: torch.Tensor, maps: torch.Tensor, fraction: float, fill: float | torch.Tensor = 0.0
+def remove_top(inputs: torch.Tensor, maps: torch.Tensor, fraction: float, fill: float | torch.Tensor = 0.0
                ) -> torch.Tensor:
     """Deletion: set the ``fraction`` most relevant pixels to ``fill``, keep the rest (``fraction`` in [0, 1])."""
-    ranks = relevance_ranks(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]))
+    ranks = relevance_ranks(to_image_grid(as_maps(maps, inputs.shape[0]), inputs.shape[-2:]))
     removed = (ranks < cells_kept(fraction, ranks[0].numel())).unsqueeze(1)
-    return torch.where(removed, _fill(fill, images), images)
+    return torch.where(removed, _fill(fill, inputs), inputs)
 
 
 def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -122,18 +123,18 @@ def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> t
 
 
 @torch.no_grad()
-def topk_overlap(model: nn.Module, images: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
+def topk_overlap(model: nn.Module, inputs: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Per example: |top-k(full) ∩ top-k(masked)| / k (two forward passes)."""
-    return topk_intersection(model(images), model(masked), k)
+    return topk_intersection(model(inputs.clone()), model(masked), k)  # a copy: a model may edit its input
 
 
-def fidelity(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, k: int = 5,
+def fidelity(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, k: int = 5,
              fill: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """The paper's fidelity test (Sec. 3.1): top-k overlap between the image and its top-``fraction`` part.
+    """The paper's fidelity test (Sec. 3.1): top-k overlap between the input and its top-``fraction`` part.
 
-    For many images, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
+    For many inputs, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
     """
-    return topk_overlap(model, images, keep_top(images, maps, fraction, fill), k)
+    return topk_overlap(model, inputs, keep_top(inputs, maps, fraction, fill), k)
 
 
 def curve_area(fractions: torch.Tensor | list[float], values: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import viz
-from ..baselines import maps_from, resize_maps
+from ..baselines import from_decomposition, resize_maps
 from ..bias import REMAINDER, bias_sources_at
 from ..core import decompose
 from ..images import ImageLoadError, display_image
@@ -476,7 +476,7 @@ class ContributionExplorer(Explorer):
         dec = decompose(self.model, x, target, s.layers, keep_gradients=True)
         classes = dec.target[0].tolist()
         s.stats["decompositions"] += 1
-        tables = {(m, layer): maps_from(dec, m, layer)[0] for m in METHODS for layer in s.layers}
+        tables = {(m, layer): from_decomposition(dec, m, layer)[0] for m in METHODS for layer in s.layers}
         out = {}
         for j, c in enumerate(classes):
             out[c] = ClassExplanation(
