@@ -153,7 +153,8 @@ def parse_targets(target: Target, logits: torch.Tensor, *, one_per_example: bool
         return t[:, None].long().clone(), False
     if t.dim() == 2 and t.shape[0] == batch and t.shape[1] > 0:
         return t.long().clone(), True
-    raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: give {forms}")
+    raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: expected an int, (batch,) or "
+                     "(batch, k) with k >= 1")
 
 
 def _check_range(t: torch.Tensor, n_classes: int) -> None:
