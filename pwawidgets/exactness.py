@@ -103,7 +103,7 @@ def region_radius(
     if not direction.is_floating_point():
         raise TypeError(f"direction must hold floats, got {direction.dtype}")
     direction = direction.detach().clone().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
-    _check_finite(x, "inputs")
+    _check_finite(x, "the point (inputs)")
     _check_finite(direction, "the direction")
     if spec.module is None and direction.shape != x.shape:
         raise ValueError(f"direction has shape {tuple(direction.shape)}; inputs have {tuple(x.shape)}")
