@@ -116,7 +116,10 @@ class _Targeted(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = logits_of(self.model(x))
         if self.targets is None:
-            self.targets = parse_targets(self.target, logits.detach(), one_per_example=True)[0][:, 0]
+            targets = parse_targets(self.target, logits.detach(), one_per_example=True)[0][:, 0]
+            if not bool(((targets >= 0) & (targets < logits.shape[1])).all()):  # a target on an accelerator
+                raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+            self.targets = targets
         return logits.gather(1, self.targets[:, None]) if self.select else logits
 
 
