@@ -1,10 +1,10 @@
 """pwawidgets: the exact piece-wise affine decomposition of ReLU networks, with a course and widgets."""
 
-from . import data, metrics, zoo
+from . import baselines, data, fidelity, metrics, robustness, zoo
 from .audit import AuditReport, audit
-from .bias import bias_sources
-from .core import Decomposition, decompose
-from .exactness import region_radius, verify
+from .bias import BiasSources, bias_sources
+from .core import Decomposition, LayerBiases, decompose, layer_biases
+from .exactness import VerifyReport, region_radius, verify
 from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
@@ -14,24 +14,31 @@ from .regions import enumerate_regions, train_toy
 __all__ = [
     "IMAGENET_NORMALIZATION",
     "AuditReport",
+    "BiasSources",
     "Decomposition",
     "ExactnessWarning",
     "ImageLoadError",
     "ImageWarning",
+    "LayerBiases",
+    "VerifyReport",
     "WeightsUnavailableError",
     "audit",
+    "baselines",
     "bias_sources",
-    "decompose",
     "data",
+    "decompose",
     "display_image",
     "enumerate_regions",
     "exact_math",
+    "fidelity",
     "imagenet_categories",
+    "layer_biases",
     "layer_presets",
     "load_image",
     "load_model",
     "metrics",
     "region_radius",
+    "robustness",
     "train_toy",
     "verify",
     "zoo",

@@ -11,6 +11,10 @@
   image by pytorch-grad-cam (its fixed convention: they are not signed and their values compare only within
   one image).
 
+Targets: one class per example, read by the package's one parser (:func:`pwawidgets.calls.parse_targets`) from
+the logits of the forward pass each method makes anyway (no extra pass). Layers: None means ``"input"``; the
+methods that cannot work at the input (the CAM family) refuse None and name the model's presets.
+
 Grad-CAM comes from our own decomposition: ``decompose(..., keep_gradients=True)`` already holds the layer
 tensors ``A`` and gradients ``dS/dA`` of every requested layer after one forward pass, so
 :func:`gradcam_from` gives Grad-CAM at every layer without another pass:
@@ -36,28 +40,27 @@ In-place ReLU, measured with torchvision's VGG/ResNet (``ReLU(inplace=True)``):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .calls import Target, check_one_per_example, logits_of, parse_targets
 from .core import Decomposition, decompose, resize_maps
 from .layers import INPUT, check_model, layer_presets, resolve_one
 from .placement import model_device, model_dtype
 from .precision import exact_math
 
-Target = int | Sequence[int] | torch.Tensor | None
-
 __all__ = [
+    "FROM_DECOMPOSITION",
     "METHODS",
     "Method",
     "attribute",
-    "default_layer",
+    "from_decomposition",
     "gradcam",
     "gradcam_from",
     "gradient_from",
-    "maps_from",
     "resize_maps",
 ]
 
@@ -68,11 +71,10 @@ class Method:
 
     name: str
     label: str
-    compute: Callable[[nn.Module, torch.Tensor, torch.Tensor, str], torch.Tensor]
+    compute: Callable[[nn.Module, torch.Tensor, Target, str], torch.Tensor]  # model, inputs, target, layer
     grid: str  # "layer" or "input"
     scale: str  # "score", "gradient" or "unit"
     source: str  # "pwawidgets", "captum" or "pytorch-grad-cam"
-    default: str  # default layer: "input" or "last" (the last preset block)
     description: str
     accepts_input: bool = True  # can run at layer "input"
 
@@ -80,14 +82,14 @@ class Method:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def default_layer(model: nn.Module, which: str = "last") -> str:
-    """``"input"``, or the last preset block of the model (``conv5`` on a VGG, ``layer4`` on a ResNet)."""
-    if which == INPUT:
-        return INPUT
-    blocks = layer_presets(model).get("blocks", {})
-    if not blocks:
-        raise ValueError("this model has no preset blocks: name a layer, e.g. a module from model.named_modules()")
-    return list(blocks)[-1]
+def feature_layer(model: nn.Module, layer: str | None, what: str) -> str:
+    """``layer`` for a method that cannot work at the input: None and ``"input"`` are refused, naming the presets."""
+    if layer is not None and layer != INPUT:
+        return layer
+    blocks = list(layer_presets(model).get("blocks", {}))
+    hint = (f"e.g. one of the preset blocks {blocks} (pwawidgets.layer_presets(model))" if blocks
+            else "a module name from model.named_modules() (this model has no presets)")
+    raise ValueError(f"{what} needs a feature layer, not the input: pass layer=..., {hint}")
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -101,33 +103,24 @@ def _module(model: nn.Module, layer: str) -> nn.Module:
     return model.get_submodule(spec.module)
 
 
-def _targets(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """One class per example as a ``(B,)`` long tensor on ``x``'s device (None: the predicted class)."""
-    batch = x.shape[0]
-    if target is None:
-        with torch.no_grad():
-            return model(x.clone()).argmax(dim=1)
-    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
-        raise TypeError("target must hold integer class indices, not booleans")
-    if isinstance(target, str):
-        raise ValueError(f"target {target!r}: attribute() takes one class per example (an int, one int per example "
-                         "or None); for the top-k classes use decompose(..., target='top5') and maps_from")
-    t = torch.as_tensor(target, device=x.device)
-    if t.is_floating_point():
-        raise TypeError("target must hold integer class indices")
-    if t.dim() == 0:
-        t = t.long().expand(batch).clone()
-    elif t.dim() == 1 and t.numel() == batch:
-        t = t.long()
-    else:
-        raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: attribute() takes one class per "
-                         "example (for k classes at once use decompose(..., target=(B, k)) and maps_from)")
-    with torch.no_grad():  # the number of classes, from one example
-        n_classes = model(x[:1].clone()).shape[-1]
-    if int(t.min()) < 0 or int(t.max()) >= n_classes:
-        raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
-    return t
+class _Targeted(nn.Module):
+    """The model, whose first call (the forward pass the library makes anyway) reads the targets from its logits,
+    one class per example; later calls (Score-CAM's masked copies) keep them. ``select``: return the targets'
+    logits ``(B, 1)`` (for Captum, with ``target=0``) instead of all of them."""
 
+    def __init__(self, model: nn.Module, target: Target, select: bool):
+        super().__init__()
+        self.model, self.target, self.select = model, target, select
+        self.targets: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(self.model(x))
+        if self.targets is None:
+            targets = parse_targets(self.target, logits.detach(), one_per_example=True)[0][:, 0]
+            if not bool(((targets >= 0) & (targets < logits.shape[1])).all()):  # a target on an accelerator
+                raise ValueError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+            self.targets = targets
+        return logits.gather(1, self.targets[:, None]) if self.select else logits
 
 
 def _spatial(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -138,14 +131,14 @@ def _spatial(t: torch.Tensor, what: str) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _as_found(model: nn.Module) -> Iterator[None]:
+def _as_found(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Run a library call in full float32 precision (TF32 off, as :func:`~pwawidgets.decompose` does) and leave
     the model as found: every submodule's mode (pytorch-grad-cam calls ``eval()``) and parameter ``.grad``
     (it calls ``backward``)."""
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.grad) for p in model.parameters()]
     try:
-        with exact_math():
+        with exact_math(device):
             yield
     finally:
         for p, g in grads:
@@ -190,13 +183,14 @@ def gradient_from(decomposition: Decomposition, layer: str) -> torch.Tensor:
 FROM_DECOMPOSITION: tuple[str, ...] = ("ours", "gradcam", "gradcam_relu", "gradient")
 
 
-def maps_from(decomposition: Decomposition, method: str, layer: str) -> torch.Tensor:
-    """Maps of one of :data:`FROM_DECOMPOSITION` at ``layer``, read from a decomposition, no new pass."""
+def from_decomposition(decomposition: Decomposition, method: str, layer: str) -> torch.Tensor:
+    """Maps of one of :data:`FROM_DECOMPOSITION` at ``layer``, read from a decomposition, no new pass:
+    ``(B, [k,] H_l, W_l)``, with the class axis of a decomposition that has one (:attr:`Decomposition.class_axis`)."""
     if not isinstance(decomposition, Decomposition):
-        raise TypeError(f"maps_from reads a Decomposition (from pwawidgets.decompose), got "
+        raise TypeError(f"from_decomposition reads a Decomposition (from pwawidgets.decompose), got "
                         f"{type(decomposition).__name__}")
     if method == "ours":
-        return decomposition.maps(layer)
+        return decomposition.pixel_map(layer)
     if method == "gradcam":
         return gradcam_from(decomposition, layer)
     if method == "gradcam_relu":
@@ -209,50 +203,62 @@ def maps_from(decomposition: Decomposition, method: str, layer: str) -> torch.Te
 # --------------------------------------------------------------------------------------------- methods
 
 
-def _ours(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
-    return decompose(model, x, t, [layer]).maps(layer)
+def _one_class(dec: Decomposition) -> Decomposition:
+    return dec.column(0) if dec.per_class else dec  # a "top1" or (B, 1) target: one class, no class axis
+
+
+def _ours(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
+    return _one_class(decompose(model, x, target, [layer])).pixel_map(layer)
 
 
 def gradcam(
     model: nn.Module, inputs: torch.Tensor, target: Target = None, layer: str | None = None, relu: bool = False
 ) -> torch.Tensor:
-    """Grad-CAM at any layer (default: the last preset block), signed unless ``relu``: ``(B, [k,] H_l, W_l)``.
+    """Grad-CAM at a feature layer (None is refused: Grad-CAM needs one), signed unless ``relu``:
+    ``(B, [k,] H_l, W_l)``.
 
     ``target`` as in :func:`pwawidgets.decompose` (a ``(B, k)`` tensor gives ``k`` maps per example).
     """
-    layer = layer or default_layer(model)
+    layer = feature_layer(model, layer, "Grad-CAM")
     dec = decompose(model, inputs, target, [layer], keep_gradients=True)
     return gradcam_from(dec, layer, relu=relu)
 
 
-def _captum_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
+def _gradcam_one(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
+    return gradcam_from(_one_class(decompose(model, x, target, [layer], keep_gradients=True)), layer)
+
+
+def _captum_gradcam(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
     from captum.attr import LayerGradCam
 
-    with _as_found(model):
-        out = LayerGradCam(model, _module(model, layer)).attribute(x, target=t, relu_attributions=False)
+    with _as_found(model, x.device):
+        net = _Targeted(model, target, select=True)
+        out = LayerGradCam(net, _module(model, layer)).attribute(x, target=0, relu_attributions=False)
     return _spatial(out, f"Grad-CAM at {layer!r}")
 
 
-def _gradient(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
+def _gradient(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
     from captum.attr import LayerGradientXActivation, Saliency
 
-    with _as_found(model):
+    with _as_found(model, x.device):
+        net = _Targeted(model, target, select=True)
         if layer == INPUT:
-            out = Saliency(_fresh_input(model)).attribute(x.clone().requires_grad_(True), target=t, abs=False)
+            out = Saliency(_fresh_input(net)).attribute(x.clone().requires_grad_(True), target=0, abs=False)
         else:
-            lga = LayerGradientXActivation(model, _module(model, layer), multiply_by_inputs=False)
-            out = lga.attribute(x, target=t)
+            lga = LayerGradientXActivation(net, _module(model, layer), multiply_by_inputs=False)
+            out = lga.attribute(x, target=0)
     return _spatial(out, f"the gradient at {layer!r}")
 
 
-def _gradient_x_input(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
+def _gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
     from captum.attr import InputXGradient, LayerGradientXActivation
 
-    with _as_found(model):
+    with _as_found(model, x.device):
+        net = _Targeted(model, target, select=True)
         if layer == INPUT:
-            out = InputXGradient(_fresh_input(model)).attribute(x.clone().requires_grad_(True), target=t)
+            out = InputXGradient(_fresh_input(net)).attribute(x.clone().requires_grad_(True), target=0)
         else:
-            out = LayerGradientXActivation(model, _module(model, layer)).attribute(x, target=t)
+            out = LayerGradientXActivation(net, _module(model, layer)).attribute(x, target=0)
     return _spatial(out, f"gradient x input at {layer!r}")
 
 
@@ -265,10 +271,9 @@ def _bias_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m) in (nn.Conv2d, nn.BatchNorm2d) and m.bias is not None]
 
 
-def _grad_cam_library(class_name: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, str], torch.Tensor]:
-    def compute(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor:
+def _grad_cam_library(class_name: str) -> Callable[[nn.Module, torch.Tensor, Target, str], torch.Tensor]:
+    def compute(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
         import pytorch_grad_cam
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         cls = getattr(pytorch_grad_cam, class_name)
         if class_name == "FullGrad":
@@ -277,9 +282,11 @@ def _grad_cam_library(class_name: str) -> Callable[[nn.Module, torch.Tensor, tor
             target_layers: list[nn.Module] = []
         else:
             target_layers = [_module(model, layer)]
-        targets = [ClassifierOutputTarget(int(c)) for c in t.tolist()]
-        with _as_found(model):
-            cam = cls(model, target_layers)
+        net = _Targeted(model, target, select=False)
+        # each example's class, read when the library calls it, after the first forward pass has set the targets
+        targets = [lambda output, i=i: output[net.targets[i]] for i in range(x.shape[0])]
+        with _as_found(model, x.device):
+            cam = cls(net, target_layers)
             try:
                 out = cam(x, targets)
             finally:
@@ -294,33 +301,33 @@ _UNIT = "rectified and min-max normalised to [0, 1] per image by pytorch-grad-ca
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("ours", "contributions (ours)", _ours, "layer", "score", "pwawidgets", INPUT,
+        Method("ours", "contributions (ours)", _ours, "layer", "score", "pwawidgets",
                "exact contributions w.h summed over channels; score = sum + bias"),
-        Method("gradcam", "Grad-CAM", gradcam, "layer", "score", "pwawidgets", "last",
-               "Grad-CAM from one decomposition pass: sum_k mean(dS/dA_k) A_k, signed (no ReLU)"),
-        Method("gradcam_captum", "Grad-CAM (Captum)", _captum_gradcam, "layer", "score", "captum", "last",
+        Method("gradcam", "Grad-CAM", _gradcam_one, "layer", "score", "pwawidgets",
+               "Grad-CAM from one decomposition pass: sum_k mean(dS/dA_k) A_k, signed (no ReLU)", accepts_input=False),
+        Method("gradcam_captum", "Grad-CAM (Captum)", _captum_gradcam, "layer", "score", "captum",
                "Captum LayerGradCam(relu_attributions=False); equals 'gradcam'", accepts_input=False),
-        Method("gradient", "gradient", _gradient, "layer", "gradient", "captum", INPUT,
+        Method("gradient", "gradient", _gradient, "layer", "gradient", "captum",
                "dS/dh summed over channels (Captum Saliency(abs=False) at the input, "
                "LayerGradientXActivation(multiply_by_inputs=False) at a layer)"),
-        Method("gradient_x_input", "gradient x input", _gradient_x_input, "layer", "score", "captum", INPUT,
+        Method("gradient_x_input", "gradient x input", _gradient_x_input, "layer", "score", "captum",
                "Captum InputXGradient / LayerGradientXActivation summed over channels: the same numbers as "
                "'ours', computed by Captum"),
         Method("gradcam_plusplus", "Grad-CAM++", _grad_cam_library("GradCAMPlusPlus"), "input", "unit",
-               "pytorch-grad-cam", "last", f"Grad-CAM++, {_UNIT}", accepts_input=False),
+               "pytorch-grad-cam", f"Grad-CAM++, {_UNIT}", accepts_input=False),
         Method("xgradcam", "XGrad-CAM", _grad_cam_library("XGradCAM"), "input", "unit", "pytorch-grad-cam",
-               "last", f"XGrad-CAM, {_UNIT}", accepts_input=False),
+               f"XGrad-CAM, {_UNIT}", accepts_input=False),
         Method("hirescam", "HiResCAM", _grad_cam_library("HiResCAM"), "input", "unit", "pytorch-grad-cam",
-               "last", f"HiResCAM (gradient x activation, summed over channels), {_UNIT}", accepts_input=False),
+               f"HiResCAM (gradient x activation, summed over channels), {_UNIT}", accepts_input=False),
         Method("layercam", "LayerCAM", _grad_cam_library("LayerCAM"), "input", "unit", "pytorch-grad-cam",
-               "last", f"LayerCAM, {_UNIT}", accepts_input=False),
+               f"LayerCAM, {_UNIT}", accepts_input=False),
         Method("eigencam", "Eigen-CAM", _grad_cam_library("EigenCAM"), "input", "unit", "pytorch-grad-cam",
-               "last", f"Eigen-CAM (first principal component, ignores the class), {_UNIT}",
+               f"Eigen-CAM (first principal component, ignores the class), {_UNIT}",
                accepts_input=False),
         Method("scorecam", "Score-CAM", _grad_cam_library("ScoreCAM"), "input", "unit", "pytorch-grad-cam",
-               "last", f"Score-CAM (one forward pass per channel: slow on a CPU), {_UNIT}", accepts_input=False),
+               f"Score-CAM (one forward pass per channel: slow on a CPU), {_UNIT}", accepts_input=False),
         Method("fullgrad", "FullGrad", _grad_cam_library("FullGrad"), "input", "unit", "pytorch-grad-cam",
-               INPUT, f"FullGrad (|grad x input| plus |bias x grad| of every Conv2d/BatchNorm2d bias; the layer "
+               f"FullGrad (|grad x input| plus |bias x grad| of every Conv2d/BatchNorm2d bias; the layer "
                f"is ignored), {_UNIT}"),
     )
 }
@@ -335,9 +342,11 @@ def attribute(
         method: e.g. ``"ours"``, ``"gradcam"``, ``"gradient"``, ``"fullgrad"``; see :data:`METHODS`.
         model: a classifier in eval mode (left as found: mode and parameter gradients).
         inputs: a ``(B, 3, H, W)`` batch, e.g. from :func:`pwawidgets.load_image`.
-        target: an int, one int per example, or None for the predicted class.
+        target: one class per example: an int, one int per example, ``"top1"``, a ``(B, 1)`` tensor, or None for
+            the predicted class (read from the logits of the method's own forward pass).
         layer: a layer name as in :func:`pwawidgets.decompose` (``"input"``, ``"conv4"``, ``"layer3"``, a
-            module name); None: the method's default (the input, or the last preset block for CAMs).
+            module name); None means ``"input"``, which the CAM family (``accepts_input=False``) refuses: name a
+            layer, e.g. a preset block (:func:`pwawidgets.layer_presets`).
     Returns:
         ``(B, H_l, W_l)`` on the layer's grid (``METHODS[method].grid == "layer"``) or ``(B, H, W)`` at the
         input's size (``"input"``), on the model's device.
@@ -356,12 +365,10 @@ def attribute(
     x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
     if x.is_inference():
         x = x.clone()
-    layer = layer or default_layer(model, spec.default)
+    layer = INPUT if layer is None else layer
+    if not spec.accepts_input:
+        layer = feature_layer(model, layer, spec.label)
     resolve_one(model, layer)  # one layer, with a clear error for presets, 'all' and unknown names
-    if layer == INPUT and not spec.accepts_input:
-        example = list(layer_presets(model).get("blocks", {}))[-1:] or ["a module from model.named_modules()"]
-        raise ValueError(f"{spec.label} needs a feature layer (e.g. {example[0]!r}), not the input")
-    with exact_math():
-        t = _targets(model, x, target)
+    check_one_per_example(target, "attribute")
     # a copy: a model that edits its input in place must not edit the caller's tensor
-    return spec.compute(model, x.clone(), t, layer).detach()
+    return spec.compute(model, x.clone(), target, layer).detach()

@@ -101,37 +101,60 @@ class Scores:
         return t if self.per_class else t.squeeze(1)
 
 
-def _targets(target: Target, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Targets as a ``(B, k)`` long tensor, and whether the caller asked for a class axis."""
+def check_one_per_example(target: Target, caller: str) -> None:
+    """Refuse, from its form alone (before any pass), a target of more than one class per example."""
+    several = ""
+    if isinstance(target, str) and target.startswith("top") and target[3:].isdigit() and int(target[3:]) > 1:
+        several = f"target {target!r}"
+    elif isinstance(target, torch.Tensor) and target.dim() == 2 and target.shape[1] > 1:
+        several = f"a target of shape {tuple(target.shape)}"
+    elif isinstance(target, (list, tuple)) and any(isinstance(t, (list, tuple)) and len(t) > 1 for t in target):
+        several = "a target of several classes per example"
+    if several:
+        raise ValueError(f"{several}: {caller} takes one class per example (an int, one int per example or None); "
+                         "for k classes at once use decompose(..., target='top5') and baselines.from_decomposition")
+
+
+def parse_targets(target: Target, logits: torch.Tensor, *, one_per_example: bool = False
+                  ) -> tuple[torch.Tensor, bool]:
+    """The one target parser of the package: targets as a ``(B, k)`` long tensor of its own (never a view of the
+    caller's), and whether the caller asked for a class axis.
+
+    ``target``: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each, ``"top<k>"`` (the ``k``
+    highest ``logits`` of each example) or None (the predicted class). ``one_per_example`` refuses more than one
+    class per example (``k = 1`` is accepted)."""
     batch, n_classes = logits.shape
+    if one_per_example:
+        check_one_per_example(target, "this call")
     if target is None:
         return logits.argmax(dim=1, keepdim=True), False
+    forms = "an int, one int per example" + ("" if one_per_example else ", a (batch, k) tensor, 'top5'") + " or None"
     if isinstance(target, str):
         k = int(target[3:]) if target.startswith("top") and target[3:].isdigit() else 0
         if not 0 < k <= n_classes:
-            raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', an int, a tensor or None")
+            raise ValueError(f"target {target!r}: use 'top1'..'top{n_classes}', {forms}")
         return logits.topk(k, dim=1).indices, True
     if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
         raise TypeError("target must hold integer class indices, not booleans")
     try:
         t = torch.as_tensor(target)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(f"target {target!r}: give an int, one int per example, a (batch, k) tensor, 'top5' or "
-                        "None") from exc
+        raise TypeError(f"target {target!r}: give {forms}") from exc
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError("target must hold integer class indices")
     if t.device.type == "cpu":  # checked here, before anything waits on the device
         _check_range(t, n_classes)
     t = t.to(logits.device)
     if t.dim() == 0:
-        return t.expand(batch, 1).long(), False
+        return t.expand(batch, 1).long().clone(), False
     if t.dim() == 1:
         if t.numel() != batch:
             raise ValueError(f"target has {t.numel()} entries for a batch of {batch}: give one per example")
-        return t[:, None].long(), False
+        return t[:, None].long().clone(), False
     if t.dim() == 2 and t.shape[0] == batch and t.shape[1] > 0:
-        return t.long(), True
-    raise ValueError(f"target of shape {tuple(t.shape)}: expected an int, (batch,) or (batch, k) with k >= 1")
+        return t.long().clone(), True
+    raise ValueError(f"target of shape {tuple(t.shape)} for a batch of {batch}: expected an int, (batch,) or "
+                     "(batch, k) with k >= 1")
 
 
 def _check_range(t: torch.Tensor, n_classes: int) -> None:
@@ -139,10 +162,11 @@ def _check_range(t: torch.Tensor, n_classes: int) -> None:
         raise ValueError(f"target classes must lie in [0, {n_classes - 1}], got {t.unique().tolist()[:10]}")
 
 
-def select_scores(target: Target, logits: torch.Tensor) -> tuple[Scores, torch.Tensor | None]:
-    """The scores asked for; and, for a target tensor on an accelerator, a range check to read later (reading
-    it now would make the host wait before the backward passes)."""
-    targets, per_class = _targets(target, logits.detach())
+def select_scores(target: Target, logits: torch.Tensor, *, one_per_example: bool = False
+                  ) -> tuple[Scores, torch.Tensor | None]:
+    """The scores asked for (:func:`parse_targets`); and, for a target tensor on an accelerator, a range check to
+    read later (reading it now would make the host wait before the backward passes)."""
+    targets, per_class = parse_targets(target, logits.detach(), one_per_example=one_per_example)
     in_range = None
     if isinstance(target, torch.Tensor) and target.device.type != "cpu":
         in_range = ((targets >= 0) & (targets < logits.shape[1])).all()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audit import require_piecewise_affine
+from .audit import audit, require_piecewise_affine
 from .calls import (
     LayerPass,
     Normalization,
@@ -39,16 +39,18 @@ from .placement import model_dtype
 from .precision import check_precision, exact_math
 
 
-@dataclass
+@dataclass(repr=False)
 class Decomposition:
-    """Result of :func:`decompose`.
+    """Result of :func:`decompose`; it owns its tensors (none is a view of the caller's inputs or targets).
 
-    Shapes: with one class per example, ``score`` is ``(B,)``, ``contributions[name]`` has the shape of the
-    layer tensor ``(B, ...)`` and ``bias[name]`` is ``(B,)``. With ``k`` classes per example (a ``(B, k)``
-    target), a class axis follows the batch axis: ``(B, k)``, ``(B, k, ...)``, ``(B, k)``.
+    Shapes: with one class per example, ``score`` is ``(B,)``, ``contributions[layer]`` has the shape of the
+    layer tensor ``(B, ...)`` and ``bias[layer]`` is ``(B,)``. With ``k`` classes per example (a ``(B, k)`` or
+    ``"top<k>"`` target) the *class axis* is axis 1 (:attr:`class_axis`), right after the batch axis: ``(B, k)``,
+    ``(B, k, ...)``, ``(B, k)``; so ``contributions["input"]`` of a top-3 decomposition of RGB images is
+    ``(B, 3 classes, 3 channels, H, W)``. :meth:`column` gives one class per example.
 
-    ``score == contributions.sum() + bias`` holds by the definition of the bias; what makes it an exact
-    explanation is that the network is affine around the input, which :func:`pwawidgets.verify` checks.
+    ``exact`` is False when the model was decomposed with ``allow_non_affine`` although the audit rejects it, or
+    in half precision; ``notes`` say why. Where it is True, :func:`pwawidgets.verify` checks the affine piece.
     """
 
     layers: list[str]
@@ -61,55 +63,132 @@ class Decomposition:
     gradients: dict[str, torch.Tensor] | None = None
     reference: str = "normalized"
     per_class: bool = False
+    exact: bool = True
     notes: list[str] = field(default_factory=list)
 
-    def maps(self, name: str, size: int | tuple[int, int] | None = None, mode: str = "bilinear") -> torch.Tensor:
+    @property
+    def class_axis(self) -> int | None:
+        """1 when the result holds ``k`` classes per example (that axis of every tensor but ``logits`` and
+        ``activations``), None with one class per example."""
+        return 1 if self.per_class else None
+
+    @property
+    def classes(self) -> int:
+        """How many classes each example explains (``k``; 1 without a class axis)."""
+        return self.target.shape[1] if self.per_class else 1
+
+    def pixel_map(self, layer: str, size: int | tuple[int, int] | None = None, mode: str = "bilinear"
+                  ) -> torch.Tensor:
         """Pixel map of a layer: contributions summed over channels, ``(B, [k,] H_l, W_l)``.
 
-        With ``size`` the map is resized (bilinear by default) for overlays: the values stay per layer cell,
-        they are not rescaled, so rank on the layer grid (``size=None``) when counting cells.
+        With ``size`` (an int or ``(height, width)``) the map is resized with ``mode`` (``"bilinear"``, ``"bicubic"``,
+        ``"nearest"``, ``"nearest-exact"`` or ``"area"``) for overlays: the values stay per layer cell, they are not
+        rescaled, so rank on the layer grid (``size=None``) when counting cells.
         """
-        contrib = self.contribution(name)
+        size = check_resize(size, mode)
+        contrib = self.contribution(layer)
         lead = 2 if self.per_class else 1
         if contrib.dim() < lead + 3:
-            raise ValueError(f"layer {name!r} has shape {tuple(contrib.shape)}: no spatial map (need C x H x W)")
+            raise ValueError(f"layer {layer!r} has contributions of shape {tuple(contrib.shape)}: no spatial map "
+                             f"(need {'B x k x ' if self.per_class else 'B x '}C x H x W)")
         summed = contrib.sum(dim=lead)
         return summed if size is None else resize_maps(summed, size, mode)
 
-    def bias_ratio(self, name: str) -> torch.Tensor:
+    def bias_ratio(self, layer: str) -> torch.Tensor:
         """``bias / score`` at one layer; NaN where the score is zero (a ratio of nothing)."""
         score = self.score
-        ratio = self._get(self.bias, name) / score
+        ratio = self._get(self.bias, layer) / score
         return torch.where(score == 0, torch.full_like(ratio, math.nan), ratio)
 
-    def total(self, name: str) -> torch.Tensor:
-        """Sum of all contributions of a layer (so ``total + bias == score``)."""
+    def contribution_sum(self, layer: str) -> torch.Tensor:
+        """``sum_i w_i h_i`` at one layer, ``(B, [k])``: the part of the score the layer's units explain (the rest
+        is ``bias[layer]``)."""
         lead = 2 if self.per_class else 1
-        return self.contribution(name).flatten(lead).sum(-1)
+        return self.contribution(layer).flatten(lead).sum(-1)
 
-    def contribution(self, name: str) -> torch.Tensor:
+    def contribution(self, layer: str) -> torch.Tensor:
         """``w * h`` at one layer, with a clear error for a layer that was not decomposed."""
-        return self._get(self.contributions, name)
+        return self._get(self.contributions, layer)
 
-    def activation(self, name: str) -> torch.Tensor:
-        """The layer tensor ``h`` (as the layer handed it on), ``(B, ...)``."""
-        return self._get(self.activations, name)
+    def activation(self, layer: str) -> torch.Tensor:
+        """The layer tensor ``h`` (as the layer handed it on), ``(B, ...)``: no class axis."""
+        return self._get(self.activations, layer)
 
-    def gradient(self, name: str) -> torch.Tensor:
-        """``w`` at one layer (needs ``keep_gradients=True``)."""
+    def gradient(self, layer: str) -> torch.Tensor:
+        """``w`` at one layer (needs ``keep_gradients=True``), ``(B, [k,] ...)``."""
         if self.gradients is None:
             raise ValueError("gradients were not kept: decompose(..., keep_gradients=True)")
-        return self._get(self.gradients, name)
+        return self._get(self.gradients, layer)
 
-    def _get(self, table: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
-        if name not in table:
-            raise KeyError(f"layer {name!r} was not decomposed; decomposed layers: {self.layers}")
-        return table[name]
+    def column(self, j: int) -> Decomposition:
+        """The ``j``-th class of each example as a decomposition with one class per example (no class axis)."""
+        if not self.per_class:
+            raise ValueError("this decomposition has one class per example (no class axis): nothing to select")
+        if isinstance(j, bool) or not isinstance(j, int) or not -self.classes <= j < self.classes:
+            raise ValueError(f"j must be an int in [0, {self.classes - 1}] (k = {self.classes} classes), got {j!r}")
+        gradients = None if self.gradients is None else {n: g[:, j] for n, g in self.gradients.items()}
+        contributions = (LazyContributions(gradients, self.activations, False) if gradients is not None
+                         else {n: c[:, j] for n, c in self.contributions.items()})
+        return Decomposition(list(self.layers), self.score[:, j], self.target[:, j], self.logits, contributions,
+                             {n: b[:, j] for n, b in self.bias.items()}, self.activations, gradients,
+                             self.reference, False, self.exact, list(self.notes))
+
+    def __repr__(self) -> str:
+        batch = self.score.shape[0]
+        if self.per_class:
+            classes = (f"k={self.classes} classes per example on axis 1 (class_axis): score/target/bias (B, k), "
+                       "contributions/gradients (B, k, ...); .column(j) for one")
+        else:
+            classes = "one class per example (no class axis)"
+        lines = [f"Decomposition of {batch} example(s), {classes}",
+                 f"  target {_brief(self.target)}, score {_brief(self.score)}",
+                 f"  reference {self.reference!r}, gradients {'kept' if self.gradients is not None else 'not kept'}, "
+                 f"{'exact' if self.exact else 'NOT exact'}"]
+        lines += [f"  note: {n}" for n in self.notes]
+        shown = self.layers[:12]
+        width = max(len(n) for n in shown) if shown else 0
+        for name in shown:
+            lines.append(f"  {name:<{width}}  h {tuple(self.activations[name].shape)}, bias {_brief(self.bias[name])}")
+        if len(self.layers) > len(shown):
+            lines.append(f"  ... and {len(self.layers) - len(shown)} more layers")
+        return "\n".join(lines)
+
+    def _get(self, table: Mapping[str, torch.Tensor], layer: str) -> torch.Tensor:
+        if layer not in table:
+            raise KeyError(f"layer {layer!r} was not decomposed; decomposed layers: {self.layers}")
+        return table[layer]
+
+
+def _brief(t: torch.Tensor, n: int = 4) -> str:
+    """A few values of a small tensor, for summaries."""
+    values = t.flatten()[:n].tolist()
+    text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values)
+    return f"[{text}{', ...' if t.numel() > n else ''}] {tuple(t.shape)}"
+
+
+RESIZE_MODES: tuple[str, ...] = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
+
+
+def check_resize(size: int | tuple[int, int] | None, mode: str) -> tuple[int, int] | None:
+    """``size`` as ``(height, width)`` (None stays None), with clear errors for a bad ``size`` or ``mode``."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else size
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)):
+        raise ValueError(f"size must be a positive int or (height, width) of positive ints, got {size!r}")
+    return tuple(pair)
 
 
 def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resize maps ``(..., H, W)`` to ``size`` (bilinear by default); values are not rescaled."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = check_resize(size, mode)
+    if size is None:
+        raise ValueError("size must be a positive int or (height, width), got None")
+    if maps.dim() < 2:
+        raise ValueError(f"maps of shape {tuple(maps.shape)}: need (..., H, W)")
     if tuple(maps.shape[-2:]) == size:
         return maps
     flat = maps.reshape(-1, 1, *maps.shape[-2:])
@@ -175,10 +254,19 @@ class LazyContributions(Mapping):
         return len(self._gradients)
 
 
-def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, reference: str) -> Decomposition:
+def _owned(t: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy where it shares memory with the caller's ``inputs`` (an in-place edit of them later must
+    not change the result)."""
+    if t.device == inputs.device and t.untyped_storage().data_ptr() == inputs.untyped_storage().data_ptr():
+        return t.clone()
+    return t
+
+
+def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, reference: str,
+              inputs: torch.Tensor) -> Decomposition:
     score = result.scores.detach()
     stored = {layer.name: result.squeeze(layer.stored) for layer in layers}
-    activations = {layer.name: layer.value for layer in layers}
+    activations = {layer.name: _owned(layer.value, inputs) for layer in layers}
     bias = {layer.name: result.squeeze(score - layer.totals) for layer in layers}
     contributions = LazyContributions(stored, activations, result.per_class) if keep_gradients else stored
     return Decomposition(
@@ -193,6 +281,20 @@ def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, ref
         reference=reference,
         per_class=result.per_class,
     )
+
+
+def _exactness_notes(model: nn.Module, dec: Decomposition, allow_non_affine: bool) -> None:
+    """Mark a result as not exact, with the reasons: a model the audit rejects (decomposed only with
+    ``allow_non_affine``), half precision."""
+    if allow_non_affine:
+        report = audit(model)
+        if not report.ok:
+            dec.exact = False
+            dec.notes.append("not exact: the model is not piece-wise affine (decomposed with allow_non_affine=True): "
+                             + "; ".join(str(f) for f in report.offending))
+    if dec.score.dtype in (torch.float16, torch.bfloat16):
+        dec.exact = False
+        dec.notes.append(f"not exact: computed in {dec.score.dtype}; use model.float() or .double()")
 
 
 @dataclass
@@ -269,7 +371,7 @@ def decompose(
         target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each,
             ``"top5"`` (the 5 highest logits of each example, from the same forward pass; any ``"top<k>"``),
             or None for the predicted class. The score is the logit (pre-softmax).
-        layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"`` (default); see
+        layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"``; None means ``"input"``; see
             :mod:`pwawidgets.layers`.
         reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
             receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
@@ -277,25 +379,51 @@ def decompose(
             difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
         keep_gradients: also return ``w`` per layer in ``.gradients``; the contributions are then computed
             from ``w`` and ``h`` when read, so the result holds no extra full-size tensor.
-        allow_non_affine: decompose a model that :func:`audit` rejects (the result is then not exact).
+        allow_non_affine: decompose a model that :func:`audit` rejects (the result then has ``exact=False`` and a
+            note saying why).
         strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
     """
     request = _Request(target, layers, reference, normalization, allow_non_affine, strict)
     passes, result = _run(model, inputs, request, GRADIENTS if keep_gradients else CONTRIBUTIONS)
-    return _assemble(passes, result, keep_gradients, reference)
+    dec = _assemble(passes, result, keep_gradients, reference, inputs)
+    _exactness_notes(check_model(model), dec, allow_non_affine)
+    return dec
+
+
+@dataclass(repr=False)
+class LayerBiases:
+    """Result of :func:`layer_biases`, always with a class axis: ``bias`` ``(B, k, L)`` (one column per layer of
+    ``layers``, in the order they run), ``score`` and ``target`` ``(B, k)``."""
+
+    layers: list[str]
+    bias: torch.Tensor
+    score: torch.Tensor
+    target: torch.Tensor
+
+    def __repr__(self) -> str:
+        batch, k, n = self.bias.shape
+        lines = [f"LayerBiases of {batch} example(s) x {k} class(es) x {n} layer(s): bias (B, k, L), score and "
+                 "target (B, k)",
+                 f"  target {_brief(self.target)}, score {_brief(self.score)}"]
+        shown = self.layers[:12]
+        width = max(len(n) for n in shown) if shown else 0
+        lines += [f"  {name:<{width}}  bias {_brief(self.bias[..., i])}" for i, name in enumerate(shown)]
+        if n > len(shown):
+            lines.append(f"  ... and {n - len(shown)} more layers")
+        return "\n".join(lines)
 
 
 def layer_biases(
     model: nn.Module,
     inputs: torch.Tensor,
     target: Target = None,
-    layers: str | Sequence[str] = ("input", "all"),
+    layers: str | Sequence[str] | None = ("input", "all"),
     *,
     reference: str = "normalized",
     normalization: Normalization | None = None,
-) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The bias at every layer of ``layers``, as :func:`decompose` computes it, without keeping contributions:
-    ``(names, bias (B, k, L), score (B, k), target (B, k))``, always with a class axis.
+) -> LayerBiases:
+    """The bias at every layer of ``layers`` (default: the input and every ReLU output; None means ``"input"``),
+    as :func:`decompose` computes it, without keeping contributions; always with a class axis.
 
     The same forward pass and backward passes as :func:`decompose`; each class's gradients are reduced to
     ``w . h`` at once, so memory is that of the forward pass plus one class's gradients, whatever the number of
@@ -304,4 +432,4 @@ def layer_biases(
     passes, result = _run(model, inputs, request, TOTALS)
     scores = result.scores.detach()
     bias = scores.unsqueeze(-1) - torch.stack([p.totals for p in passes], dim=-1)
-    return [p.name for p in passes], bias, scores, result.targets
+    return LayerBiases([p.name for p in passes], bias, scores, result.targets)

@@ -6,7 +6,7 @@ piece-wise operation of :mod:`pwawidgets.kinds` as it runs (modules and function
 ``verify`` then compares the network with its affine prediction inside that radius, in float64.
 
 The audit, the TF32 guard and the TF32 simulation live in :mod:`pwawidgets.audit` and
-:mod:`pwawidgets.precision`; their names are re-exported here for older imports.
+:mod:`pwawidgets.precision`.
 """
 
 from __future__ import annotations
@@ -23,25 +23,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import arguments, kinds
-from .audit import AuditReport, Finding, audit, require_piecewise_affine
+from .audit import AuditReport, audit, require_piecewise_affine
 from .calls import left_as_found
 from .core import decompose
 from .layers import LayerSpec, check_model, resolve_one, substitute
 from .placement import model_device, model_dtype
-from .precision import ExactnessWarning, exact_math, round_to_tf32, simulate_tf32
+from .precision import ExactnessWarning, exact_math
 
-__all__ = [
-    "AuditReport",
-    "ExactnessWarning",
-    "Finding",
-    "VerifyReport",
-    "audit",
-    "exact_math",
-    "region_radius",
-    "round_to_tf32",
-    "simulate_tf32",
-    "verify",
-]
+__all__ = ["VerifyReport", "region_radius", "verify"]
 
 
 class _SwitchWatcher(TorchFunctionMode):
@@ -78,7 +67,7 @@ def _moves(output) -> bool:
 
 
 def region_radius(
-    model: nn.Module, x: torch.Tensor, direction: torch.Tensor, layer: str | None = None, *,
+    model: nn.Module, inputs: torch.Tensor, direction: torch.Tensor, layer: str | None = None, *,
     allow_non_affine: bool = False,
 ) -> torch.Tensor:
     """Largest step ``t`` along ``direction`` before any piece-wise operation downstream of ``layer`` switches.
@@ -87,29 +76,30 @@ def region_radius(
     (a JVP). Every operation of :data:`pwawidgets.kinds.KINDS` with switch points is watched, whether it runs as
     a module or as a functional call: ReLU and kin (ReLU6 and Hardtanh caps included), max-pool windows,
     clamp, abs, max/min, comparisons. Returns one radius per example ``(B,)`` (``inf`` if nothing switches).
-    ``direction`` has the shape of the layer tensor (of ``x`` for the input). ``layer`` names one layer; a module
-    that runs several times must be named per call (``"layer1.0.relu@1"``). Like :func:`~pwawidgets.decompose`,
-    it refuses a model the audit rejects unless ``allow_non_affine`` (a radius means nothing there).
+    ``direction`` has the shape of the layer tensor (of ``inputs`` for the input). ``layer`` names one layer (None
+    means ``"input"``); a module that runs several times must be named per call (``"layer1.0.relu@1"``). Like
+    :func:`~pwawidgets.decompose`, it refuses a model the audit rejects unless ``allow_non_affine`` (a radius means
+    nothing there).
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("region_radius needs forward-mode AD: call it outside torch.inference_mode()")
     model = check_model(model)
-    if not isinstance(x, torch.Tensor) or not isinstance(direction, torch.Tensor):
-        raise TypeError("x and direction must be tensors")
+    if not isinstance(inputs, torch.Tensor) or not isinstance(direction, torch.Tensor):
+        raise TypeError("inputs and direction must be tensors")
     arguments.flag("allow_non_affine", allow_non_affine)
     spec = resolve_one(model, layer)
-    if not x.is_floating_point() and spec.module is None:
+    if not inputs.is_floating_point() and spec.module is None:
         raise ValueError("integer inputs have no direction to move along: name a layer after the embedding")
     if not direction.is_floating_point():
         raise TypeError(f"direction must hold floats, got {direction.dtype}")
-    arguments.finite("the point x", x)
+    arguments.finite("inputs", inputs)
     arguments.finite("the direction", direction)
-    if spec.module is None and direction.shape != x.shape:
-        raise ValueError(f"direction has shape {tuple(direction.shape)}; the input has {tuple(x.shape)}")
+    if spec.module is None and direction.shape != inputs.shape:
+        raise ValueError(f"direction has shape {tuple(direction.shape)}; inputs have {tuple(inputs.shape)}")
     require_piecewise_affine(model, allow_non_affine)
-    device = model_device(model, x.device)
+    device = model_device(model, inputs.device)
     # copies: a model that edits its input in place must not edit the caller's tensors
-    x = x.detach().clone().to(device)
+    x = inputs.detach().clone().to(device)
     if x.is_floating_point():
         x = x.to(model_dtype(model, x.dtype))
     direction = direction.detach().clone().to(device=device, dtype=x.dtype if x.is_floating_point() else None)
@@ -228,7 +218,7 @@ def _default_direction(h: torch.Tensor, is_input: bool, seed: int) -> torch.Tens
 
 def verify(
     model: nn.Module,
-    x: torch.Tensor,
+    inputs: torch.Tensor,
     target: int | Sequence[int] | torch.Tensor | None = None,
     layer: str | None = None,
     *,
@@ -245,12 +235,13 @@ def verify(
     the identity). ``direction`` defaults to a random direction scaled to the norm of ``h`` (at a layer, on
     its non-zero units). Steps ``>= 1`` (beyond the region) are reported but do not count towards ``ok``.
     If nothing switches along ``direction`` (infinite radius), steps are taken as multiples of 1.
-    ``layer`` names one layer (``"input"`` by default), not a preset. ``allow_non_affine``: check a model the audit
+    ``layer`` names one layer, not a preset; None means ``"input"``. ``target``: one class per example (an int,
+    one int per example, or None for the predicted class). ``allow_non_affine``: check a model the audit
     rejects (warned once); the report then says how far it is from affine and lists what the audit found.
     """
     model = check_model(model)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}; see pwawidgets.load_image")
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
     spec = resolve_one(model, layer)
     steps = _check_steps(steps)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -260,7 +251,7 @@ def verify(
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     arguments.flag("allow_non_affine", allow_non_affine)
-    arguments.finite("x", x)
+    arguments.finite("inputs", inputs)
     if direction is not None:
         if not isinstance(direction, torch.Tensor) or not direction.is_floating_point():
             raise TypeError(f"direction must be a float tensor, got {type(direction).__name__}")
@@ -271,9 +262,9 @@ def verify(
     except (TypeError, RuntimeError, copy.Error) as exc:
         raise TypeError(f"verify works on a {dtype} copy of the model, and this model cannot be copied ({exc}); "
                         "call region_radius and decompose on a float64 model yourself") from exc
-    device = model_device(work, x.device)
+    device = model_device(work, inputs.device)
     # a copy: a model that edits its input in place must not edit the caller's tensor (nor this one between runs)
-    x = x.detach().clone().to(device=device, dtype=dtype if x.is_floating_point() else None)
+    x = inputs.detach().clone().to(device=device, dtype=dtype if inputs.is_floating_point() else None)
     dec = decompose(work, x, target, [spec.name], keep_gradients=True, allow_non_affine=allow_non_affine)
     if dec.per_class:
         raise ValueError("verify takes one class per example: an int, one int per example, or None")

@@ -24,7 +24,8 @@ areas; the pointing game where object masks are given. Gradient x input is the c
 Captum's ``gradient_x_input`` gives the same maps).
 
 Batched: one decomposition pass per image batch serves every layer and the methods ``ours``, ``gradcam``,
-``gradcam_relu`` and ``gradient`` (``decompose(..., keep_gradients=True)`` then :func:`baselines.maps_from`); the
+``gradcam_relu`` and ``gradient`` (``decompose(..., keep_gradients=True)`` then
+:func:`baselines.from_decomposition`); the
 masked copies of every method, layer and fraction are stacked and go through the network ``chunk`` at a time.
 An unmasked copy is never run again (its logits are the full image's), and the all-filled image is run once per
 batch.
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arguments, metrics
-from .baselines import FROM_DECOMPOSITION, METHODS, attribute, maps_from
+from .baselines import FROM_DECOMPOSITION, METHODS, attribute, from_decomposition
 from .core import decompose
 from .layers import INPUT, LayerCapture, layer_presets, resolve_layers
 from .placement import model_device, model_dtype
@@ -51,8 +52,8 @@ from .precision import exact_math
 RANDOM = "random"
 DEFAULT_METHODS: tuple[str, ...] = ("ours", "gradcam", "gradient", RANDOM)
 SIGNS: tuple[str, ...] = ("signed", "abs")
-MODES: tuple[str, ...] = ("keep", "delete")  # keep the top fraction (insertion) / remove it (deletion)
 SCORES: tuple[str, ...] = ("topk", "top1", "retained", "prob")
+MODES: tuple[str, ...] = ("keep", "delete")  # keep the top fraction (insertion) / remove it (deletion)
 PAPER_KEEP, PAPER_K, PAPER_LAYER = 0.3, 5, "conv4"
 PAPER_RESULT = {"ours": 0.35, "gradcam": 0.17}  # VGG-19, conv4, 100 Pascal VOC images, keep 30 %, top-5
 KEEP_CURVE: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -115,24 +116,24 @@ def random_map(shape: tuple[int, int], seed: int, index: int, layer: str) -> tor
     return torch.rand(shape, generator=gen, dtype=torch.float64)
 
 
-def batches(images: torch.Tensor, batch_size: int, masks: torch.Tensor | None = None) -> Iterator[Batch]:
-    """Split a stack of images (and masks) into batches for :func:`evaluate`."""
+def batches(inputs: torch.Tensor, batch_size: int, masks: torch.Tensor | None = None) -> Iterator[Batch]:
+    """Split a stack of model inputs (and masks) into batches for :func:`evaluate`."""
     arguments.integer("batch_size", batch_size, 1)
-    if masks is not None and len(masks) != len(images):
-        raise ValueError(f"{len(masks)} masks for {len(images)} images: give one mask per image")
-    return _batches(images, batch_size, masks)
+    if masks is not None and len(masks) != len(inputs):
+        raise ValueError(f"{len(masks)} masks for {len(inputs)} inputs: give one mask per input")
+    return _batches(inputs, batch_size, masks)
 
 
-def _batches(images: torch.Tensor, batch_size: int, masks: torch.Tensor | None) -> Iterator[Batch]:
-    for start in range(0, len(images), batch_size):
+def _batches(inputs: torch.Tensor, batch_size: int, masks: torch.Tensor | None) -> Iterator[Batch]:
+    for start in range(0, len(inputs), batch_size):
         part = slice(start, start + batch_size)
-        yield images[part], None if masks is None else masks[part]
+        yield inputs[part], None if masks is None else masks[part]
 
 
 # ------------------------------------------------------------------------------------------------- result
 
 
-@dataclass
+@dataclass(repr=False)
 class FidelityResult:
     """Per-image scores of :func:`evaluate`; ``scores[(method, layer, mode, fraction)][score]`` is ``(N,)``.
 
@@ -182,6 +183,23 @@ class FidelityResult:
         fractions, values = self.curve(method, layer, score, mode)
         return metrics.curve_area(fractions, values)
 
+    def __repr__(self) -> str:
+        keeps, deletes = self.fractions("keep"), self.fractions("delete")
+        lines = [f"FidelityResult of {self.images} image(s): methods {self.methods}, layers {self.layers}",
+                 f"  top-{self.k}, fill {self.fill!r}, sign {self.sign!r}, seed {self.seed}; keep fractions {keeps}"
+                 + (f", deletion fractions {deletes}" if deletes else "")]
+        if PAPER_KEEP in keeps:
+            for method in self.methods:
+                means = [f"{layer} {float(self.values(method, layer).nanmean()):.3f}" for layer in self.layers
+                         if (method, layer, "keep", PAPER_KEEP) in self.scores]
+                if means:
+                    lines.append(f"  top-{self.k} kept at {PAPER_KEEP:g}, {method}: " + ", ".join(means))
+        if self.localisation:
+            lines.append(f"  localisation for {len(self.localisation)} (method, layer) pair(s)")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append("  .table(), .values(method, layer, score, fraction), .curve(...), .area(...)")
+        return "\n".join(lines)
+
     def table(self, score: str = "topk", mode: str = "keep", fractions: Sequence[float] | None = None,
               n_boot: int = 2000, level: float = 0.95) -> list[dict]:
         """One row per method x layer x fraction: ``mean``, ``ci_low``, ``ci_high`` over images (bootstrap)."""
@@ -222,15 +240,15 @@ class _Runner:
         self.queue: list[tuple[Key, torch.Tensor]] = []
         self.done: dict[Key, torch.Tensor] = {}
 
-    def add(self, key: Key, images: torch.Tensor) -> None:
-        self.queue.append((key, images))
+    def add(self, key: Key, inputs: torch.Tensor) -> None:
+        self.queue.append((key, inputs))
         if sum(len(x) for _, x in self.queue) >= self.chunk:
             self.flush()
 
     @torch.no_grad()
-    def run(self, images: torch.Tensor) -> torch.Tensor:
-        with exact_math():
-            return torch.cat([self.model(images[s:s + self.chunk]) for s in range(0, len(images), self.chunk)])
+    def run(self, inputs: torch.Tensor) -> torch.Tensor:
+        with exact_math(inputs.device):
+            return torch.cat([self.model(inputs[s:s + self.chunk]) for s in range(0, len(inputs), self.chunk)])
 
     def flush(self) -> None:
         if not self.queue:
@@ -244,7 +262,7 @@ class _Runner:
 def _method_maps(method: str, model: nn.Module, dec, x: torch.Tensor, layer: str, offset: int,
                  seed: int) -> torch.Tensor | None:
     if method in FROM_DECOMPOSITION:
-        return maps_from(dec, method, layer)
+        return from_decomposition(dec, method, layer)
     if method == RANDOM:
         shape = tuple(dec.activation(layer).shape[-2:])
         return torch.stack([random_map(shape, seed, offset + i, layer) for i in range(len(x))]).to(x.device)
@@ -280,7 +298,7 @@ def _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress,
 
 def evaluate(
     model: nn.Module,
-    data: Iterable[Batch],
+    inputs: torch.Tensor | Iterable[Batch],
     methods: Sequence[str] = DEFAULT_METHODS,
     layers: str | Sequence[str] | None = None,
     keeps: Sequence[float] = (PAPER_KEEP,),
@@ -295,16 +313,17 @@ def evaluate(
     progress: bool = True,
     total: int | None = None,
 ) -> FidelityResult:
-    """Run the fidelity experiment on every batch of ``data``.
+    """Run the fidelity experiment on every batch of ``inputs``.
 
     Args:
         model: a classifier in eval mode, on the device the work should run on (inputs are moved there).
-        data: batches ``(B, 3, H, W)`` as the model receives them, or ``(images, masks)`` pairs with ``(B, H, W)``
+        inputs: batches ``(B, 3, H, W)`` as the model receives them, or ``(images, masks)`` pairs with ``(B, H, W)``
             boolean object masks (``None`` allowed) for the pointing game (see :func:`batches`); a single
             ``(N, 3, H, W)`` tensor is split into batches of 8.
         methods: ``ours``, ``gradcam``, ``gradcam_relu``, ``gradient`` (all from one decomposition pass),
             ``random``, or any other key of :data:`pwawidgets.baselines.METHODS` (one more pass each).
-        layers: layer names or presets (``"blocks"``); default :func:`paper_layer` for the input size.
+        layers: layer names or presets (``"blocks"``); None means ``"input"`` (the paper's layer for a model is
+            :func:`paper_layer`).
         keeps: fractions kept (the paper: 0.3).
         curves: fractions for deletion and insertion curves (e.g. :data:`CURVE_FRACTIONS`); none by default.
         k: the top-k of the intersection (the paper: 5).
@@ -321,28 +340,27 @@ def evaluate(
     keeps = sorted(set(keeps) | set(curves))
     curves = sorted(curves)
     fill_v = metrics.fill_value(fill, normalization or getattr(model, "normalization", None))
-    if isinstance(data, torch.Tensor):  # one stack of images: batches of 8
-        total = len(data) if total is None else total
-        data = batches(data, 8)
-    elif not hasattr(data, "__iter__"):
-        raise TypeError(f"data must be a (N, C, H, W) tensor or an iterable of batches, got {type(data).__name__}")
+    if isinstance(inputs, torch.Tensor):  # one stack of images: batches of 8
+        total = len(inputs) if total is None else total
+        inputs = batches(inputs, 8)
+    elif not hasattr(inputs, "__iter__"):
+        raise TypeError(f"inputs must be a (N, C, H, W) tensor or an iterable of batches, got {type(inputs).__name__}")
     device, dtype = model_device(model), model_dtype(model)
     names: list[str] | None = None
     out: dict[Key, dict[str, list[torch.Tensor]]] = {}
     loc: dict[tuple[str, str], dict[str, list[torch.Tensor]]] = {}
     predicted, notes, offset = [], [], 0
     bar = tqdm(total=total, unit="img", desc="fidelity", disable=not progress)
-    for batch in data:
+    for batch in inputs:
         images, masks = batch if isinstance(batch, (tuple, list)) else (batch, None)
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-            raise ValueError("data must give (B, C, H, W) float batches (or (images, masks) pairs), got "
+            raise ValueError("inputs must give (B, C, H, W) float batches (or (images, masks) pairs), got "
                              f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
         if fill_v.dim() and fill_v.numel() != images.shape[1]:
             raise ValueError(f"fill has {fill_v.numel()} values for images with {images.shape[1]} channels")
         x = images.to(device=device, dtype=dtype)
         if names is None:
-            wanted = layers if layers is not None else paper_layer(model, tuple(x.shape[-2:]))
-            names = [s.name for s in resolve_layers(model, wanted)[0]]
+            names = [s.name for s in resolve_layers(model, layers)[0]]
         dec = decompose(model, x, None, names, keep_gradients=True)
         full, pred = dec.logits, dec.target
         predicted.append(pred.cpu())
@@ -387,7 +405,7 @@ def evaluate(
         bar.update(len(x))
     bar.close()
     if names is None:
-        raise ValueError("no images: data gave no batch")
+        raise ValueError("no images: inputs gave no batch")
     return FidelityResult(
         methods=[m for m in methods if any(key[0] == m for key in out)], layers=names, k=k,
         fill=fill if isinstance(fill, str) else tuple(fill_v.flatten().tolist()), sign=sign,

@@ -265,16 +265,16 @@ def _check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float,
 
 
 def display_image(
-    batch: torch.Tensor,
+    inputs: torch.Tensor,
     normalized: bool = True,
     normalization: tuple[Sequence[float], Sequence[float]] = IMAGENET_NORMALIZATION,
 ) -> np.ndarray:
-    """The first image of a batch ``(B, 3, H, W)`` (or one image ``(3, H, W)``) as ``H x W x 3`` floats in [0, 1]
+    """The first image of model inputs ``(B, 3, H, W)`` (or one image ``(3, H, W)``) as ``H x W x 3`` floats in [0, 1]
     for plotting (undoes normalisation)."""
-    if not isinstance(batch, torch.Tensor) or batch.dim() not in (3, 4) or batch.shape[-3] != 3:
-        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() not in (3, 4) or inputs.shape[-3] != 3:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"display_image takes a (B, 3, H, W) batch or a (3, H, W) image, got {shape}")
-    image = (batch[0] if batch.dim() == 4 else batch).detach().cpu().double()
+    image = (inputs[0] if inputs.dim() == 4 else inputs).detach().cpu().double()
     if normalized:
         normalization = _check_normalization(normalization)
         mean = torch.tensor(normalization[0], dtype=torch.float64).view(-1, 1, 1)

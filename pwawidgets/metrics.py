@@ -42,7 +42,8 @@ def as_maps(maps, batch: int | None = None) -> torch.Tensor:
         maps = maps[:, 0]
     if maps.dim() != 3:
         raise ValueError(f"maps of shape {tuple(maps.shape)}: give one map per image, (B, H, W) or (B, 1, H, W); "
-                         "sum a (B, C, H, W) contribution over channels first (e.g. .sum(1))")
+                         "sum a (B, C, H, W) contribution over channels first (e.g. .sum(1)); a decomposition with "
+                         "k classes per example has a class axis, (B, k, H, W): pick one with Decomposition.column(j)")
     if batch is not None and maps.shape[0] != batch:
         raise ValueError(f"{maps.shape[0]} maps for {batch} images: give one map per image")
     return maps if maps.is_floating_point() else maps.double()
@@ -131,23 +132,23 @@ def fill_value(fill: Fill = "zero", normalization=None) -> torch.Tensor:
     return value
 
 
-def _fill(fill: Fill, normalization, images: torch.Tensor) -> torch.Tensor:
+def _fill(fill: Fill, normalization, inputs: torch.Tensor) -> torch.Tensor:
     value = fill_value(fill, normalization)
-    if value.dim() and value.numel() != images.shape[1]:
-        raise ValueError(f"fill has {value.numel()} values for images with {images.shape[1]} channels")
-    value = value.to(dtype=images.dtype, device=images.device)
+    if value.dim() and value.numel() != inputs.shape[1]:
+        raise ValueError(f"fill has {value.numel()} values for images with {inputs.shape[1]} channels")
+    value = value.to(dtype=inputs.dtype, device=inputs.device)
     return value.view(1, -1, 1, 1) if value.dim() else value
 
 
-def _images(images, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-        what = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+def _images(inputs, name: str = "inputs") -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
+        what = f"{inputs.dtype} {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"{name} must be a (B, C, H, W) float tensor as the model receives it, got {what}")
-    arguments.finite(name, images)
-    return images
+    arguments.finite(name, inputs)
+    return inputs
 
 
-def keep_top(images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: Fill = "zero",
+def keep_top(inputs: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fill: Fill = "zero",
              normalization=None) -> torch.Tensor:
     """The paper's masking: keep the ``fraction`` most relevant pixels of each image, set the rest to ``fill``.
 
@@ -155,22 +156,22 @@ def keep_top(images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, fi
     the model receives: the mean colour of a normalised image), ``"black"`` (``-mean / std``, from
     ``normalization``), or the value(s) to write.
     """
-    images = _images(images)
+    inputs = _images(inputs)
     arguments.number("fraction", fraction, 0, 1, low_open=True)
-    fill_t = _fill(fill, normalization, images)
-    keep = top_fraction_mask(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]), fraction).unsqueeze(1)
-    return torch.where(keep, images, fill_t)
+    fill_t = _fill(fill, normalization, inputs)
+    keep = top_fraction_mask(to_image_grid(as_maps(maps, inputs.shape[0]), inputs.shape[-2:]), fraction).unsqueeze(1)
+    return torch.where(keep, inputs, fill_t)
 
 
-def remove_top(images: torch.Tensor, maps: torch.Tensor, fraction: float, fill: Fill = "zero",
+def remove_top(inputs: torch.Tensor, maps: torch.Tensor, fraction: float, fill: Fill = "zero",
                normalization=None) -> torch.Tensor:
     """Deletion: set the ``fraction`` most relevant pixels to ``fill`` (as in :func:`keep_top`), keep the rest
     (``fraction`` in [0, 1])."""
-    images = _images(images)
-    fill_t = _fill(fill, normalization, images)
-    n = cells_kept(fraction, images.shape[-2] * images.shape[-1])
-    ranks = relevance_ranks(to_image_grid(as_maps(maps, images.shape[0]), images.shape[-2:]))
-    return torch.where((ranks < n).unsqueeze(1), fill_t, images)
+    inputs = _images(inputs)
+    fill_t = _fill(fill, normalization, inputs)
+    n = cells_kept(fraction, inputs.shape[-2] * inputs.shape[-1])
+    ranks = relevance_ranks(to_image_grid(as_maps(maps, inputs.shape[0]), inputs.shape[-2:]))
+    return torch.where((ranks < n).unsqueeze(1), fill_t, inputs)
 
 
 def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -193,18 +194,18 @@ def topk_intersection(full: torch.Tensor, masked: torch.Tensor, k: int = 5) -> t
 
 
 @torch.no_grad()
-def masked_topk_overlap(model: nn.Module, images: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """Per example: ``|top-k(model(images)) ∩ top-k(model(masked))| / k`` for images and their masked copies
+def masked_topk_overlap(model: nn.Module, inputs: torch.Tensor, masked: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Per example: ``|top-k(model(inputs)) ∩ top-k(model(masked))| / k`` for inputs and their masked copies
     (e.g. from :func:`keep_top`), float64 ``(B,)``; two forward passes, on copies (the model may edit its input)."""
-    images, masked = _images(images), _images(masked, "masked")
-    if images.shape != masked.shape:
-        raise ValueError(f"images {tuple(images.shape)} and masked {tuple(masked.shape)} differ in shape: give one "
+    inputs, masked = _images(inputs), _images(masked, "masked")
+    if inputs.shape != masked.shape:
+        raise ValueError(f"inputs {tuple(inputs.shape)} and masked {tuple(masked.shape)} differ in shape: give one "
                          "masked copy per image")
     k = arguments.integer("k", k, 1)
-    return topk_intersection(model(images.clone()), model(masked.clone()), k)
+    return topk_intersection(model(inputs.clone()), model(masked.clone()), k)
 
 
-def fidelity(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, k: int = 5,
+def fidelity(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, fraction: float = 0.3, k: int = 5,
              fill: Fill = "zero", normalization=None) -> torch.Tensor:
     """The paper's fidelity test (Sec. 3.1) per image: keep the ``fraction`` most relevant pixels of each image
     (:func:`keep_top`), set the others to ``fill``, and return the share of the full image's top-``k`` classes
@@ -214,10 +215,10 @@ def fidelity(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, fractio
     ``normalization`` or ``model.normalization``) or the value(s) to write. The model runs on copies. For many
     images, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
     """
-    images = _images(images)
+    inputs = _images(inputs)
     k = arguments.integer("k", k, 1)
     norm = normalization if normalization is not None else getattr(model, "normalization", None)
-    return masked_topk_overlap(model, images, keep_top(images, maps, fraction, fill, norm), k)
+    return masked_topk_overlap(model, inputs, keep_top(inputs, maps, fraction, fill, norm), k)
 
 
 def curve_area(fractions: torch.Tensor | list[float], values: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,13 @@ def exact_math(device: torch.device | str | None = None) -> Iterator[None]:
     """Turn TF32 off for cuBLAS and cuDNN inside the block; restore the caller's flags afterwards.
 
     On Ampere/Hopper GPUs PyTorch runs float32 convolutions in TF32 (10-bit mantissa) by default, which makes
-    the local affine prediction wrong for small steps. The flags are global, so they are set whatever the
-    device; on a CPU they change nothing else.
+    the local affine prediction wrong for small steps. ``device``: where the work inside the block runs. The
+    flags are process-wide and only CUDA reads them, so for a device other than CUDA (a CPU) the block leaves
+    them alone (another thread's GPU work keeps its settings); None or a CUDA device sets them.
     """
-    del device  # flags are process-wide
+    if device is not None and torch.device(device).type != "cuda":
+        yield
+        return
     new_api = hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision")
     if new_api:
         saved = {path: _backend(path).fp32_precision for path in _TF32_BACKENDS}

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import arguments
-from .calls import Normalization, Target
+from .calls import Normalization, Target, parse_targets
 from .core import layer_biases
 from .exactness import region_radius
 from .layers import INPUT, LayerSpec, resolve_one, substitute
@@ -71,11 +71,13 @@ class Response:
 class _Setup:
     """The clean pass: targets, clean scores and predictions, and how a unit of size maps onto the tensor."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, target, layer: str, normalization):
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, target, layer: str | None, normalization):
         self.model = model
         self.spec: LayerSpec = resolve_one(model, layer)
-        device = model_device(model, x.device)
-        self.x = x.detach().to(device)
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
+        device = model_device(model, inputs.device)
+        self.x = inputs.detach().clone().to(device)  # a copy: a model may edit its input in place
         kept: list[torch.Tensor] = []
         with torch.no_grad(), exact_math(device):
             if self.spec.module is None:
@@ -90,15 +92,7 @@ class _Setup:
                              f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
         self.shape = value.shape
         self.prediction = logits.argmax(1)
-        if target is None:
-            self.target = self.prediction
-        else:
-            t = torch.as_tensor(target, device=logits.device).long()
-            self.target = t.expand(x.shape[0]) if t.dim() == 0 else t
-            if self.target.shape != (x.shape[0],) or int(self.target.min()) < 0 or int(
-                    self.target.max()) >= logits.shape[1]:
-                raise ValueError(f"target must be one class in [0, {logits.shape[1] - 1}] per image, got "
-                                 f"{torch.as_tensor(target).tolist()}")
+        self.target = parse_targets(target, logits, one_per_example=True)[0][:, 0]
         self.clean = logits.gather(1, self.target[:, None])[:, 0]
         if self.spec.module is None:
             norm = normalization or getattr(model, "normalization", None)
@@ -131,27 +125,29 @@ class _Setup:
                         torch.stack(flips, 1), delta)
 
 
-def _in_batches(run: Callable[[torch.Tensor, object, int], Response], x: torch.Tensor, target,
+def _in_batches(run: Callable[[torch.Tensor, object, int], Response], inputs: torch.Tensor, target,
                 batch_size: int | None) -> Response:
-    """``run(x_chunk, target_chunk, start)`` over chunks of ``batch_size`` images, joined into one response."""
-    if batch_size is None or batch_size >= x.shape[0]:
-        return run(x, target, 0)
+    """``run(inputs_chunk, target_chunk, start)`` over chunks of ``batch_size`` images, joined into one response."""
+    if batch_size is None or batch_size >= inputs.shape[0]:
+        return run(inputs, target, 0)
     if isinstance(target, torch.Tensor) and target.dim() == 0 or isinstance(target, int):
-        target = torch.full((x.shape[0],), int(target), dtype=torch.long)
-    parts = [run(x[i:i + batch_size], None if target is None else target[i:i + batch_size], i)
-             for i in range(0, x.shape[0], batch_size)]
+        target = torch.full((inputs.shape[0],), int(target), dtype=torch.long)
+    split = target is not None and not isinstance(target, str)  # None and "top1" are read per chunk
+    parts = [run(inputs[i:i + batch_size], target[i:i + batch_size] if split else target, i)
+             for i in range(0, inputs.shape[0], batch_size)]
     first = parts[0]
     join = {name: torch.cat([getattr(p, name) for p in parts]) for name in ("target", "clean", "perturbed", "flipped")}
     delta = None if first.delta is None else torch.cat([p.delta for p in parts])
     return Response(first.kind, first.size, first.layer, delta=delta, **join)
 
 
-def _check_inputs(x, target, batch_size) -> None:
-    """The images, the target and the batch size of a perturbation, before any work."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
-        what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a float batch (B, ...) with B >= 1, got {what}; see pwawidgets.load_image")
-    arguments.finite("x", x)
+def _check_inputs(inputs, target, batch_size) -> None:
+    """The inputs, the target and the batch size of a perturbation, before any work."""
+    if (not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2
+            or inputs.shape[0] == 0):
+        what = f"{inputs.dtype} {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a float batch (B, ...) with B >= 1, got {what}; see pwawidgets.load_image")
+    arguments.finite("inputs", inputs)
     arguments.integer("batch_size", batch_size, 1, optional=True)
     if target is None or isinstance(target, str):
         if isinstance(target, str):
@@ -161,24 +157,26 @@ def _check_inputs(x, target, batch_size) -> None:
             isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
         raise TypeError(f"target must hold integer class indices, got {target!r}")
     t = torch.as_tensor(target)
-    if t.is_floating_point() or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and len(t) != x.shape[0]):
-        raise ValueError(f"target must be an int or one int per image ({x.shape[0]}), got {target!r}")
+    if t.is_floating_point() or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and len(t) != inputs.shape[0]):
+        raise ValueError(f"target must be an int or one int per image ({inputs.shape[0]}), got {target!r}")
 
 
 def _check_size(name: str, value) -> float:
     return arguments.number(name, value, 0)
 
 
-def gaussian(model: nn.Module, x: torch.Tensor, target=None, sigma: float = 4 / 255, layer: str = INPUT, *,
+def gaussian(model: nn.Module, inputs: torch.Tensor, target: Target = None, sigma: float = 4 / 255,
+             layer: str | None = None, *,
              draws: int = 4, seed: int = 0, normalization: Normalization | None = None,
              batch_size: int | None = None) -> Response:
     """Gaussian noise of standard deviation ``sigma`` on the input (raw pixel units) or on ``layer`` (fraction of
-    its RMS), ``draws`` times per image (seeded: the same noise whatever ``batch_size``)."""
-    _check_inputs(x, target, batch_size)
+    its RMS), ``draws`` times per image (seeded: the same noise whatever ``batch_size``). ``target``: one class per
+    image (an int, one per image, None for the predicted class); ``layer``: None means ``"input"``."""
+    _check_inputs(inputs, target, batch_size)
     sigma = _check_size("sigma", sigma)
     arguments.integer("draws", draws, 1)
     arguments.integer("seed", seed, 0)
-    total = x.shape[0]
+    total = inputs.shape[0]
 
     def run(xb: torch.Tensor, tb, start: int) -> Response:
         setup = _Setup(model, xb, tb, layer, normalization)
@@ -192,13 +190,15 @@ def gaussian(model: nn.Module, x: torch.Tensor, target=None, sigma: float = 4 / 
             flips.append(f)
         return setup.response("gaussian", sigma, scores, flips)
 
-    return _in_batches(run, x, target, batch_size)
+    return _in_batches(run, inputs, target, batch_size)
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, layer: str = INPUT, *,
-         normalization: Normalization | None = None, batch_size: int | None = None) -> Response:
-    """One signed-gradient step of size ``eps`` that lowers the target score: ``delta = -eps sign(dS/dh)``."""
-    _check_inputs(x, target, batch_size)
+def fgsm(model: nn.Module, inputs: torch.Tensor, target: Target = None, eps: float = 1 / 255,
+         layer: str | None = None, *, normalization: Normalization | None = None,
+         batch_size: int | None = None) -> Response:
+    """One signed-gradient step of size ``eps`` that lowers the target score: ``delta = -eps sign(dS/dh)``.
+    ``target`` and ``layer`` as in :func:`gaussian`."""
+    _check_inputs(inputs, target, batch_size)
     eps = _check_size("eps", eps)
 
     def run(xb: torch.Tensor, tb, start: int) -> Response:
@@ -208,15 +208,17 @@ def fgsm(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, l
         s, f = setup.score_and_flip(delta)
         return setup.response("fgsm", eps, [s], [f], delta)
 
-    return _in_batches(run, x, target, batch_size)
+    return _in_batches(run, inputs, target, batch_size)
 
 
-def pgd(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, layer: str = INPUT, *,
+def pgd(model: nn.Module, inputs: torch.Tensor, target: Target = None, eps: float = 1 / 255,
+        layer: str | None = None, *,
         steps: int = 5, step_size: float | None = None, normalization: Normalization | None = None,
         batch_size: int | None = None) -> Response:
     """``steps`` projected signed-gradient steps (size ``step_size``, default ``2.5 eps / steps``) from zero, each
-    lowering the target score, kept inside the L-infinity ball of radius ``eps``."""
-    _check_inputs(x, target, batch_size)
+    lowering the target score, kept inside the L-infinity ball of radius ``eps``. ``target`` and ``layer`` as in
+    :func:`gaussian`."""
+    _check_inputs(inputs, target, batch_size)
     eps = _check_size("eps", eps)
     arguments.integer("steps", steps, 1)
     if step_size is not None:
@@ -232,26 +234,27 @@ def pgd(model: nn.Module, x: torch.Tensor, target=None, eps: float = 1 / 255, la
         s, f = setup.score_and_flip(delta)
         return setup.response("pgd", eps, [s], [f], delta)
 
-    return _in_batches(run, x, target, batch_size)
+    return _in_batches(run, inputs, target, batch_size)
 
 
-def radius_along(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, layer: str = INPUT,
+def radius_along(model: nn.Module, inputs: torch.Tensor, direction: torch.Tensor, layer: str | None = None,
                  dtype: torch.dtype = torch.float64, batch_size: int | None = None) -> torch.Tensor:
     """:func:`~pwawidgets.region_radius` on a ``dtype`` copy of the model: the step ``t`` along ``direction`` at
     which the first ReLU or max-pool switches, ``(B,)``. With ``direction`` = a perturbation, ``t >= 1`` means the
-    whole perturbation stays inside the input's linear region."""
-    if not isinstance(x, torch.Tensor) or not isinstance(direction, torch.Tensor):
-        raise TypeError("x and direction must be tensors")
-    if direction.shape[:1] != x.shape[:1]:
-        raise ValueError(f"direction has {tuple(direction.shape)[:1]} examples for {x.shape[0]} in x: give one "
-                         "direction per example")
+    whole perturbation stays inside the input's linear region. ``layer``: None means ``"input"``."""
+    if not isinstance(inputs, torch.Tensor) or not isinstance(direction, torch.Tensor):
+        raise TypeError("inputs and direction must be tensors")
+    if direction.shape[:1] != inputs.shape[:1]:
+        raise ValueError(f"direction has {tuple(direction.shape)[:1]} examples for {inputs.shape[0]} in inputs: give "
+                         "one direction per example")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
     arguments.integer("batch_size", batch_size, 1, optional=True)
     work = copy.deepcopy(model).to(dtype)
-    step = batch_size or x.shape[0]
-    return torch.cat([region_radius(work, x[i:i + step].detach().to(dtype), direction[i:i + step].detach().to(dtype),
-                                    layer) for i in range(0, x.shape[0], step)])
+    step = batch_size or inputs.shape[0]
+    return torch.cat([region_radius(work, inputs[i:i + step].detach().to(dtype),
+                                    direction[i:i + step].detach().to(dtype), layer)
+                      for i in range(0, inputs.shape[0], step)])
 
 
 # -------------------------------------------------------------------------- bias/score per layer (Fig. 3)
@@ -324,9 +327,9 @@ class BiasCurve:
 
 def bias_curve(
     model: nn.Module,
-    images: torch.Tensor | Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    inputs: torch.Tensor | Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
     target: Target = None,
-    layers: str | Sequence[str] = ("input", "all"),
+    layers: str | Sequence[str] | None = ("input", "all"),
     *,
     batch_size: int = 16,
     reference: str = "normalized",
@@ -334,31 +337,32 @@ def bias_curve(
     progress: bool = False,
     total: int | None = None,
 ) -> BiasCurve:
-    """Bias and score at ``layers`` (default: the input and every ReLU output) for many images.
+    """Bias and score at ``layers`` (default: the input and every ReLU output; None means ``"input"``) for many
+    images.
 
-    ``images``: a tensor ``(N, ...)`` (cut into batches of ``batch_size``) or an iterable of batches, or of
+    ``inputs``: a tensor ``(N, ...)`` (cut into batches of ``batch_size``) or an iterable of batches, or of
     ``(batch, labels)`` pairs whose labels are the targets. ``target``: None (the predicted class), ``"top<k>"``
     (the k highest classes of each image), or, with a tensor of images, one class per image ``(N,)`` or ``(N, k)``.
     Each batch is one :func:`layer_biases` call (the same numbers as :func:`~pwawidgets.decompose`), so memory
     stays that of one batch. ``total``: the number of batches, for the progress bar of an iterable.
     """
-    if not isinstance(images, torch.Tensor) and isinstance(target, torch.Tensor):
+    if not isinstance(inputs, torch.Tensor) and isinstance(target, torch.Tensor):
         raise ValueError("with an iterable of batches, give the labels inside it: (batch, labels) pairs")
     arguments.integer("batch_size", batch_size, 1)
     arguments.choice("reference", reference, ("normalized", "raw"))
     arguments.flag("progress", progress)
     arguments.integer("total", total, 0, optional=True)
-    if not isinstance(images, torch.Tensor) and not hasattr(images, "__iter__"):
-        raise TypeError(f"images must be a tensor (N, ...) or an iterable of batches, got {type(images).__name__}")
-    if isinstance(images, torch.Tensor):
-        n = images.shape[0]
+    if not isinstance(inputs, torch.Tensor) and not hasattr(inputs, "__iter__"):
+        raise TypeError(f"inputs must be a tensor (N, ...) or an iterable of batches, got {type(inputs).__name__}")
+    if isinstance(inputs, torch.Tensor):
+        n = inputs.shape[0]
         if isinstance(target, torch.Tensor) and target.dim() > 0:
-            batches = ((images[i:i + batch_size], target[i:i + batch_size]) for i in range(0, n, batch_size))
+            batches = ((inputs[i:i + batch_size], target[i:i + batch_size]) for i in range(0, n, batch_size))
         else:
-            batches = (images[i:i + batch_size] for i in range(0, n, batch_size))
+            batches = (inputs[i:i + batch_size] for i in range(0, n, batch_size))
         total = -(-n // batch_size)
     else:
-        batches = images
+        batches = inputs
     if progress:
         from tqdm.auto import tqdm
 
@@ -368,15 +372,15 @@ def bias_curve(
         x, t = item if isinstance(item, tuple) else (item, target)
         if isinstance(t, torch.Tensor) and t.dim() == 1:
             t = t[:, None]
-        names_, b, s, t = layer_biases(model, x, "top1" if t is None else t, layers, reference=reference,
-                                       normalization=normalization)
+        found = layer_biases(model, x, "top1" if t is None else t, layers, reference=reference,
+                             normalization=normalization)
         if names is None:
-            names = names_
-        elif names_ != names:
-            raise ValueError(f"the layers differ between batches: {names} then {names_}")
-        bias.append(b.cpu())
-        score.append(s.cpu())
-        targets.append(t.cpu())
+            names = found.layers
+        elif found.layers != names:
+            raise ValueError(f"the layers differ between batches: {names} then {found.layers}")
+        bias.append(found.bias.cpu())
+        score.append(found.score.cpu())
+        targets.append(found.target.cpu())
     if names is None:
         raise ValueError("no images given")
     return BiasCurve(names, torch.cat(bias), torch.cat(score), torch.cat(targets))
@@ -488,15 +492,7 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, *, n: int = 1000, seed: 
     return _interval(float((a - b).mean()), (a - b)[idx].mean(1), len(a), level)
 
 
-def summarize(values: Sequence[float]) -> str:
-    """``"median [q25, q75]"`` of a sample, for tables."""
-    t = torch.as_tensor(values, dtype=torch.float64)
-    t = t[~t.isnan()]
-    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
-    return f"{q[1]:.3g} [{q[0]:.3g}, {q[2]:.3g}]"
-
-
-def matched_pair(with_model: nn.Module, without_model: nn.Module, x: torch.Tensor, target: Target = None, *,
+def matched_pair(with_model: nn.Module, without_model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
                  eps: float = 1 / 255, sigma: float = 16 / 255, batch_size: int | None = None, n: int = 1000,
                  seed: int = 0) -> dict[str, Estimate]:
     """The same images through two networks that differ in one thing (BatchNorm or not): per image, the
@@ -506,15 +502,15 @@ def matched_pair(with_model: nn.Module, without_model: nn.Module, x: torch.Tenso
     ``target``: None (each network explains its own predicted class) or the true labels. A positive difference in
     the bias ratio together with negative differences in the responses would support the paper's Sec. 3.2.
     """
-    _check_inputs(x, target, batch_size)
+    _check_inputs(inputs, target, batch_size)
     _check_size("eps", eps)
     _check_size("sigma", sigma)
     _check_boot(n, seed, 0.95)
     rows: dict[str, list[torch.Tensor]] = {}
     for model in (with_model, without_model):
-        curve = bias_curve(model, x, target, [INPUT], batch_size=batch_size or 16)
-        noise = gaussian(model, x, target, sigma, batch_size=batch_size)
-        attack = fgsm(model, x, target, eps, batch_size=batch_size)
+        curve = bias_curve(model, inputs, target, [INPUT], batch_size=batch_size or 16)
+        noise = gaussian(model, inputs, target, sigma, batch_size=batch_size)
+        attack = fgsm(model, inputs, target, eps, batch_size=batch_size)
         for name, value in (("bias / score at the input", curve.ratios()[:, 0, 0]),
                             (f"score change, noise σ={sigma:.3g}", noise.relative_change),
                             (f"score drop, FGSM ε={eps:.3g}", attack.drop),

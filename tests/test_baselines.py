@@ -132,9 +132,40 @@ def test_attribute_batch_equals_one_by_one(resnet18: nn.Module, images64: torch.
 
 def test_default_target_is_the_prediction(vgg11: nn.Module, images64: torch.Tensor) -> None:
     predicted = vgg11(images64).argmax(1)
-    torch.testing.assert_close(B.attribute("gradcam", vgg11, images64), B.gradcam(vgg11, images64, predicted))
-    # default layer: conv5, at 2 x 2 for a 32 px input (it is taken before its pool)
-    assert B.attribute("gradcam", vgg11, images64).shape == (2, 2, 2)
+    for method in ("gradcam", "gradcam_captum", "hirescam"):
+        torch.testing.assert_close(B.attribute(method, vgg11, images64, None, "conv5"),
+                                   B.attribute(method, vgg11, images64, predicted, "conv5"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(B.attribute("gradcam", vgg11, images64, None, "conv5"),
+                               B.gradcam(vgg11, images64, predicted, "conv5"))
+
+
+def test_layer_none_means_the_input_and_cams_refuse_it_naming_the_presets(vgg11: nn.Module,
+                                                                          images64: torch.Tensor) -> None:
+    for method in ("ours", "gradient", "gradient_x_input"):
+        torch.testing.assert_close(B.attribute(method, vgg11, images64, 1), B.attribute(method, vgg11, images64, 1,
+                                                                                        "input"))
+    assert B.attribute("ours", vgg11, images64, 1).shape == (2, 32, 32)
+    for method in [m for m, spec in B.METHODS.items() if not spec.accepts_input]:
+        with pytest.raises(ValueError, match=r"needs a feature layer.*conv5.*layer_presets"):
+            B.attribute(method, vgg11, images64, 1)
+    with pytest.raises(ValueError, match=r"Grad-CAM needs a feature layer.*conv1"):
+        B.gradcam(vgg11, images64, 1)
+
+
+@pytest.mark.parametrize("target", [None, 4, [3, 1]])
+def test_targets_cost_no_extra_forward_pass(small_cnn: nn.Module, target) -> None:
+    """Each method reads its targets from the logits of its own forward pass (it used to run one or two more)."""
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    calls: list[int] = []
+    handle = small_cnn.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for method in ("ours", "gradcam", "gradcam_captum", "gradient", "gradient_x_input", "gradcam_plusplus",
+                       "hirescam", "fullgrad"):
+            calls.clear()
+            B.attribute(method, small_cnn, x, target, "5")
+            assert len(calls) == 1, method
+    finally:
+        handle.remove()
 
 
 def test_hirescam_is_our_map_rectified_and_rescaled(vgg11: nn.Module, images64: torch.Tensor) -> None:
@@ -187,7 +218,7 @@ def test_clear_errors(vgg11: nn.Module, images64: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="keep_gradients=True"):
         B.gradcam_from(dec, "conv2")
     with pytest.raises(ValueError, match="cannot be read"):
-        B.maps_from(dec, "fullgrad", "conv2")
+        B.from_decomposition(dec, "fullgrad", "conv2")
 
 
 def test_resize_maps_keeps_values() -> None:
@@ -198,9 +229,18 @@ def test_resize_maps_keeps_values() -> None:
     assert big.min() == 0 and big.max() == 7
 
 
-def test_library_calls_run_without_tf32() -> None:
-    """Captum and pytorch-grad-cam run inside exact_math, as decompose does (TF32 would blur them on a GPU)."""
+def test_library_calls_run_without_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Captum and pytorch-grad-cam run inside exact_math for the inputs' device, as decompose does (TF32 would blur
+    them on a GPU). On this CPU the flags are left alone; exact_math itself is tested for CUDA in test_precision."""
     seen: list[object] = []
+    devices: list[object] = []
+    real = B.exact_math
+
+    def recording(device=None):
+        devices.append(device)
+        return real(device)
+
+    monkeypatch.setattr(B, "exact_math", recording)
 
     def flag() -> object:
         cudnn = torch.backends.cudnn
@@ -218,14 +258,16 @@ def test_library_calls_run_without_tf32() -> None:
             seen.append(flag())
             return self.head(self.relu(self.conv(x)))
 
-    with pw.exact_math():
+    with pw.exact_math("cpu"):
         exact = flag()
     before = flag()
     model = Probe().eval()
     for method in ("gradcam_captum", "gradient", "hirescam"):
         seen.clear()
+        devices.clear()
         B.attribute(method, model, torch.randn(1, 3, 8, 8), 1, "relu")
         assert seen and all(s == exact for s in seen), method
+        assert devices == [torch.device("cpu")], method
     assert flag() == before  # restored
 
 
@@ -250,8 +292,15 @@ def test_library_calls_leave_every_submodule_mode_and_the_output_streams_alone(s
 def test_one_layer_and_one_class_per_example(vgg11: nn.Module, images64: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="names several layers"):
         B.attribute("gradcam_captum", vgg11, images64[:1], 0, layer="all")
-    with pytest.raises(ValueError, match="one class per example.*maps_from"):
-        B.attribute("ours", vgg11, images64[:1], "top2", "conv2")
+    for method in ("ours", "gradient", "hirescam"):
+        for target in ("top2", torch.zeros(1, 2, dtype=torch.long), [[1, 2]]):
+            with pytest.raises(ValueError, match="one class per example.*from_decomposition"):
+                B.attribute(method, vgg11, images64[:1], target, "conv2")
+    # one class given as "top1" or (B, 1) is one class per example
+    top = vgg11(images64[:1]).argmax(1)
+    for target in ("top1", top[:, None]):
+        torch.testing.assert_close(B.attribute("ours", vgg11, images64[:1], target, "conv2"),
+                                   B.attribute("ours", vgg11, images64[:1], top, "conv2"))
 
 
 def test_attribute_checks_targets_dtypes_and_leaves_inputs_alone(small_cnn: nn.Module) -> None:
@@ -267,7 +316,7 @@ def test_attribute_checks_targets_dtypes_and_leaves_inputs_alone(small_cnn: nn.M
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
         B.attribute("gradient", small_cnn, x, 1)
     with pytest.raises(TypeError, match="reads a Decomposition"):
-        B.maps_from({"input": x}, "ours", "input")
+        B.from_decomposition({"input": x}, "ours", "input")
 
     class InPlace(nn.Module):
         def __init__(self, body: nn.Module):

@@ -9,6 +9,7 @@ from pwawidgets.calls import (
     input_normalization,
     layer_pass,
     logits_of,
+    parse_targets,
     prepare_inputs,
     select_scores,
 )
@@ -84,6 +85,27 @@ def test_select_scores_reads_every_target_form():
                        (-1, ValueError), ("best", ValueError)]:
         with pytest.raises(error):
             select_scores(bad, logits)
+
+
+def test_parsed_targets_are_the_parsers_own_tensors():
+    """A long target tensor used to come back as itself (or a view of it): an in-place edit of the caller's
+    tensor after the call changed the result's targets."""
+    logits = torch.zeros(2, 4)
+    for given in (torch.tensor([1, 3]), torch.tensor([[1, 2], [3, 0]]), torch.tensor(2)):
+        parsed, _ = parse_targets(given, logits)
+        expected = parsed.clone()
+        given.fill_(0) if given.dim() else given.zero_()
+        assert torch.equal(parsed, expected)
+
+
+def test_one_class_per_example_is_checked_from_the_target_form():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 5.0]])
+    assert parse_targets("top1", logits, one_per_example=True)[0].tolist() == [[1], [2]]
+    assert parse_targets(torch.tensor([[2], [0]]), logits, one_per_example=True)[0].tolist() == [[2], [0]]
+    for several in ("top2", torch.zeros(2, 2, dtype=torch.long), [[0, 1], [1, 2]]):
+        with pytest.raises(ValueError, match="one class per example.*from_decomposition"):
+            parse_targets(several, logits, one_per_example=True)
+        parse_targets(several, logits)  # fine without the restriction
 
 
 def test_layer_pass_at_the_input_in_raw_pixels():

@@ -98,7 +98,7 @@ def test_cached_maps_equal_an_independent_decomposition(explorer: ContributionEx
     dec = pw.decompose(mini, x, top[None], ["conv2", "conv4"], keep_gradients=True)
     for j, c in enumerate(top.tolist()):
         ex = explorer.state.explained[c]
-        torch.testing.assert_close(ex.maps[("ours", "conv2")], dec.maps("conv2")[0, j])
+        torch.testing.assert_close(ex.maps[("ours", "conv2")], dec.pixel_map("conv2")[0, j])
         torch.testing.assert_close(ex.maps[("gradient", "conv4")], dec.gradients["conv4"][0, j].sum(0))
         assert ex.score == pytest.approx(float(dec.score[0, j]), rel=1e-5)
         assert ex.bias["conv4"] == pytest.approx(float(dec.bias["conv4"][0, j]), rel=1e-4, abs=1e-6)
@@ -116,7 +116,7 @@ def test_snapshot_is_the_overlay_of_the_chosen_map(explorer: ContributionExplore
     c["threshold"].value, c["opacity"].value = 100, 1.0
     x = _independent_input(photo)
     target = explorer.state.target
-    independent = pw.decompose(mini, x, target, ["conv2"]).maps("conv2")[0]
+    independent = pw.decompose(mini, x, target, ["conv2"]).pixel_map("conv2")[0]
     values = resize_maps(independent, 256).numpy()
     expected, _ = viz.render_map(explorer.state.picture, values, "positive", 100, 1.0)
     snapshot = explorer.snapshot()
@@ -171,7 +171,7 @@ def test_class_outside_the_top_k_is_computed_once(explorer: ContributionExplorer
     assert summary["score"] == pytest.approx(float(independent.score[0]), rel=1e-5)
     assert summary["bias"] == pytest.approx(float(independent.bias["conv3"][0]), rel=1e-4, abs=1e-6)
     assert summary["bias_ratio"] == pytest.approx(summary["bias"] / summary["score"])
-    torch.testing.assert_close(s.explained[outside].maps[("ours", "conv3")], independent.maps("conv3")[0])
+    torch.testing.assert_close(s.explained[outside].maps[("ours", "conv3")], independent.pixel_map("conv3")[0])
 
 
 def test_unknown_class_names_are_reported_inside(explorer: ContributionExplorer) -> None:
@@ -616,7 +616,7 @@ def test_any_module_name_and_a_layers_list(cifar: nn.Module) -> None:
     assert explorer.controls["layer"].options == ("input", "0.4") and explorer.state.layer == "0.4"
     x = pw.load_image(_pixels(), size=32, crop=32).double()  # ImageNet statistics: the model declares none
     target = int(cifar(x).argmax())
-    independent = pw.decompose(cifar, x, target, ["0.4"]).maps("0.4")[0]
+    independent = pw.decompose(cifar, x, target, ["0.4"]).pixel_map("0.4")[0]
     torch.testing.assert_close(explorer.state.explained[target].maps[("ours", "0.4")], independent,
                                rtol=1e-12, atol=1e-12)
     explorer = ContributionExplorer(cifar, _pixels(), image_size=32, layers=["input", "0.1", "0.4"])

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pytest
 import torch
+import torch.nn.functional as F
 from captum.attr import LayerGradientXActivation
 from conftest import no_inplace, small_cnn_layers
 from torch import nn
 
 import pwawidgets as pw
+
+
+def frozen_piece(modules: Sequence[nn.Module], h: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The affine piece of ``Sequential(*modules)`` around ``h``, built without autograd: every ReLU, LeakyReLU and
+    max-pool keeps the pattern it has at ``h`` (its gains, its window argmax); every other module (convolutions,
+    eval BatchNorm, average pools, linear layers, eval dropout) is affine already. Its value at 0 is the bias."""
+    ops: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    v = h.detach()
+    with torch.no_grad():
+        for m in modules:
+            if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+                slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else 0.0
+                gain = torch.where(v > 0, torch.ones_like(v), torch.full_like(v, slope))
+                op = (lambda g: lambda u: u * g)(gain)
+            elif isinstance(m, nn.MaxPool2d):
+                _, idx = F.max_pool2d(v, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                                      return_indices=True)
+                op = (lambda i: lambda u: u.flatten(2).gather(2, i.flatten(2)).view(i.shape))(idx)
+            else:
+                op = no_inplace(m)
+            ops.append(op)
+            v = op(v)
+
+    def piece(u: torch.Tensor) -> torch.Tensor:
+        for op in ops:
+            u = op(u)
+        return u
+
+    return piece
 
 
 def test_tiny_mlp_matches_hand_computed_affine_map():
@@ -33,7 +65,9 @@ def test_tiny_mlp_matches_hand_computed_affine_map():
         torch.testing.assert_close(d.bias["1"][0], b2[c], rtol=1e-13, atol=1e-13)
 
 
-def test_small_cnn_matches_jacrev_at_every_layer(small_cnn):
+def test_small_cnn_matches_the_frozen_pattern_piece_at_every_layer(small_cnn):
+    """Independent oracle: the affine piece around x, built by freezing every ReLU mask and max-pool window
+    (no autograd); its slope by jacrev, its bias as its value at 0 (not as score minus contributions)."""
     layers = small_cnn_layers()  # same seed, same weights
     reference = nn.Sequential(*layers).double().eval()
     reference.load_state_dict(small_cnn.state_dict())
@@ -44,15 +78,19 @@ def test_small_cnn_matches_jacrev_at_every_layer(small_cnn):
     for name in names:
         start = 0 if name == "input" else int(name) + 1
         head = no_inplace(reference[:start]) if start else nn.Identity()
-        tail = no_inplace(reference[start:])
         for b in range(2):
             h = head(x[b : b + 1]).detach()
-            jac = torch.func.jacrev(lambda v, b=b, tail=tail: tail(v)[0, target[b]])(h)
-            score = tail(h)[0, target[b]].detach()
+            piece = frozen_piece(list(reference[start:]), h)
+            score = piece(h)[0, target[b]]
+            torch.testing.assert_close(score, reference(x[b : b + 1])[0, target[b]].detach(), rtol=1e-13, atol=1e-13)
+            w = torch.func.jacrev(lambda v, b=b, piece=piece: piece(v)[0, target[b]])(h)
+            bias = piece(torch.zeros_like(h))[0, target[b]]
             torch.testing.assert_close(d.activations[name][b], h[0], rtol=0, atol=1e-13)
-            torch.testing.assert_close(d.gradients[name][b], jac[0], rtol=1e-10, atol=1e-12)
-            torch.testing.assert_close(d.contributions[name][b], (jac * h)[0], rtol=1e-10, atol=1e-12)
-            torch.testing.assert_close(d.bias[name][b], score - (jac * h).sum(), rtol=1e-10, atol=1e-11)
+            torch.testing.assert_close(d.gradients[name][b], w[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(d.contributions[name][b], (w * h)[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(d.contribution_sum(name)[b], (w * h).sum(), rtol=1e-10, atol=1e-11)
+            torch.testing.assert_close(d.bias[name][b], bias, rtol=1e-10, atol=1e-11)
+            torch.testing.assert_close(d.score[b], score, rtol=1e-13, atol=1e-13)
 
 
 def test_inplace_relu_sees_value_before_overwrite(vgg11, images64):
@@ -147,15 +185,15 @@ def test_all_preset_names_every_relu_call(resnet18, images64):
         pw.decompose(resnet18, images64[:1], 0, ["layer1.0.relu"])
 
 
-def test_maps_target_none_and_errors(vgg11, images64):
+def test_pixel_map_target_none_and_errors(vgg11, images64):
     d = pw.decompose(vgg11, images64[:2], None, ["input", "conv3"])
     torch.testing.assert_close(d.target, d.logits.argmax(1))
-    assert d.maps("conv3").shape == (2, 16, 16)
-    torch.testing.assert_close(d.maps("conv3").sum((1, 2)), d.total("conv3"))
-    assert d.maps("conv3", size=64).shape == (2, 64, 64)
-    torch.testing.assert_close(d.total("conv3") + d.bias["conv3"], d.score, rtol=1e-12, atol=1e-12)
+    assert d.pixel_map("conv3").shape == (2, 16, 16)
+    torch.testing.assert_close(d.pixel_map("conv3"), d.contributions["conv3"].sum(1), rtol=0, atol=0)
+    assert d.pixel_map("conv3", size=64).shape == (2, 64, 64)
+    assert d.pixel_map("conv3", size=(8, 24), mode="area").shape == (2, 8, 24)
     with pytest.raises(KeyError, match="conv5"):
-        d.maps("conv5")
+        d.pixel_map("conv5")
     with pytest.raises(ValueError, match="unknown layer 'conv9'"):
         pw.decompose(vgg11, images64[:1], 0, ["conv9"])
     with pytest.raises(ValueError, match=r"\[0, 999\]"):
@@ -201,11 +239,19 @@ def test_low_precision_warns_or_raises():
     with pytest.warns(pw.ExactnessWarning, match="loses exactness"):
         d = pw.decompose(model, x, 0)
     assert d.contributions["input"].dtype == torch.bfloat16
+    assert d.exact is False and any("bfloat16" in note for note in d.notes)
     with pytest.raises(ValueError, match="loses exactness"):
         pw.decompose(model, x, 0, strict=True)
 
 
-def test_tf32_flags_restored_after_decompose(small_cnn):
+def test_tf32_guard_is_asked_for_the_inputs_device_and_flags_are_restored(small_cnn, monkeypatch):
+    """decompose runs under exact_math(device of the inputs); on a CPU that leaves CUDA's flags alone (exact_math
+    itself is tested on CUDA devices in test_precision)."""
+    from pwawidgets import core
+
+    devices = []
+    real = core.exact_math
+    monkeypatch.setattr(core, "exact_math", lambda device=None: devices.append(device) or real(device))
     matmul = torch.backends.cuda.matmul
     conv = torch.backends.cudnn.conv
     before = (matmul.fp32_precision, conv.fp32_precision)
@@ -217,7 +263,8 @@ def test_tf32_flags_restored_after_decompose(small_cnn):
         with pytest.warns(pw.ExactnessWarning, match="hook"):  # the test's own hook is reported, as any hook is
             pw.decompose(small_cnn, torch.zeros(1, 3, 8, 8, dtype=torch.float64), 0)
         hook.remove()
-        assert seen == [("ieee", "ieee")]
+        assert devices == [torch.device("cpu")]
+        assert seen == [("tf32", "tf32")]
         assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
         with pytest.raises(RuntimeError, match="inside"), pw.exact_math():
             raise RuntimeError("inside")
@@ -345,7 +392,11 @@ def test_inference_mode_and_inference_tensors():
         with pytest.raises(RuntimeError, match="outside torch.inference_mode"):
             pw.decompose(model, x, 0)
     d = pw.decompose(model, x, 0)  # a tensor made under inference mode still works outside it
-    torch.testing.assert_close(d.total("input") + d.bias["input"], d.score)
+    x = x.clone()  # a normal tensor for the oracle's autograd
+    piece = frozen_piece(list(model), x)
+    torch.testing.assert_close(d.bias["input"], piece(torch.zeros_like(x))[:, 0], rtol=1e-12, atol=1e-12)
+    w = torch.func.jacrev(lambda v: piece(v)[0, 0])(x)
+    torch.testing.assert_close(d.contribution_sum("input"), (w * x).sum(1), rtol=1e-12, atol=1e-12)
 
 
 def test_model_that_normalises_its_input_in_place():
@@ -364,7 +415,10 @@ def test_model_that_normalises_its_input_in_place():
     plain = pw.decompose(_mlp(), (x - 0.5) / 2, 1, keep_gradients=True)
     torch.testing.assert_close(d.gradient("input"), plain.gradient("input") / 2, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(d.score, plain.score)
-    torch.testing.assert_close(d.total("input") + d.bias["input"], d.score)
+    for b in range(2):  # the bias is the frozen piece at x = 0, which the model normalises to -0.25
+        piece = frozen_piece(list(_mlp()), (x[b:b + 1] - 0.5) / 2)
+        torch.testing.assert_close(d.bias["input"][b], piece(torch.full((1, 4), -0.25, dtype=torch.float64))[0, 1],
+                                   rtol=1e-12, atol=1e-12)
     assert torch.equal(x, before)  # the caller's tensor is left alone
 
 
@@ -400,7 +454,10 @@ def test_integer_inputs_decompose_after_the_embedding():
         rest = lambda t, b=b: model.fc2(model.relu(model.fc1(t)).mean(1))[0, 1]  # noqa: E731
         w = torch.func.jacrev(rest)(e[b:b + 1])
         torch.testing.assert_close(d.contributions["embed"][b], (w * e[b:b + 1])[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(d.total("embed") + d.bias["embed"], d.score, rtol=1e-12, atol=1e-12)
+        # the bias: the rest of the network with the ReLU pattern of this example frozen, at an embedding of 0
+        gain = (model.fc1(e[b:b + 1]) > 0).double()
+        at_zero = model.fc2((gain * model.fc1(torch.zeros_like(e[b:b + 1]))).mean(1))[0, 1]
+        torch.testing.assert_close(d.bias["embed"][b], at_zero.detach(), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="integer inputs.*after the embedding"):
         pw.decompose(model, ids, 1, ["input", "embed"])
 
@@ -455,16 +512,99 @@ def test_a_compiled_model_is_decomposed_through_its_original():
 
 
 def test_layer_biases_are_decomposes_biases_from_the_same_pass(small_cnn):
-    from pwawidgets.core import layer_biases
-
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    names, bias, score, target = layer_biases(small_cnn, x, "top2", ["input", "all"])
+    found = pw.layer_biases(small_cnn, x, "top2", ["input", "all"])
+    assert isinstance(found, pw.LayerBiases)
     d = pw.decompose(small_cnn, x, "top2", ["input", "all"])
-    assert names == d.layers and bias.shape == (3, 2, len(names))
-    for i, name in enumerate(names):
-        torch.testing.assert_close(bias[:, :, i], d.bias[name], rtol=1e-12, atol=1e-12)
-    assert torch.equal(score, d.score) and torch.equal(target, d.target)
+    assert found.layers == d.layers and found.bias.shape == (3, 2, len(found.layers))
+    for i, name in enumerate(found.layers):
+        torch.testing.assert_close(found.bias[:, :, i], d.bias[name], rtol=1e-12, atol=1e-12)
+    assert torch.equal(found.score, d.score) and torch.equal(found.target, d.target)
+    text = repr(found)
+    assert text.startswith("LayerBiases of 3 example(s) x 2 class(es)") and "input" in text
+    assert len(text.splitlines()) <= 16 and "tensor(" not in text
     bad = x.clone()
     bad[1, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or infinite values \(examples \[1\]\)"):
-        layer_biases(small_cnn, bad, None, ["input"])
+        pw.layer_biases(small_cnn, bad, None, ["input"])
+
+
+@pytest.mark.parametrize("keep_gradients", [False, True])
+@pytest.mark.parametrize("reference", ["normalized", "raw"])
+def test_results_own_their_tensors(keep_gradients, reference):
+    """In-place edits of the caller's inputs and targets after the call leave the result alone (the input layer's
+    activation used to be a view of the caller's tensor: with keep_gradients, score = sum + bias broke)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 5)).double().eval()
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    target = torch.tensor([[1, 4], [0, 2], [3, 3]])
+    norm = ((0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
+    d = pw.decompose(model, x, target, ["input", "1"], reference=reference, normalization=norm,
+                     keep_gradients=keep_gradients)
+    copy = {name: (d.contribution(name).clone(), d.activation(name).clone(), d.bias[name].clone())
+            for name in d.layers}
+    score, kept_target = d.score.clone(), d.target.clone()
+    x.mul_(3)
+    target.zero_()
+    for name in d.layers:
+        torch.testing.assert_close(d.contribution(name), copy[name][0], rtol=0, atol=0)
+        torch.testing.assert_close(d.activation(name), copy[name][1], rtol=0, atol=0)
+        torch.testing.assert_close(d.bias[name], copy[name][2], rtol=0, atol=0)
+    assert torch.equal(d.score, score) and torch.equal(d.target, kept_target)
+    found = pw.layer_biases(model, x, target, ["input"])
+    target.fill_(2)
+    assert (found.target == 0).all()
+
+
+def test_a_non_affine_model_is_marked_not_exact():
+    torch.manual_seed(0)
+    smooth = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    with pytest.warns(pw.ExactnessWarning):
+        d = pw.decompose(smooth, x, 0, allow_non_affine=True)
+    assert d.exact is False
+    assert any("not piece-wise affine" in note and "GELU" in note for note in d.notes)
+    assert "NOT exact" in repr(d) and "note:" in repr(d)
+    plain = pw.decompose(_mlp(), x, 0)
+    assert plain.exact is True and plain.notes == []
+
+
+def test_summary_repr_and_the_explicit_class_axis(small_cnn):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    d = pw.decompose(small_cnn, x, "top3", ["input", "all"], keep_gradients=True)
+    text = repr(d)
+    assert "tensor(" not in text and len(text.splitlines()) <= 20
+    assert "k=3 classes per example on axis 1 (class_axis)" in text
+    assert d.class_axis == 1 and d.classes == 3
+    assert d.contribution("input").shape == (2, 3, 3, 16, 16)  # batch, class, channel, H, W
+    one = pw.decompose(small_cnn, x, d.target[:, 1], ["input", "all"], keep_gradients=True)
+    assert one.class_axis is None and one.classes == 1 and "one class per example" in repr(one)
+    column = d.column(1)
+    assert column.class_axis is None
+    for name in d.layers:
+        torch.testing.assert_close(column.contribution(name), one.contribution(name), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(column.bias[name], one.bias[name], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(column.pixel_map("input"), one.pixel_map("input"), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"j must be an int in \[0, 2\]"):
+        d.column(3)
+    with pytest.raises(ValueError, match="no class axis"):
+        one.column(0)
+    with pytest.raises(ValueError, match="class axis.*column"):  # a (B, k, H, W) map read as one map per image
+        pw.metrics.keep_top(x, d.pixel_map("input"), 0.3)
+
+
+def test_pixel_map_checks_size_and_mode_before_any_work(small_cnn):
+    d = pw.decompose(small_cnn, torch.randn(1, 3, 16, 16, dtype=torch.float64), 0, ["input", "2", "11"])
+    for size in (0, -3, (4,), (4, 0), 2.5, "big", True):
+        with pytest.raises(ValueError, match="size must be a positive int"):
+            d.pixel_map("input", size=size)
+    with pytest.raises(ValueError, match="mode must be one of bilinear"):
+        d.pixel_map("input", size=8, mode="linear")
+    with pytest.raises(ValueError, match="mode must be one of"):  # checked even before the layer's shape
+        d.pixel_map("11", mode="cubic")
+    with pytest.raises(ValueError, match="no spatial map"):
+        d.pixel_map("11")
+    big = d.pixel_map("2", size=(32, 16), mode="nearest")
+    assert big.shape == (1, 32, 16)
+    torch.testing.assert_close(big[:, ::2], d.pixel_map("2"), rtol=0, atol=0)

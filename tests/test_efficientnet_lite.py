@@ -165,8 +165,6 @@ def test_float64_contributions_match_captum(model64: nn.Module, odd_input: torch
         got = dec.contributions[name]
         assert got.dtype == torch.float64 and got.shape == reference.shape, name
         torch.testing.assert_close(got, reference, rtol=1e-12, atol=1e-14, msg=name)
-        total = got.sum() + dec.bias[name]
-        assert float(total) == pytest.approx(float(dec.score), rel=1e-12, abs=1e-12), name
 
 
 @pytest.mark.parametrize("layer", ["input", "stem", "stage2", "stage5", "head"])

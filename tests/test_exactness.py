@@ -205,7 +205,7 @@ def test_region_radius_refuses_ambiguous_layers_and_bad_numbers(resnet18, images
         pw.region_radius(resnet18, x, x, "blocks")
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="the point x holds NaN"):
+    with pytest.raises(ValueError, match=r"the point \(inputs\) holds NaN"):
         pw.region_radius(resnet18, bad, x)
     with pytest.raises(ValueError, match="the direction holds NaN"):
         pw.region_radius(resnet18, x, bad)
@@ -294,7 +294,7 @@ def test_verify_arguments_are_checked():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             pw.verify(model, x, 0, **kwargs)
-    with pytest.raises(TypeError, match="x must be a tensor"):
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
         pw.verify(model, x.numpy(), 0)
     report = pw.verify(model, x, 0, steps=0.5)  # one number is one step
     assert report.steps == (0.5,) and report.ok

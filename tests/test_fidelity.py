@@ -54,6 +54,19 @@ def test_a_hand_built_case_with_known_answers():
     assert values.shape == (1, 3)
     assert curves.area("ours", "input", "prob", "delete").item() == pytest.approx(
         metrics.curve_area(fractions, values).item())
+    # layers=None means the input, as everywhere
+    default = fd.evaluate(linear_model(), [X], ("ours",), None, (0.25, 0.5, 0.75), k=2, progress=False)
+    assert default.layers == ["input"] and default.scores == {
+        key: v for key, v in result.scores.items() if key[0] == "ours"}
+
+
+def test_result_prints_a_summary_not_its_tensors():
+    result = fd.evaluate(linear_model(), [X, X], ("ours", "gradient"), ["input"], (0.3, 0.5), k=2, progress=False)
+    text = repr(result)
+    assert "tensor(" not in text and len(text.splitlines()) <= 8
+    assert text.startswith("FidelityResult of 2 image(s): methods ['ours', 'gradient'], layers ['input']")
+    mean = float(result.values("ours", "input").mean())
+    assert f"top-2 kept at 0.3, ours: input {mean:.3f}" in text
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +97,7 @@ def test_matches_the_one_call_metric(shapes):
     for fill, sign in (("zero", "signed"), ("black", "abs")):
         result = fd.evaluate(model, fd.batches(x, 3), ("ours",), ["conv3"], (0.1, 0.3), k=3, fill=fill, sign=sign,
                              progress=False)
-        maps = dec.maps("conv3").abs() if sign == "abs" else dec.maps("conv3")
+        maps = dec.pixel_map("conv3").abs() if sign == "abs" else dec.pixel_map("conv3")
         for f in (0.1, 0.3):
             expected = metrics.fidelity(model, x, maps, f, k=3, fill=fill)  # the same fill choices
             assert torch.equal(result.values("ours", "conv3", "topk", f), expected)
@@ -105,7 +118,7 @@ def test_batching_and_seed_do_not_change_the_answer(shapes):
     assert not fd.random_map((4, 4), 6, 3, "conv3").equal(fd.random_map((4, 4), 5, 3, "conv3"))
     dec = pw.decompose(model, x, None, ["conv3"])
     assert torch.equal(one.localisation[("ours", "conv3")]["pointing"],
-                       metrics.pointing_game(dec.maps("conv3"), masks).double())
+                       metrics.pointing_game(dec.pixel_map("conv3"), masks).double())
 
 
 def test_layers_fill_and_errors():

@@ -48,7 +48,22 @@ def test_half_precision_warns_or_raises():
     check_precision(torch.float32, strict=True)  # no warning, no error
 
 
-def test_old_import_paths_still_work():
+def test_exact_math_honours_its_device():
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        with exact_math("cpu"):  # CUDA's flags are not the CPU's business: left as they are
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+        for device in (None, "cuda", torch.device("cuda", 0)):
+            with exact_math(device):
+                assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+def test_exactness_no_longer_reexports_other_modules():
     from pwawidgets import exactness
 
-    assert exactness.simulate_tf32 is simulate_tf32 and exactness.audit is pw.audit
+    assert not {"simulate_tf32", "audit", "exact_math", "AuditReport"} & set(exactness.__all__)

@@ -141,3 +141,19 @@ def test_matched_pair_is_the_paired_difference_of_each_measure():
     drops = [R.fgsm(m, x, y, 2 / 255).drop for m in (with_bn, plain)]
     assert found["score drop, FGSM ε=0.00784"].value == pytest.approx(float((drops[0] - drops[1]).mean()), rel=1e-6)
     assert all(e.low <= e.value <= e.high for e in found.values())
+
+
+def test_targets_go_through_the_one_parser_and_layer_none_is_the_input(net, images):
+    x = images[:2]
+    predicted = net(x).argmax(1)
+    for target in (None, "top1", predicted, predicted[:, None], predicted.tolist()):
+        response = R.fgsm(net, x, target, 1 / 255)
+        assert torch.equal(response.target, predicted)
+    at_default, at_input = R.fgsm(net, x, 3, 1 / 255, None), R.fgsm(net, x, 3, 1 / 255, "input")
+    torch.testing.assert_close(at_default.perturbed, at_input.perturbed)
+    with pytest.raises(ValueError, match="one class per example"):
+        R.gaussian(net, x, "top2")
+    with pytest.raises(ValueError, match=r"\[0, 5\]"):
+        R.fgsm(net, x, 6)
+    with pytest.raises(ValueError, match="one per example"):
+        R.fgsm(net, x, [1, 2, 3])

@@ -10,7 +10,7 @@ from ..core import Decomposition
 
 def layer_map(decomposition: Decomposition, layer: str) -> torch.Tensor:
     """The contributions of ``layer`` summed over channels, on the layer's grid: ``(B, H_l, W_l)``."""
-    return decomposition.maps(layer)
+    return decomposition.pixel_map(layer)
 
 
 def spread(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

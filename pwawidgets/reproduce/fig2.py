@@ -62,7 +62,7 @@ def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[i
     dec = decompose(model, x, None, layers, keep_gradients=True)
     side = tuple(x.shape[-2:])
     rows = {
-        "ours": [resize_maps(dec.maps(name)[0], side).cpu().numpy() for name in dec.layers],
+        "ours": [resize_maps(dec.pixel_map(name)[0], side).cpu().numpy() for name in dec.layers],
         "Grad-CAM": [resize_maps(gradcam_from(dec, name)[0], side).cpu().numpy() for name in dec.layers],
     }
     c = int(dec.target[0])

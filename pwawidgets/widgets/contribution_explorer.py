@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import viz
-from ..baselines import maps_from, resize_maps
+from ..baselines import from_decomposition, resize_maps
 from ..bias import REMAINDER, bias_sources_at
 from ..core import decompose
 from ..images import ImageLoadError, display_image
@@ -509,7 +509,7 @@ class ContributionExplorer(Explorer):
         if flat:
             raise ValueError(f"layer {flat[0]!r} gives a {tuple(dec.activation(flat[0]).shape)} tensor, no map to "
                              "show: give convolutional layers (layer=, layers=)")
-        tables = {(m, layer): maps_from(dec, m, layer)[0] for m in METHODS for layer in s.layers}
+        tables = {(m, layer): from_decomposition(dec, m, layer)[0] for m in METHODS for layer in s.layers}
         out = {}
         for j, c in enumerate(classes):
             out[c] = ClassExplanation(
