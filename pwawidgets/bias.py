@@ -227,7 +227,7 @@ class _Watch(TorchFunctionMode):
                 c = kind.constant(func, args, kwargs, reader.depends)
         out = func(*args, **kwargs)
         floats = [t for t in _tensors(out if isinstance(out, (tuple, list)) else (out,)) if t.is_floating_point()]
-        if floats and (kind is None or kind.category == kinds.SMOOTH):
+        if (floats or out is None) and (kind is None or kind.category == kinds.SMOOTH):  # None: in place (setitem)
             reader.unmodelled.add(getattr(func, "__name__", repr(func)))
         for t in floats:
             reader.marks[t] = reader.marks.get(t, 0) | bits

@@ -260,3 +260,22 @@ def test_functional_padding_of_zero_and_reflection_add_nothing():
                                      nn.Linear(4 * 10 * 10, 3)), 8)
     sources = bias_sources(model, _x(), None, "input")
     assert list(sources) == ["0", "4", REMAINDER]
+
+
+def test_torchvision_shortcut_added_in_place_around_a_layer_inside_the_block():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = _randomise(torchvision.models.resnet18(weights=None, num_classes=7), 9)
+    x = _x(batch=2, size=32)
+    sources = bias_sources(model, x, None, "layer1.0.relu@0")
+    assert sources.kinds["layer1.0"] == "added tensor (shortcut)"
+    # its part: <dS/d(out after `out += identity`), identity>; the add passes the gradient on to bn2's output, and
+    # the identity is the block's input, the max-pool's output
+    dec = pw.decompose(model, x, sources.target, ["layer1.0.bn2", "maxpool"], keep_gradients=True)
+    expected = (dec.gradient("layer1.0.bn2") * dec.activation("maxpool")).flatten(1).sum(1)
+    torch.testing.assert_close(sources["layer1.0"], expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(sources.bias, pw.decompose(model, x, None, ["layer1.0.relu@0"]).bias["layer1.0.relu@0"],
+                               rtol=0, atol=1e-10)
+    assert float(sources.remainder.abs().max()) < 1e-10
+    assert "layer1.0.bn2" in sources and "layer1.0.bn1" not in sources  # bn1 comes before the layer
