@@ -11,8 +11,9 @@ around the layer). ReLU, max-pooling and products by constants add nothing.
 
 How: the forward pass of the one pass template (:func:`pwawidgets.core.run_passes`) runs under a
 ``TorchFunctionMode`` that follows which values depend on which layer; for each operation that adds a constant it
-computes ``c`` and registers a hook on the autograd node of the output, which reduces ``<dS/d out, c>`` to ``(B,)``
-in each class's backward pass. Module hooks name each constant after the module that adds it.
+computes ``c`` and keeps the output's gradient edge (taken at once, so that later in-place operations do not move
+it); each class's backward pass also returns the gradient there, reduced at once to ``<dS/d out, c>``, ``(B,)``.
+Module hooks name each constant after the module that adds it.
 
 What no rule covers is never hidden: it is the entry :data:`REMAINDER`, ``b - sum(parts)``, with an
 :class:`~pwawidgets.ExactnessWarning` when it is not ~0.
@@ -188,7 +189,7 @@ def _sources(model, inputs, names: list[str], request: Request, pixel_maps: bool
 @dataclass(eq=False)
 class _Constant:
     """One constant ``c`` added to an output after the layers of ``layers`` (a bit per layer), and its parts
-    ``<dS/d out, c>`` per class (read by a hook on the output's autograd node)."""
+    ``<dS/d out, c>`` per class (read from the gradient at the output's edge)."""
 
     key: tuple[str, int, str]  # (module name, call of that module, label)
     c: torch.Tensor
@@ -244,11 +245,11 @@ class _SourceReader(Reader):
         self.pixel_maps = pixel_maps
         self.marks: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.constants: list[_Constant] = []
+        self.edge_list: list = []  # the gradient edge of each constant's output
         self.unmodelled: set[str] = set()
         self.stack: list[tuple[str, int]] = []  # modules running now: (name, call)
         self.calls: dict[str, int] = {}
         self.norm: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor | None]]] = {}  # layer -> class -> part
-        self.klass = 0
 
     def depends(self, value) -> bool:
         return isinstance(value, torch.Tensor) and bool(self.marks.get(value, 0))
@@ -292,21 +293,18 @@ class _SourceReader(Reader):
 
     def add(self, label: str, out: torch.Tensor, c: torch.Tensor, bits: int) -> None:
         name, call = self.stack[-1] if self.stack else ("", 0)
-        constant = _Constant((name, call, label), c.detach(), bits)
-        self.constants.append(constant)
-        edge = get_gradient_edge(out)  # the node that made ``out``: later in-place operations do not move it
-        slot = edge.output_nr
+        self.constants.append(_Constant((name, call, label), c.detach(), bits))
+        self.edge_list.append(get_gradient_edge(out))  # taken now: later in-place operations do not move it
 
-        def read(grad_outputs):
-            g = grad_outputs[slot]
-            if g is not None:
-                constant.parts[self.klass], cells = _inner(g, constant.c, self.pixel_maps)
+    def edges(self) -> list:
+        return self.edge_list
+
+    def read_edges(self, j: int, grads) -> None:
+        for constant, g in zip(self.constants, grads, strict=True):
+            if g is not None:  # None: the score does not reach this output
+                constant.parts[j], cells = _inner(g, constant.c, self.pixel_maps)
                 if cells is not None:
-                    constant.cells[self.klass] = cells
-        edge.node.register_prehook(read)
-
-    def before_class(self, j: int) -> None:
-        self.klass = j
+                    constant.cells[j] = cells
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         super().read(j, layer, w)

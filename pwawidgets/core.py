@@ -134,8 +134,12 @@ class Reader:
         for layer in layers:
             layer.totals = layer.value.new_empty((layer.value.shape[0], k))
 
-    def before_class(self, j: int) -> None:
-        """Called before the backward pass of class column ``j``."""
+    def edges(self) -> list:
+        """More gradient edges (``torch.autograd.graph.GradientEdge``) each backward pass reaches, after the layers'."""
+        return []
+
+    def read_edges(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
+        """The gradients at :meth:`edges` for class column ``j`` (None where the score does not reach one)."""
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         """``w = d score_j / d h`` at one layer (per raw pixel for ``reference="raw"``)."""
@@ -172,11 +176,12 @@ def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader) -> 
                          "torch.no_grad() (or detaches its output). Remove that, so that gradients can be taken.")
     reader.begin(layers, k)
     nodes = [layer.node for layer in layers]
+    edges = reader.edges()
     for j in range(k):
-        reader.before_class(j)
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
-        grads = torch.autograd.grad(scores[:, j].sum(), nodes, retain_graph=j < k - 1, allow_unused=True)
-        for layer, g in zip(layers, grads, strict=True):
+        grads = torch.autograd.grad(scores[:, j].sum(), nodes + edges, retain_graph=j < k - 1, allow_unused=True)
+        reader.read_edges(j, grads[len(nodes):])
+        for layer, g in zip(layers, grads[:len(nodes)], strict=True):
             if g is None:
                 raise ValueError(
                     f"the score does not depend on layer {layer.name!r} through autograd: forward() cuts it off "
