@@ -279,3 +279,33 @@ def test_torchvision_shortcut_added_in_place_around_a_layer_inside_the_block():
                                rtol=0, atol=1e-10)
     assert float(sources.remainder.abs().max()) < 1e-10
     assert "layer1.0.bn2" in sources and "layer1.0.bn1" not in sources  # bn1 comes before the layer
+
+
+def test_a_module_reused_with_shared_parameters_is_named_per_call():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.act = nn.ReLU6()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            h = self.act(self.stem(x))
+            h = self.act(self.conv(self.act(self.conv(h))))
+            return self.fc(h.flatten(1))
+
+    model = _randomise(Twice(), 10)
+    with torch.no_grad():
+        model.conv.weight.mul_(8)  # saturate many units
+    x = _x()
+    sources = bias_sources(model, x, None, "stem")
+    assert {"act@0", "conv@0", "act@1", "conv@1", "act@2", "fc"} <= set(sources) and "stem" not in sources
+    dec = pw.decompose(model, x, sources.target, ["conv@1", "act@2"], keep_gradients=True)
+    bias = (dec.gradient("conv@1").sum((2, 3)) * model.conv.bias).sum(1)
+    torch.testing.assert_close(sources["conv@1"], bias, rtol=0, atol=1e-10)
+    capped = dec.activation("act@2") == 6  # the units ReLU6 holds at 6
+    assert capped.any()
+    cap = (dec.gradient("act@2") * capped * 6.0).flatten(1).sum(1)
+    torch.testing.assert_close(sources["act@2"], cap, rtol=0, atol=1e-10)
+    assert float(sources.remainder.abs().max()) < 1e-10
