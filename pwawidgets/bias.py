@@ -239,7 +239,7 @@ class _Watch(TorchFunctionMode):
 
 class _SourceReader(Reader):
     """The reader of :func:`bias_sources`: watches the forward pass, reads each constant's part in the backward
-    passes (hooks), the input normalisation's from the input's gradient."""
+    passes (at gradient edges), the input normalisation's from the input's gradient."""
 
     def __init__(self, pixel_maps: bool):
         self.pixel_maps = pixel_maps
