@@ -1,104 +1,51 @@
 """Where the bias comes from: the bias at a layer split exactly into the constants the network adds after it.
 
-Inside the input's linear region every operation after a layer tensor ``h`` is affine, ``out = A(in) + c``.
-Chaining them gives, for the score ``S`` of one class,
+With the activation pattern frozen at the input, every operation after a layer tensor ``h`` is affine,
+``out = D[in] + c`` (ReLU becomes a product by its mask, a cap a constant, a max-pool a fixed selection). Chaining
+them gives, for the score ``S`` of one class, ``S = w . h + sum_ops <dS/d out_op, c_op>`` over the operations that
+depend on ``h``: so the bias ``b = S - w . h`` splits exactly into these parts. ``c`` is, per operation kind
+(:mod:`pwawidgets.kinds` says which): a convolution's or linear layer's bias, a BatchNorm's shift
+``beta - gamma mu / sigma``, a cap's value where it holds (ReLU6, Hardtanh, clamp...), a fill value
+(``torch.where``, ``masked_fill``, ``F.pad``), an added tensor that does not depend on ``h`` (a residual shortcut
+around the layer). ReLU, max-pooling and products by constants add nothing.
 
-    S = w . h + sum_m <dS/d out_m, c_m> + sum_v <dS/d v, v>,
+How: the forward pass of the one pass template (:func:`pwawidgets.core.run_passes`) runs under a
+``TorchFunctionMode`` that follows which values depend on which layer; for each operation that adds a constant it
+computes ``c`` and keeps the output's gradient edge (taken at once, so that later in-place operations do not move
+it); each class's backward pass also returns the gradient there, reduced at once to ``<dS/d out, c>``, ``(B,)``.
+Module hooks name each constant after the module that adds it.
 
-where ``m`` runs over the operations after ``h`` that add a constant ``c_m`` (convolution and linear biases,
-BatchNorm shifts ``beta - gamma mu / sigma``, ReLU6/Hardtanh caps on saturated units, Hardsigmoid's 0.5, a
-custom affine module's ``m(0)``...) and ``v`` over values that reach the score without passing through ``h``
-(a residual shortcut taken before ``h``, a tensor made inside ``forward``). So the bias ``b = S - w . h`` splits
-exactly into these parts: :func:`bias_sources` (one layer), :func:`bias_sources_at` (several). One forward pass
-and one backward pass per class serve every source, at every layer asked for.
-
-What no rule covers (a constant added by functional code the rules do not know) is never hidden: it is the
-entry :data:`REMAINDER`, ``b - sum(parts)``, with an :class:`~pwawidgets.ExactnessWarning` when it is not ~0.
-
-Where the constants are found: first by reading the autograd graph of a plain forward pass
-(:mod:`pwawidgets.bias_graph`: biases, BatchNorm shifts, ReLU6/Hardtanh caps, zero padding; residual shortcuts
-around the layer from a forward pass that keeps module outputs), so that the forward pass costs about what
-:func:`~pwawidgets.decompose`'s does; where the graph holds anything else (a constant added in functional code, a
-custom module), by tracing the forward pass (:mod:`pwawidgets.bias_trace`), which knows every rule. Which route a
-model and layer set needs is learnt on the first call and remembered.
-
-How the parts are read: a hook on the autograd node of the output a constant is added to reduces that output's
-gradient once it is computed, so nothing is kept for later. With one example, a BatchNorm's or a linear layer's part
-comes from autograd's own gradient of its beta or bias, and a cap between two BatchNorms from theirs; these rest on
-the network's structure, so the parts are checked to sum to the bias and, when they do not, the call runs again
-(traced) reading every part from hooks. A value read in the backward pass that was changed in place after its use
-makes the call run again with copies.
+What no rule covers is never hidden: it is the entry :data:`REMAINDER`, ``b - sum(parts)``, with an
+:class:`~pwawidgets.ExactnessWarning` when it is not ~0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
-from .audit import require_piecewise_affine
-from .bias_graph import CAPTURE as CAPTURED
-from .bias_graph import READ, GraphForward, read_graph
-from .bias_rules import (
-    BIAS,
-    BN_SHIFT,
-    CAP,
-    CONSTANT,
-    KIND_LABELS,
-    MODULE_OFFSETS,
-    NORM,
-    OFFSET,
-    PADDING,
-    SHORTCUT,
-    UNATTRIBUTED,
-)
-from .bias_trace import Recorder, Source, Tracer
-from .calls import (
-    Normalization,
-    Target,
-    check_after_passes,
-    input_normalization,
-    left_as_found,
-    logits_of,
-    prepare_inputs,
-    select_scores,
-)
+from . import kinds
+from .calls import LayerPass, Normalization, Scores, Target
+from .core import Reader, Request, run_passes
 from .layers import INPUT, LayerSpec, check_model, resolve_layers, resolve_one
-from .placement import model_dtype
-from .precision import ExactnessWarning, check_precision, exact_math
+from .precision import ExactnessWarning
 
 REMAINDER = "other (not attributed)"
 NORMALIZATION = "input normalisation"
-GRAPH, CAPTURE, TRACE, COPY = "graph", "graph with values", "trace", "trace with copies"  # routes, in this order
-_ROUTES: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {layer names: first route to take})
+NORM, UNATTRIBUTED = "input normalisation", "not attributed"
+KIND_LABELS: tuple[str, ...] = (NORM, *kinds.CONSTANT_LABELS, UNATTRIBUTED)
+"""The kinds of source, in the order :meth:`BiasSources.by_kind` lists them."""
 
+__all__ = ["BiasSources", "KIND_LABELS", "NORMALIZATION", "REMAINDER", "bias_sources", "bias_sources_at"]
 
-def _route(model: nn.Module, key: tuple[str, ...]) -> str:
-    """The route to take first for this model and these layers: the graph route until it has given up on them."""
-    entry = _ROUTES.get(id(model))
-    return entry[1].get(key, GRAPH) if entry is not None and entry[0]() is model else GRAPH
-
-
-def _remember(model: nn.Module, key: tuple[str, ...], route: str) -> None:
-    """Take ``route`` first for this model and these layers from now on (forgotten with the model)."""
-    ident = id(model)
-    entry = _ROUTES.get(ident)
-    if entry is None or entry[0]() is not model:
-        try:
-            ref = weakref.ref(model, lambda _: _ROUTES.pop(ident, None))
-        except TypeError:  # not weakly referable: nothing remembered
-            return
-        entry = _ROUTES[ident] = (ref, {})
-    entry[1][key] = route
-
-
-__all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REMAINDER", "bias_sources",
-           "bias_sources_at", "BIAS", "BN_SHIFT", "CAP", "CONSTANT", "NORM", "OFFSET", "PADDING", "SHORTCUT",
-           "UNATTRIBUTED"]
 
 # -------------------------------------------------------------------------------------------- the result
 
@@ -107,22 +54,21 @@ __all__ = ["BiasSources", "KIND_LABELS", "MODULE_OFFSETS", "NORMALIZATION", "REM
 class BiasSources(Mapping):
     """The bias at one layer, split into the constants that make it: ``{source name: (B,) or (B, k)}``.
 
-    Sources are named after modules (``"features.3"``, ``"classifier.0"``), parameters (``"pos_embed"``),
-    ``"<module> (shortcut)"`` for values that reach the score around the layer, :data:`NORMALIZATION` for the
-    input normalisation (``reference="raw"``) and :data:`REMAINDER` (always last) for what no rule covers, so
-    ``sum(values) == bias`` always. Entries come in the order the network adds them. ``kinds[name]`` is one of
-    :data:`KIND_LABELS`; ``maps[name]`` the per-location map (with ``maps=True``).
+    Sources are named after the module that adds them (``"features.3"``; ``"layer1.0.relu@1"`` for a module that
+    runs several times; ``"model"`` for code in the model's own ``forward``), :data:`NORMALIZATION` for the input
+    normalisation (``reference="raw"``) and :data:`REMAINDER` (always last) for what no rule covers. Entries come
+    in the order the network adds them; ``kinds[name]`` is one of :data:`KIND_LABELS`.
     """
 
     layer: str
     parts: dict[str, torch.Tensor]
     kinds: dict[str, str]
-    maps: dict[str, torch.Tensor]
     bias: torch.Tensor
     score: torch.Tensor
     target: torch.Tensor
     per_class: bool
     unmodelled: list[str] = field(default_factory=list)
+    cells: dict[str, torch.Tensor] | None = None  # per-location maps, with pixel_maps=True
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.parts[name]
@@ -138,9 +84,18 @@ class BiasSources(Mapping):
         """What no rule attributed: ``bias - sum(other parts)``; ~0 when every constant was found."""
         return self.parts[REMAINDER]
 
-    def total(self) -> torch.Tensor:
-        """Sum of all parts (equals :attr:`bias`)."""
+    def parts_sum(self) -> torch.Tensor:
+        """Sum of all parts, the remainder included (so it equals :attr:`bias`)."""
         return torch.stack(list(self.parts.values())).sum(0)
+
+    def pixel_map(self, name: str) -> torch.Tensor:
+        """Per location, one part summed over channels, ``(B, [k,] H, W)`` (needs ``pixel_maps=True``): as
+        :meth:`pwawidgets.Decomposition.pixel_map` for a layer. Only constants added to 4-D tensors have one."""
+        if self.cells is None:
+            raise ValueError("maps were not kept: bias_sources(..., pixel_maps=True)")
+        if name not in self.cells:
+            raise KeyError(f"no pixel map for {name!r}; sources with one: {list(self.cells)}")
+        return self.cells[name]
 
     def by_kind(self) -> dict[str, torch.Tensor]:
         """Parts summed by kind of source (conv/linear bias, BatchNorm shift, activation cap, shortcut...)."""
@@ -159,19 +114,24 @@ class BiasSources(Mapping):
         return ranked[:n]
 
     def __repr__(self) -> str:
-        more = "..." if len(self) > 6 else ""
-        return f"BiasSources(layer={self.layer!r}, {len(self)} sources: {list(self)[:6]}{more})"
+        top = ", ".join(f"{name!r}: {value:.4g}" for name, value in self.top(5) if name != REMAINDER)
+        rest = float(self.remainder[0, 0] if self.per_class else self.remainder[0])
+        return (f"BiasSources(layer={self.layer!r}, {len(self) - 1} sources; example 0, largest: {top}; "
+                f"remainder: {rest:.2g})")
+
+
+# -------------------------------------------------------------------------------------------- the calls
 
 
 def bias_sources(
     model: nn.Module,
     inputs: torch.Tensor,
     target: Target = None,
-    layer: str = INPUT,
+    layer: str | None = INPUT,
     *,
     reference: str = "normalized",
     normalization: Normalization | None = None,
-    maps: bool = False,
+    pixel_maps: bool = False,
     allow_non_affine: bool = False,
     strict: bool = False,
 ) -> BiasSources:
@@ -180,280 +140,243 @@ def bias_sources(
     Args:
         model, inputs, target, reference, normalization, allow_non_affine, strict: as for
             :func:`pwawidgets.decompose` (``target``: an int, one per example, ``(B, k)``, ``"top5"`` or None).
-        layer: one layer name (``"input"``, a module name, ``"conv1"``...), not a preset.
-        maps: also keep, in ``.maps[name]``, the per-location map ``(B, [k,] H, W)`` of every constant added to a
-            4-D tensor (convolution biases, BatchNorm shifts, caps, shortcuts): the part summed over channels.
+        layer: one layer name (``"input"`` or None, a module name, ``"conv1"``...), not a preset.
+        pixel_maps: also keep each part per location (summed over channels), read with
+            :meth:`BiasSources.pixel_map`, for every constant added to a 4-D tensor.
 
     Returns:
         :class:`BiasSources`, a mapping ``{source: (B,) or (B, k)}`` whose values sum to
         ``decompose(model, inputs, target, [layer]).bias[layer]``; ``.bias``, ``.score`` and ``.remainder``.
     """
-    model = check_model(model)
-    modules = dict(model.named_modules())
-    spec = resolve_one(model, layer, modules)
-    return _trace(model, modules, inputs, target, [spec], reference, normalization, maps, allow_non_affine,
-                  strict)[spec.name]
+    spec = resolve_one(check_model(model), layer)
+    found = _sources(model, inputs, [spec.name], Request(target, [spec.name], reference, normalization,
+                                                           allow_non_affine, strict), pixel_maps)
+    return found[spec.name]
 
 
 def bias_sources_at(
     model: nn.Module,
     inputs: torch.Tensor,
     target: Target = None,
-    layers: str | Sequence[str] = ("input", "blocks"),
+    layers: str | Sequence[str] | None = ("input", "blocks"),
     *,
     reference: str = "normalized",
     normalization: Normalization | None = None,
-    maps: bool = False,
+    pixel_maps: bool = False,
+    allow_non_affine: bool = False,
+    strict: bool = False,
 ) -> dict[str, BiasSources]:
-    """:func:`bias_sources` at several layers (names or presets, not ``"all"``) from the same single forward pass
-    and one backward pass per class: ``{layer: BiasSources}``. A constant's part does not depend on the layer;
-    which constants (and shortcuts) make up each layer's bias does."""
-    model = check_model(model)
-    modules = dict(model.named_modules())
-    specs, wants_all = resolve_layers(model, layers, modules)
-    if wants_all or not specs:
-        raise ValueError("name the layers (or 'blocks'); 'all' is not supported here")
-    return _trace(model, modules, inputs, target, specs, reference, normalization, maps, False, False)
+    """:func:`bias_sources` at several layers (names or presets, not ``"all"``) from one forward pass and one
+    backward pass per class: ``{layer: BiasSources}``. A constant's part does not depend on the layer; which
+    constants make up each layer's bias does (a constant after layer A but before layer B counts for A only)."""
+    specs, wants_all = resolve_layers(check_model(model), layers)
+    if wants_all:
+        raise ValueError("name the layers (or 'blocks'); 'all' is not supported by bias_sources_at")
+    names = [s.name for s in specs]
+    return _sources(model, inputs, names, Request(target, names, reference, normalization, allow_non_affine,
+                                                    strict), pixel_maps)
 
 
-def _trace(model, modules, inputs, target, specs: list[LayerSpec], reference, normalization, maps, allow_non_affine,
-           strict) -> dict[str, BiasSources]:
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("bias_sources needs autograd: call it outside torch.inference_mode()")
-    wants_input = any(spec.module is None for spec in specs)
-    norm = input_normalization(model, normalization, reference, wants_input)
-    require_piecewise_affine(model, allow_non_affine, strict, modules)
-    x = prepare_inputs(model, inputs, wants_input)
-    check_precision(model_dtype(model, x.dtype), strict)
-    with left_as_found(model, modules, x.device):  # a model in training mode keeps its statistics and random state
-        return _run_routes(model, modules, specs, x, target, norm, maps)
+def _sources(model, inputs, names: list[str], request: Request, pixel_maps: bool) -> dict[str, BiasSources]:
+    reader = _SourceReader(pixel_maps)
+    passes, result = run_passes(model, inputs, request, reader)
+    return {p.name: reader.result(i, p, result) for i, p in enumerate(passes)}
 
 
-def _run_routes(model, modules, specs: list[LayerSpec], x: torch.Tensor, target, norm, maps: bool
-            ) -> dict[str, BiasSources]:
-    """The forward pass (graph route first, as remembered), the backward passes and the checks; run again on the
-    next route when a route gives up or its parts do not sum to the bias."""
-    key = tuple(spec.name for spec in specs)
-    route = _route(model, key)
-    while True:
-        if route in (GRAPH, CAPTURE):
-            tracer, logits, said = _forward_graph(model, modules, specs, x, maps, route == CAPTURE)
-            if tracer is None:  # a shortcut needs the values a capturing pass keeps; or the tracer is needed
-                route = CAPTURE if said == CAPTURED and route == GRAPH else TRACE
-                _remember(model, key, route)
-                continue
-        else:
-            tracer, logits = _forward(model, modules, specs, x, route == COPY, maps)
+# -------------------------------------------------------------------------------------------- the reader
+
+
+@dataclass(eq=False)
+class _Constant:
+    """One constant ``c`` added to an output after the layers of ``layers`` (a bit per layer), and its parts
+    ``<dS/d out, c>`` per class (read from the gradient at the output's edge)."""
+
+    key: tuple[str, int, str]  # (module name, call of that module, label)
+    c: torch.Tensor
+    layers: int
+    parts: dict[int, torch.Tensor] = field(default_factory=dict)  # class column -> (B,)
+    cells: dict[int, torch.Tensor] = field(default_factory=dict)  # class column -> (B, H, W)
+
+
+def _tensors(values) -> Iterator[torch.Tensor]:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (u for u in v if isinstance(u, torch.Tensor))
+
+
+class _Watch(TorchFunctionMode):
+    """Follows which values depend on which layers, and registers the constants operations add to them."""
+
+    def __init__(self, reader: _SourceReader):
+        super().__init__()
+        self.reader = reader
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        reader = self.reader
+        bits = 0
+        for t in _tensors((*args, *kwargs.values())):
+            bits |= reader.marks.get(t, 0)
+        if not bits:
+            return func(*args, **kwargs)
+        kind = kinds.kind_of_call(func)
+        c = None
+        if kind is not None and kind.constant is not None:
+            with torch.no_grad():  # read before the call: an in-place operation overwrites its input
+                c = kind.constant(func, args, kwargs, reader.depends)
+        out = func(*args, **kwargs)
+        floats = [t for t in _tensors(out if isinstance(out, (tuple, list)) else (out,)) if t.is_floating_point()]
+        if (floats or out is None) and (kind is None or kind.category == kinds.SMOOTH):  # None: in place (setitem)
+            reader.unmodelled.add(getattr(func, "__name__", repr(func)))
+        for t in floats:
+            reader.marks[t] = reader.marks.get(t, 0) | bits
+        if c is not None and isinstance(out, torch.Tensor) and out.requires_grad:
+            reader.add(kind.adds, out, c, bits)
+        return out
+
+
+class _SourceReader(Reader):
+    """The reader of :func:`bias_sources`: watches the forward pass, reads each constant's part in the backward
+    passes (at gradient edges), the input normalisation's from the input's gradient."""
+
+    def __init__(self, pixel_maps: bool):
+        self.pixel_maps = pixel_maps
+        self.marks: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.constants: list[_Constant] = []
+        self.edge_list: list = []  # the gradient edge of each constant's output
+        self.unmodelled: set[str] = set()
+        self.stack: list[tuple[str, int]] = []  # modules running now: (name, call)
+        self.calls: dict[str, int] = {}
+        self.norm: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor | None]]] = {}  # layer -> class -> part
+
+    def depends(self, value) -> bool:
+        return isinstance(value, torch.Tensor) and bool(self.marks.get(value, 0))
+
+    @contextlib.contextmanager
+    def watch(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], x: torch.Tensor):
+        layer_bits: dict[str, list[tuple[int | None, int]]] = {}
+        for i, spec in enumerate(specs):
+            if spec.module is None:
+                self.marks[x] = self.marks.get(x, 0) | 1 << i
+            else:
+                layer_bits.setdefault(spec.module, []).append((spec.call, 1 << i))
+
+        def enter(name):
+            def hook(module, args):
+                self.stack.append((name, self.calls.get(name, 0)))
+                self.calls[name] = self.calls.get(name, 0) + 1
+            return hook
+
+        def leave(name):
+            wanted = layer_bits.get(name, ())
+
+            def hook(module, args, output):
+                _, call = self.stack.pop()
+                for want, bit in wanted:  # after the layer capture's hook: ``output`` is what the network goes on with
+                    if isinstance(output, torch.Tensor) and (want is None or want == call):
+                        self.marks[output] = self.marks.get(output, 0) | bit
+            return hook
+
+        handles = []
         try:
-            if route == TRACE and tracer.changed():  # a value read in the backward pass was changed in place later on
-                route = COPY
-                continue
-            result, in_range = select_scores(target, logits)
-            flat = not result.per_class  # one class per example: (B,) parts straight away
-            with exact_math(x.device):
-                tables = _passes(tracer, specs, result.scores, norm, maps, flat)
-            score = result.squeeze(result.scores.detach())
-            worst = [_unattributed(parts, bias, score) for parts, _, _, bias in tables]
-            fast = route in (GRAPH, CAPTURE) or bool(tracer.by_param)
+            for name, module in modules.items():
+                handles.append(module.register_forward_pre_hook(enter(name)))
+                handles.append(module.register_forward_hook(leave(name), always_call=True))
+            with _Watch(self):
+                yield
         finally:
-            tracer.release()
-        if route == COPY or not fast or not any(worst):
-            break
-        if route in (GRAPH, CAPTURE):  # the graph route missed a constant: it is not used on this model again
-            _remember(model, key, TRACE)
-        route = COPY  # else a parameter's gradient may have mixed in a use no rule saw: again, with hooks only
-    check_after_passes(x, result, in_range)
-    out = {}
-    for spec, (parts, kinds_, grids, bias), rest in zip(specs, tables, worst, strict=True):
-        if rest:
-            _warn_remainder(rest, tracer.unmodelled, spec.name)
-        out[spec.name] = BiasSources(spec.name, parts, kinds_, grids, bias, score, result.squeeze(result.targets),
-                                     result.per_class, sorted(tracer.unmodelled))
-    return out
+            for handle in handles:
+                handle.remove()
+            self.marks = WeakIdKeyDictionary()
 
+    def add(self, label: str, out: torch.Tensor, c: torch.Tensor, bits: int) -> None:
+        name, call = self.stack[-1] if self.stack else ("", 0)
+        self.constants.append(_Constant((name, call, label), c.detach(), bits))
+        self.edge_list.append(get_gradient_edge(out))  # taken now: later in-place operations do not move it
 
-def _forward(model, modules, specs: list[LayerSpec], x: torch.Tensor, copy: bool, maps: bool = False
-             ) -> tuple[Tracer, torch.Tensor]:
-    with exact_math(x.device), torch.enable_grad(), Tracer(model, modules, specs, x.shape[0]) as tracer:
-        tracer.copy, tracer.want_maps = copy, maps
-        fed = x.clone() if x.requires_grad else x
-        for i, spec in enumerate(specs):
-            if spec.module is None:
-                tracer.h[i] = (x.detach(), x)
-                tracer.mark(fed, 1 << i)
-        try:
-            logits = logits_of(model(fed))
-        except BaseException:
-            tracer.release()
-            raise
-    tracer.finish(logits.grad_fn)
-    _check_layers_ran(tracer, specs)
-    return tracer, logits
+    def edges(self) -> list:
+        return self.edge_list
 
+    def read_edges(self, j: int, grads) -> None:
+        for constant, g in zip(self.constants, grads, strict=True):
+            if g is not None:  # None: the score does not reach this output
+                constant.parts[j], cells = _inner(g, constant.c, self.pixel_maps)
+                if cells is not None:
+                    constant.cells[j] = cells
 
-def _forward_graph(model, modules, specs: list[LayerSpec], x: torch.Tensor, maps: bool, capture: bool
-                   ) -> tuple[Recorder | None, torch.Tensor, str]:
-    """A plain forward pass whose sources are read off the autograd graph (:mod:`pwawidgets.bias_graph`); no
-    recorder where the graph holds something only the tracer reads, or (without ``capture``) a shortcut."""
-    recorder = Recorder(model, modules, specs, x.shape[0])
-    recorder.want_maps = maps
-    with exact_math(x.device), torch.enable_grad(), GraphForward(recorder, capture) as hooks:
-        fed = x.clone() if x.requires_grad else x
-        for i, spec in enumerate(specs):
-            if spec.module is None:
-                recorder.h[i] = (x.detach(), x)
-        logits = logits_of(model(fed))
-    _check_layers_ran(recorder, specs)
-    said = read_graph(recorder, logits, hooks)
-    if said != READ:
-        return None, logits, said
-    recorder.finish(uses=hooks.uses)
-    return recorder, logits, said
+    def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
+        super().read(j, layer, w)
+        if layer.mean is not None:  # raw pixels: b_raw = b_normalised - sum w_raw * mean
+            shift = -(w * layer.mean)
+            cells = shift.sum(1) if self.pixel_maps and w.dim() == 4 else None
+            self.norm.setdefault(id(layer), {})[j] = (shift.flatten(1).sum(1), cells)
 
+    def _names(self) -> dict[tuple[str, int, str], str]:
+        """Source names: the module (``@call`` when it ran several times), with the label when it adds several
+        kinds of constant."""
+        labels: dict[str, set[str]] = {}
+        for c in self.constants:
+            labels.setdefault(c.key[0], set()).add(c.key[2])
+        names = {}
+        for key in dict.fromkeys(c.key for c in self.constants):
+            module, call, label = key
+            name = (module or "model") + (f"@{call}" if self.calls.get(module, 0) > 1 else "")
+            names[key] = name + (f" ({label})" if len(labels[module]) > 1 else "")
+        return names
 
-def _check_layers_ran(recorder: Recorder, specs: list[LayerSpec]) -> None:
-    for i, spec in enumerate(specs):
-        if i not in recorder.h:
-            raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass"
-                               + (f" {spec.call + 1} times" if spec.call is not None else ""))
+    def result(self, i: int, layer: LayerPass, result: Scores) -> BiasSources:
+        k = result.scores.shape[1]
+        score = result.scores.detach()
+        bias = score - layer.totals
 
+        def column(table: dict[int, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+            return torch.stack([table.get(j, torch.zeros_like(like)) for j in range(k)], 1)
 
-def _passes(tracer: Recorder, specs: list[LayerSpec], scores: torch.Tensor, norm, want_maps: bool, flat: bool
-            ) -> list[tuple]:
-    """One backward pass per class: the gradient at every layer; the hooks of the sources' nodes compute their
-    parts on the way. Returns per layer ``(parts, kinds, maps, bias)``, with a class axis unless ``flat``."""
-    batch, k = scores.shape
-    layers = []
-    for i, spec in enumerate(specs):
-        value, node = tracer.h[i]
-        scale = mean = None
-        if spec.module is None and norm is not None:
-            mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-            scale = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-            value = value * scale + mean
-        layers.append((spec, node, value, mean, scale, {}, {}, [None] * k))
-    by_param = [s for s in tracer.sources if s.param is not None]
-    derived = [s for s in tracer.sources if s.between]
-    norms = list({id(n): n for s in derived for n in s.between}.values())  # BatchNorms the caps are read from
-    inputs = [layer[1] for layer in layers] + [s.param for s in by_param] + [s.gamma for s in norms]
-    read_parameters = _ParameterParts(by_param, norms, derived) if by_param else None
-    for j in range(k):
-        tracer.klass = j
-        grads = torch.autograd.grad(scores[:, j].sum(), inputs, retain_graph=j < k - 1, allow_unused=True)
-        if read_parameters is not None:
-            read_parameters(j, grads[len(layers):])
-        for (spec, _, value, mean, scale, parts, grids, totals), g in zip(layers, grads, strict=False):
-            if g is None:
-                raise ValueError(f"the score does not depend on layer {spec.name!r} through autograd: forward() cuts "
-                                 "it off (detach(), .data, torch.no_grad()). Remove the cut, or choose a later layer.")
-            if scale is not None:
-                shift = g * (mean / scale)
-                _put(parts, NORMALIZATION, -shift.reshape(batch, -1).sum(1), j, k)
-                if want_maps:
-                    _put(grids, NORMALIZATION, -shift.sum(1), j, k)
-                g = g / scale
-            totals[j] = (g * value).flatten(1).sum(-1)
-    out = []
-    for i, (_, _, _, _, scale, parts, grids, totals) in enumerate(layers):
-        kinds_ = {NORMALIZATION: NORM} if scale is not None else {}
-        for s in tracer.sources:
-            if s.layers >> i & 1:
-                kinds_.setdefault(s.name, s.kind)
-                parts.setdefault(s.name, [None] * k)
-                for j, part, grid in s.found:
-                    _put(parts, s.name, part, j, k)
-                    if grid is not None:
-                        _put(grids, s.name, grid, j, k)
-        zeros = scores.new_zeros(batch)
-        if flat:  # k == 1
-            parts = {n: zeros if columns[0] is None else columns[0] for n, columns in parts.items()}
-            bias = scores.detach()[:, 0] - totals[0]
-        else:
-            parts = {n: torch.stack([zeros if c is None else c for c in columns], 1) for n, columns in parts.items()}
-            bias = scores.detach() - torch.stack(totals, 1)
+        parts: dict[str, torch.Tensor] = {}
+        labels: dict[str, str] = {}
+        cells: dict[str, torch.Tensor | None] = {}
+        zero = score.new_zeros(score.shape[0])
+        if layer.mean is not None:
+            found = self.norm[id(layer)]
+            parts[NORMALIZATION], labels[NORMALIZATION] = column({j: p for j, (p, _) in found.items()}, zero), NORM
+            if self.pixel_maps:
+                cells[NORMALIZATION] = column({j: m for j, (_, m) in found.items()}, found[0][1])
+        names = self._names()
+        for c in self.constants:
+            if not c.layers >> i & 1:
+                continue
+            name = names[c.key]
+            part = column(c.parts, zero)
+            parts[name] = parts[name] + part if name in parts else part
+            labels[name] = c.key[2]
+            if self.pixel_maps and c.cells:
+                grid = column(c.cells, next(iter(c.cells.values())))
+                old = cells.get(name, grid)
+                cells[name] = None if old is None or old.shape != grid.shape else (grid if old is grid else old + grid)
         attributed = torch.stack(list(parts.values())).sum(0) if parts else torch.zeros_like(bias)
-        parts[REMAINDER], kinds_[REMAINDER] = bias - attributed, UNATTRIBUTED
-        maps = {}
-        for n, columns in grids.items():
-            if columns is not None:
-                shape = next(c for c in columns if c is not None)
-                maps[n] = columns[0] if flat else torch.stack([shape.new_zeros(shape.shape) if c is None else c
-                                                               for c in columns], 1)
-        out.append((parts, kinds_, maps, bias))
-    return out
+        parts[REMAINDER], labels[REMAINDER] = bias - attributed, UNATTRIBUTED
+        squeeze = result.squeeze
+        worst = _unattributed(parts, bias, score)
+        if worst:
+            _warn_remainder(worst, self.unmodelled, layer.name)
+        kept = {n: squeeze(m) for n, m in cells.items() if m is not None} if self.pixel_maps else None
+        return BiasSources(layer.name, {n: squeeze(p) for n, p in parts.items()}, labels, squeeze(bias),
+                           squeeze(score), squeeze(result.targets), result.per_class, sorted(self.unmodelled), kept)
 
 
-_LAYOUTS: dict[tuple, tuple[torch.Tensor, ...]] = {}  # index tensors of _ParameterParts, by layout and device
-
-
-class _ParameterParts:
-    """One example: the parts read from parameter gradients, all at once (a few operations, not a few per source).
-    A per-channel constant's part is ``<dS/d param, constant>``; a BatchNorm's ``<dS/d out, out>`` is
-    ``<gamma, dS/d gamma> + <beta, dS/d beta>``; a cap between two BatchNorms (only bias-free linear steps after it)
-    is ``<dS/d out, out> - <dS/d in, in>``, read from the BatchNorm before it and the one after (whose input is the
-    cap's output carried on, less that BatchNorm's own part). The index tensors depend only on the layout (sizes
-    and links), so they are made once per layout and device: no host-to-device copy, no wait, on later calls."""
-
-    def __init__(self, by_param: list[Source], norms: list[Source], derived: list[Source]):
-        self.by_param, self.norms, self.derived = by_param, norms, derived
-        first = by_param[0].param
-        position = {id(s): i for i, s in enumerate(by_param)}
-        norm_index = {id(s): i for i, s in enumerate(norms)}
-        sizes = tuple(s.param.numel() for s in by_param)
-        widths = tuple(s.gamma.numel() for s in norms)
-        links = tuple((norm_index[id(s.between[0])], norm_index[id(s.between[1])], position[id(s.between[1])])
-                      for s in derived)
-        key = (sizes, widths, tuple(position[id(s)] for s in norms), links, first.device)
-        if key not in _LAYOUTS:
-            if len(_LAYOUTS) > 64:
-                _LAYOUTS.clear()
-            long = {"dtype": torch.long, "device": first.device}
-            _LAYOUTS[key] = (
-                torch.repeat_interleave(torch.arange(len(sizes), **long), torch.tensor(sizes, **long)),
-                torch.repeat_interleave(torch.arange(len(widths), **long), torch.tensor(widths, **long)),
-                torch.tensor(key[2], **long),
-                *(torch.tensor([link[i] for link in links], **long) for i in range(3)))
-        self.segments, self.norm_segments, self.norm_at, *self.caps = _LAYOUTS[key]
-        self.constants = torch.cat([s.channel[0].reshape(-1).to(first.dtype) for s in by_param])
-        self.betas = torch.cat([s.param.detach().reshape(-1) for s in by_param])  # read at BatchNorms only
-        if norms:
-            self.gammas = torch.cat([s.gamma.detach().reshape(-1) for s in norms])
-
-    def __call__(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
-        def flat(gs: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params,
-                                                                                                   strict=True)])
-
-        n = len(self.by_param)
-        beta_grads = flat(grads[:n], [s.param for s in self.by_param])
-        parts = torch.zeros(n, dtype=beta_grads.dtype, device=beta_grads.device).index_add_(
-            0, self.segments, beta_grads * self.constants)
-        for s, part in zip(self.by_param, parts.view(-1, 1).unbind(), strict=True):
-            s.found.append((j, part, None))
-        if not self.derived:
-            return
-        gamma_grads = flat(grads[n:], [s.gamma for s in self.norms])
-        totals = torch.zeros(len(self.norms), dtype=parts.dtype, device=parts.device).index_add_(
-            0, self.norm_segments, gamma_grads * self.gammas)
-        totals += torch.zeros(n, dtype=parts.dtype, device=parts.device).index_add_(
-            0, self.segments, beta_grads * self.betas)[self.norm_at]
-        before, after, after_part = self.caps
-        caps = totals[after] - parts[after_part] - totals[before]
-        for s, part in zip(self.derived, caps.view(-1, 1).unbind(), strict=True):
-            s.found.append((j, part, None))
-
-
-def _put(table: dict, name: str, value: torch.Tensor, j: int, k: int) -> None:
-    """Add ``value`` to column ``j`` of ``table[name]`` (a list of k columns, None where nothing was added). A map
-    that comes at two resolutions (a module that runs at several) has no single grid: it becomes None."""
-    columns = table.setdefault(name, [None] * k)
-    if columns is None:
-        return
-    old = columns[j]
-    if old is not None and old.shape != value.shape:
-        table[name] = None
-        return
-    columns[j] = value if old is None else old + value
+def _inner(g: torch.Tensor, c: torch.Tensor, maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``<g, c>`` per example ``(B,)`` for ``c`` broadcastable to ``g`` (the gradient is summed over the axes ``c``
+    is broadcast along first: one pass, no temporary of ``g``'s size), and with ``maps`` its per-location map."""
+    c = c.reshape((1,) * (g.dim() - c.dim()) + tuple(c.shape))
+    c = c if c.dtype == g.dtype else c.to(g.dtype)
+    if maps and g.dim() == 4:
+        cells = (g * c).sum(1)
+        return cells.flatten(1).sum(1), cells
+    axes = [d for d in range(1, g.dim()) if c.shape[d] == 1 < g.shape[d]]
+    reduced = g.sum(axes, keepdim=True) if axes else g
+    return (reduced * c).reshape(g.shape[0], -1).sum(1), None
 
 
 def _unattributed(parts: dict, bias: torch.Tensor, score: torch.Tensor) -> float:
@@ -468,4 +391,4 @@ def _unattributed(parts: dict, bias: torch.Tensor, score: torch.Tensor) -> float
 def _warn_remainder(worst: float, unmodelled: set[str], layer: str) -> None:
     seen = f"; operations on values after the layer that no rule covers: {sorted(unmodelled)}" if unmodelled else ""
     warnings.warn(f"part of the bias at {layer!r} is not attributed to any source (up to {worst:.2g} of the "
-                  f"score's scale): it is reported as {REMAINDER!r}{seen}", ExactnessWarning, 4)
+                  f"score's scale): it is reported as {REMAINDER!r}{seen}", ExactnessWarning, 5)

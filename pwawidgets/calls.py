@@ -185,6 +185,7 @@ class LayerPass:
     node: torch.Tensor  # the tensor gradients are taken with respect to
     value: torch.Tensor  # what the contributions multiply (raw pixels for reference="raw")
     scale: torch.Tensor | None = None  # d/d(raw) = d/d(normalised) / std
+    mean: torch.Tensor | None = None  # raw = normalised * std + mean
     stored: torch.Tensor | None = None  # (B, k, ...) contributions, or gradients when they are kept
     totals: torch.Tensor | None = None  # (B, k)
 
@@ -194,7 +195,7 @@ def layer_pass(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) 
     if spec.module is None and norm is not None:
         mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
         std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-        return LayerPass(spec.name, node, value * std + mean, std)
+        return LayerPass(spec.name, node, value * std + mean, std, mean)
     return LayerPass(spec.name, node, value)
 
 

@@ -11,6 +11,7 @@ no unit of that layer explains. One forward pass serves every layer; one backwar
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from .calls import (
     prepare_inputs,
     select_scores,
 )
-from .layers import LayerCapture, check_model, resolve_layers
+from .layers import LayerCapture, LayerSpec, check_model, resolve_layers
 from .placement import model_dtype
 from .precision import check_precision, exact_math
 
@@ -196,44 +197,77 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
     return F.interpolate(flat, size=size, mode=mode, **kwargs).reshape(*maps.shape[:-2], *size)
 
 
-# ------------------------------------------------------------------------------------------ checks of a call
-
-
 # ------------------------------------------------------------------------------------------ the passes
 
 
-CONTRIBUTIONS, GRADIENTS, TOTALS = "contributions", "gradients", "totals"
+class Reader:
+    """What a call keeps from the passes of :func:`run_passes`. This one keeps, per layer, the totals
+    ``sum_i w_i h_i`` ``(B, k)`` only (so ``bias = score - totals``); subclasses keep more, or watch the forward."""
+
+    def watch(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], x: torch.Tensor
+              ) -> contextlib.AbstractContextManager:
+        """A context entered around the forward pass only (after the layer capture's hooks)."""
+        return contextlib.nullcontext()
+
+    def begin(self, layers: list[LayerPass], k: int) -> None:
+        for layer in layers:
+            layer.totals = layer.value.new_empty((layer.value.shape[0], k))
+
+    def edges(self) -> list:
+        """More gradient edges (``torch.autograd.graph.GradientEdge``) each backward pass reaches, after the layers'."""
+        return []
+
+    def read_edges(self, j: int, grads: Sequence[torch.Tensor | None]) -> None:
+        """The gradients at :meth:`edges` for class column ``j`` (None where the score does not reach one)."""
+
+    def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
+        """``w = d score_j / d h`` at one layer (per raw pixel for ``reference="raw"``)."""
+        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)  # pairwise summation in the working dtype
 
 
-def _backward(scores: torch.Tensor, layers: list[LayerPass], keep: str) -> None:
-    """One backward pass per class. Fills, class by class, the totals ``sum_i w_i h_i``, ``(B, k)``, and keeps
-    either the contributions or the gradients, ``(B, k, ...)`` each, or (``keep=TOTALS``) nothing more."""
+class KeepContributions(Reader):
+    """Also keeps the contributions ``w * h``, ``(B, k, ...)``."""
+
+    def begin(self, layers: list[LayerPass], k: int) -> None:
+        super().begin(layers, k)
+        for layer in layers:
+            h = layer.value
+            layer.stored = h.new_empty((h.shape[0], k, *h.shape[1:]))
+
+    def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
+        contrib = torch.mul(w, layer.value, out=layer.stored[:, j])
+        layer.totals[:, j] = contrib.flatten(1).sum(-1)
+
+
+class KeepGradients(KeepContributions):
+    """Keeps the gradients ``w`` instead, ``(B, k, ...)`` (contributions are computed from them when read)."""
+
+    def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
+        layer.stored[:, j] = w
+        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)
+
+
+def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader) -> None:
+    """One backward pass per class; the reader gets each layer's gradient."""
     k = scores.shape[1]
-    for layer in layers:
-        h = layer.value
-        layer.stored = None if keep == TOTALS else h.new_empty((h.shape[0], k, *h.shape[1:]))
-        layer.totals = h.new_empty((h.shape[0], k))
+    if not scores.requires_grad:
+        raise ValueError("the scores do not depend on the inputs through autograd: forward() runs under "
+                         "torch.no_grad() (or detaches its output). Remove that, so that gradients can be taken.")
+    reader.begin(layers, k)
     nodes = [layer.node for layer in layers]
+    edges = reader.edges()
     for j in range(k):
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
-        grads = torch.autograd.grad(scores[:, j].sum(), nodes, retain_graph=j < k - 1, allow_unused=True)
-        for layer, g in zip(layers, grads, strict=True):
+        grads = torch.autograd.grad(scores[:, j].sum(), nodes + edges, retain_graph=j < k - 1, allow_unused=True)
+        reader.read_edges(j, grads[len(nodes):])
+        for layer, g in zip(layers, grads[:len(nodes)], strict=True):
             if g is None:
                 raise ValueError(
                     f"the score does not depend on layer {layer.name!r} through autograd: forward() cuts it off "
                     "(detach(), .data, torch.no_grad() or a branch that does not reach the output). The whole score "
                     "would land in the bias. Remove the cut, or decompose at a layer after it."
                 )
-            if layer.scale is not None:
-                g = g / layer.scale
-            if keep == GRADIENTS:
-                layer.stored[:, j] = g
-                contrib = g * layer.value
-            elif keep == CONTRIBUTIONS:
-                contrib = torch.mul(g, layer.value, out=layer.stored[:, j])
-            else:
-                contrib = g * layer.value
-            layer.totals[:, j] = contrib.flatten(1).sum(-1)  # pairwise summation in the working dtype
+            reader.read(j, layer, g if layer.scale is None else g / layer.scale)
 
 
 class LazyContributions(Mapping):
@@ -298,8 +332,8 @@ def _exactness_notes(model: nn.Module, dec: Decomposition, allow_non_affine: boo
 
 
 @dataclass
-class _Request:
-    """What a caller asked of :func:`_run`: the decomposition's options."""
+class Request:
+    """What a caller asked of :func:`run_passes`: the decomposition's options."""
 
     target: Target
     layers: str | Sequence[str] | None
@@ -309,9 +343,11 @@ class _Request:
     strict: bool = False
 
 
-def _run(model: nn.Module, inputs: torch.Tensor, request: _Request, keep: str) -> tuple[list[LayerPass], Scores]:
-    """Checks, one forward pass, one backward pass per class: the layer passes (with what ``keep`` asks to keep)
-    and the scores, checked for non-finite values and targets out of range."""
+def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader: Reader
+               ) -> tuple[list[LayerPass], Scores]:
+    """The one pass template of every decomposition-like call: the checks, one forward pass (layer capture, and
+    whatever ``reader.watch`` adds), one backward pass per class feeding ``reader``, the checks after. Returns the
+    layer passes and the scores."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("the decomposition needs autograd: call it outside torch.inference_mode()")
     model = check_model(model)
@@ -329,13 +365,14 @@ def _run(model: nn.Module, inputs: torch.Tensor, request: _Request, keep: str) -
 
     with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
           LayerCapture(model, specs, wants_all, modules) as capture):
-        # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
-        try:
-            output = model(x.clone() if x.requires_grad else x)
-        except RuntimeError as exc:
-            raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): {exc}\n"
-                               "Check the size and channels it expects (224 px RGB for the ImageNet networks, "
-                               "64 px for the mini zoo).") from exc
+        with reader.watch(model, modules, specs, x):
+            # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
+            try:
+                output = model(x.clone() if x.requires_grad else x)
+            except RuntimeError as exc:
+                raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): "
+                                   f"{exc}\nCheck the size and channels it expects (224 px RGB for the ImageNet "
+                                   "networks, 64 px for the mini zoo).") from exc
         logits = logits_of(output)
         if wants_all:
             named = {s.name for s in specs}
@@ -344,7 +381,7 @@ def _run(model: nn.Module, inputs: torch.Tensor, request: _Request, keep: str) -
             raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
         result, in_range = select_scores(request.target, logits)
         passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
-        _backward(result.scores, passes, keep)
+        _backward(result.scores, passes, reader)
     check_after_passes(x, result, in_range)  # only now, so that nothing waits on an accelerator before them
     return passes, result
 
@@ -383,8 +420,8 @@ def decompose(
             note saying why).
         strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
     """
-    request = _Request(target, layers, reference, normalization, allow_non_affine, strict)
-    passes, result = _run(model, inputs, request, GRADIENTS if keep_gradients else CONTRIBUTIONS)
+    request = Request(target, layers, reference, normalization, allow_non_affine, strict)
+    passes, result = run_passes(model, inputs, request, KeepGradients() if keep_gradients else KeepContributions())
     dec = _assemble(passes, result, keep_gradients, reference, inputs)
     _exactness_notes(check_model(model), dec, allow_non_affine)
     return dec
@@ -428,8 +465,7 @@ def layer_biases(
     The same forward pass and backward passes as :func:`decompose`; each class's gradients are reduced to
     ``w . h`` at once, so memory is that of the forward pass plus one class's gradients, whatever the number of
     layers (Fig. 3 over every ReLU of a large network)."""
-    request = _Request(target, layers, reference, normalization)
-    passes, result = _run(model, inputs, request, TOTALS)
+    passes, result = run_passes(model, inputs, Request(target, layers, reference, normalization), Reader())
     scores = result.scores.detach()
     bias = scores.unsqueeze(-1) - torch.stack([p.totals for p in passes], dim=-1)
     return LayerBiases([p.name for p in passes], bias, scores, result.targets)

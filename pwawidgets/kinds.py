@@ -36,6 +36,7 @@ AFFINE, BILINEAR, DIVISION, PIECEWISE, STEP, SMOOTH = "affine", "bilinear", "div
 MODE, LOOKUP, SHAPE, DETACH = "mode", "lookup", "shape", "detach"
 
 Switches = Callable[[tuple, dict], list[torch.Tensor]]
+Constant = Callable[[Callable, tuple, dict, Callable[[object], bool]], "torch.Tensor | None"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Kind:
     methods: tuple[str, ...] = ()
     switches: Switches | None = None
     activation: bool = False  # its module's output is an activation (the "all" preset)
+    constant: Constant | None = None  # the constant it adds inside a linear region (see "constants" below)
+    adds: str = ""  # what that constant is, for people (one of CONSTANT_LABELS)
 
 
 # ------------------------------------------------------------------------------------------ switch steps
@@ -353,6 +356,130 @@ def _is_1d_pool(args: tuple, kwargs: dict, adaptive: bool) -> bool:
     return isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 1)
 
 
+
+# ------------------------------------------------------------------------------ constants inside a region
+# With the activation pattern frozen, an operation is affine in its inputs that depend on a layer tensor h:
+# out = D[in] + c. ``constant(func, args, kwargs, depends)`` gives c (broadcastable to the output; None when it
+# is 0), read before the operation runs (an in-place one overwrites its input); ``depends(v)`` says whether an
+# argument depends on h. Positively homogeneous operations (ReLU, max-pool, products by a constant) add nothing.
+
+BIAS, BN_SHIFT, CAP, PADDING, ADDED, FILL = ("conv/linear bias", "BatchNorm shift", "activation cap",
+                                             "padding value", "added tensor (shortcut)", "constant (where, fill, cat)")
+CONSTANT_LABELS: tuple[str, ...] = (BIAS, BN_SHIFT, CAP, PADDING, ADDED, FILL)
+
+
+def _free(value, depends) -> bool:
+    """An operand that adds something: a float tensor that does not depend on h, or a non-zero number."""
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and not depends(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
+
+
+def _zeroed(func: Callable, args: tuple, kwargs: dict, depends) -> torch.Tensor:
+    """The call with every input that depends on h set to 0: c of an operation affine in those inputs."""
+    def zero(v):
+        if isinstance(v, (list, tuple)):
+            return type(v)(zero(u) for u in v)
+        return torch.zeros_like(v) if isinstance(v, torch.Tensor) and v.is_floating_point() and depends(v) else v
+
+    return func(*(zero(v) for v in args), **{k: zero(v) for k, v in kwargs.items()})
+
+
+def _operands(*positions: int, names: tuple[str, ...] = ()) -> Constant:
+    """c of an operation affine in its inputs (sums, selection, filling): the call with h's inputs set to 0, made
+    only when one of the operands at ``positions`` (or named ``names``) adds something."""
+
+    def constant(func, args, kwargs, depends):
+        values = [args[i] for i in positions if i < len(args)] + [kwargs[n] for n in names if n in kwargs]
+        flat = [u for v in values for u in (v if isinstance(v, (list, tuple)) else (v,))]
+        return _zeroed(func, args, kwargs, depends) if any(_free(v, depends) for v in flat) else None
+
+    return constant
+
+
+def _bias(func, args, kwargs, depends):
+    """Convolutions and linear layers: their bias, along the channel axis (the last one for linear)."""
+    bias = _arg(args, kwargs, 2, "bias")
+    if not isinstance(bias, torch.Tensor):
+        return None
+    x = args[0]
+    if getattr(func, "__name__", "") == "linear" or x.dim() < 3:
+        return bias
+    return bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _batch_norm_shift(func, args, kwargs, depends):
+    """Eval BatchNorm: ``beta - gamma mu / sqrt(var + eps)`` per channel (batch statistics: not affine, None)."""
+    x, mean, var = args[0], _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
+    if mean is None or var is None or _arg(args, kwargs, 5, "training", False):
+        return None
+    gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+    eps = _arg(args, kwargs, 7, "eps", 1e-5)
+    shift = -mean / (var + eps).sqrt()
+    shift = shift if gamma is None else shift * gamma
+    shift = shift if beta is None else shift + beta
+    return shift.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _capped(levels: Callable[[Callable, tuple, dict], tuple], strict: bool) -> Constant:
+    """A clamp to ``[low, high]``: the cap value on the units it holds there (autograd's gradient is 0 there:
+    at the cap itself too for hardtanh and ReLU6, ``strict=False``; only beyond it for clamp)."""
+
+    def constant(func, args, kwargs, depends):
+        x = args[0].detach()
+        low, high = levels(func, args, kwargs)
+        c = None
+        for level, held in ((low, x.lt if strict else x.le), (high, x.gt if strict else x.ge)):
+            if level is not None and not (isinstance(level, (int, float)) and level == 0):
+                part = held(level).to(x.dtype) * level
+                c = part if c is None else c + part
+        return c
+
+    return constant
+
+
+def _clamp_caps(func, args, kwargs) -> tuple:
+    name = getattr(func, "__name__", "")
+    if name.startswith("clamp_max"):
+        return None, _arg(args, kwargs, 1, "max")
+    return _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
+
+
+def _hardsigmoid(func, args, kwargs, depends):
+    """``x / 6 + 1/2`` inside (-3, 3), 1 from 3 on."""
+    x = args[0].detach()
+    return ((x > -3) & (x < 3)).to(x.dtype) * 0.5 + (x >= 3).to(x.dtype)
+
+
+def _threshold(func, args, kwargs, depends):
+    x, level, value = args[0].detach(), _arg(args, kwargs, 1, "threshold"), _arg(args, kwargs, 2, "value")
+    return (x <= level).to(x.dtype) * value if value else None
+
+
+def _softshrink(func, args, kwargs, depends):
+    if getattr(func, "__name__", "") != "softshrink":
+        return None  # hardshrink: x or 0
+    x, lam = args[0].detach(), _arg(args, kwargs, 1, "lambd", 0.5)
+    return ((x < -lam).to(x.dtype) - (x > lam).to(x.dtype)) * lam
+
+
+def _larger(func, args, kwargs, depends):
+    """``maximum(h, b)`` (or minimum) with ``b`` free of h: ``b`` where it is taken."""
+    a, b = args[0], _arg(args, kwargs, 1, "other")
+    if not isinstance(b, torch.Tensor) or depends(a) == depends(b):
+        return None
+    h, free = (a, b) if depends(a) else (b, a)
+    taken = free > h if "max" in getattr(func, "__name__", "") else free < h
+    return taken.to(h.dtype) * free
+
+
+def _padding(func, args, kwargs, depends):
+    """``F.pad`` in constant mode: the fill value where it pads (0 adds nothing; other modes copy)."""
+    if _arg(args, kwargs, 2, "mode", "constant") != "constant" or not _arg(args, kwargs, 3, "value"):
+        return None
+    return _zeroed(func, args, kwargs, depends)
+
+
 # ----------------------------------------------------------------------------------------- the registry
 
 
@@ -365,7 +492,7 @@ def _tensor_methods(*names: str) -> tuple[Callable, ...]:
     """Tensor methods (and their in-place forms) as ``__torch_function__`` sees them."""
     out = []
     for n in names:
-        for variant in (n, n + "_", f"__{n}__"):
+        for variant in (n, n + "_", f"__{n}__", f"__i{n}__", f"__r{n}__"):
             if hasattr(torch.Tensor, variant):
                 out.append(getattr(torch.Tensor, variant))
     return tuple(out)
@@ -381,26 +508,30 @@ KINDS: tuple[Kind, ...] = (
          _levels(_ZERO), activation=True),
     Kind("prelu", PIECEWISE, (nn.PReLU,), _fns("prelu") + _fns("prelu", module=torch), ("prelu",), _levels(_ZERO),
          activation=True),
-    Kind("relu6", PIECEWISE, (nn.ReLU6,), _fns("relu6"), (), _levels((0.0, 6.0)), activation=True),
+    Kind("relu6", PIECEWISE, (nn.ReLU6,), _fns("relu6"), (), _levels((0.0, 6.0)), activation=True,
+         constant=_capped(lambda f, a, k: (0.0, 6.0), strict=False), adds=CAP),
     Kind("hardtanh", PIECEWISE, (nn.Hardtanh,), _fns("hardtanh", "hardtanh_"), (), _levels(_hardtanh_levels),
-         activation=True),
+         activation=True, constant=_capped(lambda f, a, k: tuple(_hardtanh_levels(a, k)), strict=False), adds=CAP),
     Kind("rrelu", MODE, (nn.RReLU,), _fns("rrelu", "rrelu_"), (), _levels(_ZERO), activation=True),
     Kind("threshold", PIECEWISE, (nn.Threshold,), _fns("threshold", "threshold_", "_threshold"), (),
-         _levels(_threshold_levels), activation=True),
+         _levels(_threshold_levels), activation=True, constant=_threshold, adds=CAP),
     Kind("hardsigmoid", PIECEWISE, (nn.Hardsigmoid,), _fns("hardsigmoid"), (), _levels((-3.0, 3.0)),
-         activation=True),
+         activation=True, constant=_hardsigmoid, adds=CAP),
     Kind("shrink", PIECEWISE, (nn.Softshrink, nn.Hardshrink), _fns("softshrink", "hardshrink")
-         + _tensor_methods("hardshrink"), ("hardshrink",), _levels(_shrink_levels), activation=True),
+         + _tensor_methods("hardshrink"), ("hardshrink",), _levels(_shrink_levels), activation=True,
+         constant=_softshrink, adds=CAP),
     Kind("clamp", PIECEWISE, (), _fns("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", module=torch)
          + _tensor_methods("clamp", "clip", "clamp_min", "clamp_max"), ("clamp", "clip", "clamp_min", "clamp_max"),
-         _levels(_clamp_levels)),
+         _levels(_clamp_levels), constant=_capped(_clamp_caps, strict=True), adds=CAP),
     Kind("abs", PIECEWISE, (), _fns("abs", "absolute", module=torch) + _tensor_methods("abs", "absolute")
          + (operator.abs,), ("abs", "absolute"), _levels(_ZERO)),
     Kind("maximum", PIECEWISE, (), _fns("maximum", "minimum", "fmax", "fmin", module=torch)
          + _tensor_methods("maximum", "minimum", "fmax", "fmin"), ("maximum", "minimum", "fmax", "fmin"),
-         _difference),
-    Kind("max", PIECEWISE, (), _fns("max", module=torch) + _tensor_methods("max"), ("max",), _max_or_min(False)),
-    Kind("min", PIECEWISE, (), _fns("min", module=torch) + _tensor_methods("min"), ("min",), _max_or_min(True)),
+         _difference, constant=_larger, adds=CAP),
+    Kind("max", PIECEWISE, (), _fns("max", module=torch) + _tensor_methods("max"), ("max",), _max_or_min(False),
+         constant=_larger, adds=CAP),
+    Kind("min", PIECEWISE, (), _fns("min", module=torch) + _tensor_methods("min"), ("min",), _max_or_min(True),
+         constant=_larger, adds=CAP),
     Kind("amax", PIECEWISE, (), _fns("amax", module=torch) + _tensor_methods("amax"), ("amax",), _reduction(False)),
     Kind("amin", PIECEWISE, (), _fns("amin", module=torch) + _tensor_methods("amin"), ("amin",), _reduction(True)),
     Kind("sort", PIECEWISE, (), _fns("sort", module=torch) + _tensor_methods("sort"), ("sort",), _sort_switches),
@@ -418,8 +549,9 @@ KINDS: tuple[Kind, ...] = (
               "_adaptive_max_pool2d", "_adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
               "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"), (),
          _pool_dispatch(adaptive=True)),
-    Kind("select", PIECEWISE, (), _fns("where", module=torch) + _tensor_methods("where", "masked_fill"),
-         ("where", "masked_fill"), lambda args, kwargs: []),
+    Kind("select", PIECEWISE, (), _fns("where", "masked_fill", module=torch) + _tensor_methods("where", "masked_fill"),
+         ("where", "masked_fill"), lambda args, kwargs: [], constant=_operands(1, 2, names=("input", "other", "value")),
+         adds=FILL),
     # piece-wise constant
     Kind("compare", STEP, (), _fns("gt", "ge", "lt", "le", "eq", "ne", "greater", "less", module=torch)
          + _tensor_methods("gt", "ge", "lt", "le", "eq", "ne")
@@ -441,41 +573,50 @@ KINDS: tuple[Kind, ...] = (
          + _fns("logical_and", "logical_or", "logical_not", module=torch), ("logical_and", "logical_or",
          "logical_not", "bool", "long", "int"), lambda args, kwargs: []),
     # affine
+    Kind("sum", AFFINE, (), (operator.add, operator.iadd, operator.sub, operator.isub)
+         + _fns("add", "sub", "subtract", "rsub", module=torch) + _tensor_methods("add", "sub", "subtract", "rsub"),
+         ("add", "sub", "subtract", "rsub"), None, constant=_operands(0, 1, names=("input", "other")), adds=ADDED),
+    Kind("concat", AFFINE, (), _fns("cat", "concat", "concatenate", "stack", "hstack", "vstack", module=torch), (),
+         None, constant=_operands(0, names=("tensors",)), adds=FILL),
+    Kind("pad", AFFINE, (
+        nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+        nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+        nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d), _fns("pad"), (), None,
+        constant=_padding, adds=PADDING),
     Kind("affine", AFFINE, (
         nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
-        nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
-        nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d,
-        nn.CircularPad3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.PixelShuffle,
-        nn.PixelUnshuffle, nn.ChannelShuffle, nn.Fold, nn.Unfold),
-        (operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.pos, operator.getitem)
-        + _fns("add", "sub", "subtract", "neg", "negative", "cat", "concat", "concatenate", "stack", "hstack",
-               "vstack", "flatten", "reshape", "transpose", "permute", "squeeze", "unsqueeze", "mean", "sum",
-               "chunk", "split", "narrow", "select", "index_select", "gather", "roll", "flip", "cumsum", "diff",
+        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+        nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Fold, nn.Unfold),
+        (operator.neg, operator.pos, operator.getitem) + _tensor_methods("getitem", "neg")
+        + _fns("neg", "negative", "flatten", "reshape", "transpose", "permute", "squeeze", "unsqueeze", "mean",
+               "sum", "chunk", "split", "narrow", "select", "index_select", "gather", "roll", "flip", "cumsum", "diff",
                "movedim", "swapaxes", "tile", "repeat_interleave", "t", "diagonal", "unbind", "nansum",
                module=torch)
-        + _fns("pad", "interpolate", "upsample", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+        + _fns("interpolate", "upsample", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
                "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
                "channel_shuffle", "native_channel_shuffle"),
-        ("view", "reshape", "flatten", "unflatten", "permute", "transpose", "contiguous", "add", "sub", "subtract",
+        ("view", "reshape", "flatten", "unflatten", "permute", "transpose", "contiguous",
          "mean", "sum", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "chunk", "split", "clone", "neg",
          "view_as", "reshape_as", "narrow", "select", "index_select", "gather", "roll", "flip", "cumsum", "t",
          "movedim", "unbind", "float", "double", "half", "bfloat16", "to", "type", "type_as", "cpu", "cuda",
          "diagonal", "squeeze_", "unsqueeze_", "nansum", "requires_grad_"), None),
-    Kind("bilinear", BILINEAR, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                                nn.ConvTranspose3d, nn.Linear, nn.LazyLinear, nn.LazyConv1d, nn.LazyConv2d,
-                                nn.LazyConv3d),
-         (operator.mul, operator.imul, operator.matmul, operator.imatmul)
-         + _fns("mul", "multiply", "matmul", "mm", "bmm", "einsum", "outer", "dot", "addmm", "baddbmm", "mv",
-                "tensordot", "kron", module=torch)
-         + _fns("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
-         ("mul", "multiply", "matmul", "mm", "bmm", "outer", "dot", "mv", "addmm"), None),
+    Kind("linear", BILINEAR, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                              nn.ConvTranspose3d, nn.Linear, nn.LazyLinear, nn.LazyConv1d, nn.LazyConv2d,
+                              nn.LazyConv3d),
+         _fns("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
+         (), None, constant=_bias, adds=BIAS),
+    Kind("addmm", BILINEAR, (), _fns("addmm", "baddbmm", module=torch) + _tensor_methods("addmm", "baddbmm"),
+         ("addmm", "baddbmm"), None, constant=_operands(0, names=("input",)), adds=BIAS),
+    Kind("bilinear", BILINEAR, (), (operator.mul, operator.imul, operator.matmul, operator.imatmul)
+         + _fns("mul", "multiply", "matmul", "mm", "bmm", "einsum", "outer", "dot", "mv", "tensordot", "kron",
+                module=torch) + _tensor_methods("mul", "multiply", "matmul", "mm", "bmm"),
+         ("mul", "multiply", "matmul", "mm", "bmm", "outer", "dot", "mv"), None),
     Kind("division", DIVISION, (), (operator.truediv, operator.itruediv) + _fns("div", "divide", "true_divide",
                                                                                   module=torch),
          ("div", "divide", "true_divide"), None),
     Kind("batch_norm", MODE, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                               nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d), _fns("batch_norm"), (),
-         None),
+         None, constant=_batch_norm_shift, adds=BN_SHIFT),
     Kind("dropout", MODE, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                            nn.FeatureAlphaDropout), _fns("dropout", "dropout1d", "dropout2d", "dropout3d",
                                                          "alpha_dropout", "feature_alpha_dropout"), (), None),
@@ -549,6 +690,16 @@ def kind_of_method(name: str) -> Kind | None:
     kind = _BY_METHOD.get(name)
     if kind is None and name.endswith("_") and not name.endswith("__"):
         kind = _BY_METHOD.get(name[:-1])
+    return kind
+
+
+def kind_of_call(fn: Callable) -> Kind | None:
+    """The kind of a call as ``__torch_function__`` sees it: a function, or a Tensor method by its name."""
+    kind = kind_of_function(fn)
+    name = getattr(fn, "__name__", "")
+    if kind is None and name and getattr(torch.Tensor, name, None) is fn:
+        core = name[2:-2] if name.startswith("__") and name.endswith("__") else name
+        kind = kind_of_method(core) or (kind_of_method(core[1:]) if core[:1] in ("i", "r") else None)
     return kind
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pwawidgets"
 
 # the engine computes; it never reaches for widgets, figures or loaders
 ENGINE = {"arguments", "kinds", "placement", "precision", "audit", "layers", "calls", "core", "exactness", "metrics",
-          "baselines", "bias", "bias_graph", "bias_trace", "bias_rules", "robustness", "fidelity"}
+          "baselines", "bias", "robustness", "fidelity"}
 NOT_FOR_THE_ENGINE = {"widgets", "viz", "figures", "models", "model_sources", "images", "data", "zoo",
                       "efficientnet_lite", "cli", "regions", "exercises", "datasets", "reproduce",
                       "integrations"}
@@ -114,3 +115,26 @@ def test_the_rules_see_real_imports():
     graph = _graph()
     assert "pwawidgets.core" in graph["pwawidgets.exactness"]  # exactness stands on the engine
     assert "pwawidgets.kinds" in graph["pwawidgets.layers"]
+
+
+# PyTorch internals with no stability contract: saved fields and private methods of autograd nodes, the C
+# extension's private functions, autograd node class names, process-global module hooks
+PRIVATE_TORCH = re.compile(
+    r"_saved_|_raw_saved|torch\._C\b|_sequence_nr|\bAccumulateGrad\b|\.variable\b|\w+Backward\d\b|\._version\b"
+    r"|register_module_forward(_pre)?_hook|next_functions|_functorch|_dynamo"
+)
+
+
+def test_no_private_pytorch_internals_anywhere_in_the_package():
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if PRIVATE_TORCH.search(line.split("#")[0]):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_the_private_names_check_sees_them():
+    for line in ("node._saved_bias_sym_sizes_opt", "torch._C._get_function_stack_at(0)", "node._sequence_nr()",
+                 'type(n).__name__ == "HardtanhBackward0"', "edge.variable", "t._version"):
+        assert PRIVATE_TORCH.search(line), line

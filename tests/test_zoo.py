@@ -218,6 +218,11 @@ def test_the_fc_heads_biases_are_part_of_the_bias_at_conv1(fresh: tuple[torch.Te
 
     model = zoo.load("mini_vgg_fc").double()
     x, y = fresh[0][:4].double(), fresh[1][:4]
+    from bias_oracle import Frozen, part
+
     sources = pw.bias_sources(model, x, y, "conv1")
-    assert {"classifier.1", "classifier.3", "classifier.5"} <= set(sources)
-    torch.testing.assert_close(sources.total(), pw.decompose(model, x, y, ["conv1"]).bias["conv1"])
+    frozen = Frozen(model, x, model.block_layers["conv1"])  # the network frozen at its activation pattern
+    for name in ("classifier.1", "classifier.3", "classifier.5"):
+        torch.testing.assert_close(sources[name], part(frozen({name}), sources.target), rtol=0, atol=1e-10)
+    torch.testing.assert_close(sources.bias, part(frozen(), sources.target), rtol=0, atol=1e-10)
+    assert float(sources.remainder.abs().max()) < 1e-10
