@@ -149,10 +149,10 @@ def _check_inputs(inputs, target, batch_size) -> None:
         raise ValueError(f"inputs must be a float batch (B, ...) with B >= 1, got {what}; see pwawidgets.load_image")
     arguments.finite("inputs", inputs)
     arguments.integer("batch_size", batch_size, 1, optional=True)
-    if target is None or isinstance(target, str):
-        if isinstance(target, str):
-            raise ValueError(f"target {target!r}: give one class per image (an int, (B,) ints) or None")
+    if target is None or target == "top1":
         return
+    if isinstance(target, str):
+        raise ValueError(f"target {target!r}: give one class per image (an int, (B,) ints, 'top1') or None")
     if isinstance(target, bool) or isinstance(target, float) or (
             isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
         raise TypeError(f"target must hold integer class indices, got {target!r}")

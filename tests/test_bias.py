@@ -241,7 +241,7 @@ def test_summary_top_by_kind_and_errors():
     assert set(kinds_) == {"conv/linear bias", "BatchNorm shift", "not attributed"}
     with pytest.raises(ValueError, match="'all' is not supported"):
         bias_sources_at(model, x, None, "all")
-    with pytest.raises(ValueError, match="names several layers|unknown layer"):
+    with pytest.raises(ValueError, match="names several layers|unknown layer|no 'blocks' preset"):
         bias_sources(model, x, None, "blocks")
     with pytest.raises(ValueError, match="reference='raw'"):
         bias_sources(model, x, None, "input", reference="raw")

@@ -267,12 +267,12 @@ INPUTS = {
         "gradient", cnn(), _nan(img()), 0, "input")),
     "inf to attribute": raises(ValueError, "inputs.*infinite", lambda: baselines.attribute(
         "gradcam", cnn(), _inf(img()), 0, "1")),
-    "NaN to metrics.fidelity": raises(ValueError, "images.*NaN", lambda: metrics.fidelity(
+    "NaN to metrics.fidelity": raises(ValueError, "inputs.*NaN", lambda: metrics.fidelity(
         cnn(), _nan(img()), torch.rand(2, 8, 8), 0.3, 3)),
     "NaN to masked_topk_overlap": raises(ValueError, "masked.*NaN", lambda: metrics.masked_topk_overlap(
         cnn(), img(), _nan(img()), 3)),
-    "NaN to robustness.gaussian": raises(ValueError, "x.*NaN", lambda: robustness.gaussian(cnn(), _nan(img()))),
-    "NaN to robustness.fgsm": raises(ValueError, "x.*NaN", lambda: robustness.fgsm(cnn(), _nan(img()))),
+    "NaN to robustness.gaussian": raises(ValueError, "inputs.*NaN", lambda: robustness.gaussian(cnn(), _nan(img()))),
+    "NaN to robustness.fgsm": raises(ValueError, "inputs.*NaN", lambda: robustness.fgsm(cnn(), _nan(img()))),
     "NaN in fidelity.evaluate data": raises(ValueError, "NaN", lambda: fd.evaluate(
         cnn(), _nan(img()), ("ours",), ["1"], progress=False)),
     "uint8 image": raises(TypeError, "uint8", lambda: pw.decompose(cnn(), (img() * 50).to(torch.uint8), 0)),
@@ -296,9 +296,9 @@ INPUTS = {
         mlp(), x4().numpy(), x4())),
     "numpy input to attribute": raises(ValueError, "inputs must be", lambda: baselines.attribute(
         "gradient", cnn(), img().numpy(), 0, "input")),
-    "list input to gaussian": raises(ValueError, "x must be a float batch", lambda: robustness.gaussian(
+    "list input to gaussian": raises(ValueError, "inputs must be a float batch", lambda: robustness.gaussian(
         cnn(), img().tolist())),
-    "int images to gaussian": raises(ValueError, "x must be a float batch", lambda: robustness.gaussian(
+    "int images to gaussian": raises(ValueError, "inputs must be a float batch", lambda: robustness.gaussian(
         cnn(), torch.ones(2, 3, 8, 8, dtype=torch.long))),
 }
 
@@ -416,7 +416,7 @@ def _evaluate_with_given_fill():
 
 
 IMAGES = {
-    "keep_top with 3-D images": raises(ValueError, "images must be", lambda: metrics.keep_top(
+    "keep_top with 3-D images": raises(ValueError, "inputs must be", lambda: metrics.keep_top(
         img()[0], torch.rand(3, 8, 8))),
     "keep_top with maps for another batch": raises(ValueError, "maps for 2 images", lambda: metrics.keep_top(
         img(), torch.rand(3, 8, 8))),
@@ -502,9 +502,9 @@ METRICS = {
         cnn(), img(), ("ours",), ["1"], progress="no")),
     "evaluate fill 'grey'": raises(ValueError, "fill", lambda: fd.evaluate(cnn(), img(), ("ours",), ["1"],
                                                                           fill="grey")),
-    "evaluate data of lists": raises(ValueError, "data must give", lambda: fd.evaluate(
+    "evaluate data of lists": raises(ValueError, "inputs must give", lambda: fd.evaluate(
         cnn(), [img().tolist()], ("ours",), ["1"], progress=False)),
-    "evaluate data as a number": raises(TypeError, "data", lambda: fd.evaluate(cnn(), 3, ("ours",), ["1"],
+    "evaluate data as a number": raises(TypeError, "inputs", lambda: fd.evaluate(cnn(), 3, ("ours",), ["1"],
                                                                                progress=False)),
     "batches of size 0": raises(ValueError, "batch_size", lambda: list(fd.batches(img(), 0))),
     "batches with masks for another count": raises(ValueError, "masks", lambda: list(fd.batches(
