@@ -5,10 +5,11 @@ from .audit import AuditReport, audit
 from .bias import bias_sources
 from .core import Decomposition, decompose
 from .exactness import region_radius, verify
-from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
+from .images import ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
 from .precision import ExactnessWarning, exact_math
+from .preprocessing import IMAGENET_NORMALIZATION, Preprocessing, PreprocessingWarning, preprocessing_of
 from .regions import enumerate_regions, train_toy
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "ExactnessWarning",
     "ImageLoadError",
     "ImageWarning",
+    "Preprocessing",
+    "PreprocessingWarning",
     "WeightsUnavailableError",
     "audit",
     "bias_sources",
@@ -31,6 +34,7 @@ __all__ = [
     "load_image",
     "load_model",
     "metrics",
+    "preprocessing_of",
     "region_radius",
     "train_toy",
     "verify",

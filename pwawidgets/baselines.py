@@ -46,6 +46,7 @@ from .core import Decomposition, decompose, resize_maps
 from .layers import INPUT, check_model, layer_presets, resolve_one
 from .placement import model_device, model_dtype
 from .precision import exact_math
+from .preprocessing import check_inputs_fit
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -350,6 +351,7 @@ def attribute(
     spec = METHODS[method]
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
         raise ValueError("inputs must be a (B, 3, H, W) float tensor; see pwawidgets.load_image")
+    check_inputs_fit(model, inputs)
     x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
     if x.is_inference():
         x = x.clone()

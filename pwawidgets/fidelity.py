@@ -46,6 +46,7 @@ from .core import decompose
 from .layers import INPUT, LayerCapture, layer_presets, resolve_layers
 from .placement import model_device, model_dtype
 from .precision import exact_math
+from .preprocessing import normalization_of
 
 RANDOM = "random"
 DEFAULT_METHODS: tuple[str, ...] = ("ours", "gradcam", "gradient", RANDOM)
@@ -70,15 +71,16 @@ __all__ = ["CURVE_FRACTIONS", "DEFAULT_METHODS", "FILLS", "KEEP_CURVE", "PAPER_R
 
 def fill_value(model: nn.Module, fill: str = "zero", normalization=None) -> torch.Tensor:
     """The value removed pixels get, in the space the model receives: 0 (``"zero"``) or, per channel,
-    ``-mean / std`` (``"black"``, from ``normalization`` or ``model.normalization``)."""
+    ``-mean / std`` (``"black"``, from ``normalization`` or the model's preprocessing)."""
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     if fill == "zero":
         return torch.tensor(0.0, dtype=torch.float64)
-    norm = normalization or getattr(model, "normalization", None)
+    norm = normalization_of(model, normalization)
     if norm is None:
-        raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std) or use a model "
-                         "from pwawidgets.load_model (it carries .normalization)")
+        raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std), or give the "
+                         "model its preprocessing (model.preprocessing = pwawidgets.Preprocessing(...); "
+                         "pwawidgets.load_model does)")
     mean, std = (torch.as_tensor(v, dtype=torch.float64) for v in norm)
     return -mean / std
 
@@ -291,7 +293,7 @@ def evaluate(
         fill, sign: the protocol choices (see the module docstring).
         seed: seeds the random maps and the bootstrap.
         chunk: masked images per forward pass.
-        normalization: ``(mean, std)`` for ``fill="black"`` when the model carries none.
+        normalization: ``(mean, std)`` for ``fill="black"`` when the model carries no preprocessing.
         progress, total: a progress bar (``tqdm.auto``) counting ``total`` images.
     """
     from tqdm.auto import tqdm

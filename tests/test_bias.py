@@ -323,7 +323,7 @@ def test_more_module_kinds():
 
 def test_efficientnet_lite0_real_weights_float64():
     model = pw.load_model("efficientnet_lite0").double()
-    x = pw.load_image(pw.data.sample_photo("coffee"), normalization=model.normalization).double()
+    x = pw.load_image(pw.data.sample_photo("coffee"), model=model).double()
     for layer in ["stem", "_blocks.5._act1", "stage6"]:
         sources = _check_sum(model, x, None, layer)
     kinds_ = sources.by_kind()

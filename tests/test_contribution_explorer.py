@@ -79,13 +79,13 @@ def test_surface_and_first_picture(explorer: ContributionExplorer) -> None:
 
 def test_preprocessing_is_decided_from_the_model(mini: nn.Module, vgg11: nn.Module) -> None:
     p = preprocessing_for(mini)
-    assert (p.size, p.crop, p.normalize) == (64, 64, False)
+    assert (p.preprocessing.size, p.preprocessing.crop, p.preprocessing.raw) == (64, 64, True)
     assert p.display == 256
     vgg = vgg11
     p = preprocessing_for(vgg)
-    assert (p.size, p.crop, p.normalize) == (256, 224, True)
-    assert p.normalization == pw.IMAGENET_NORMALIZATION
-    assert preprocessing_for(vgg, image_size=32).crop == 32
+    assert (p.preprocessing.size, p.preprocessing.crop, p.preprocessing.raw) == (256, 224, False)
+    assert p.preprocessing.normalization == pw.IMAGENET_NORMALIZATION
+    assert preprocessing_for(vgg, image_size=32).preprocessing.crop == 32
 
 
 def test_cached_maps_equal_an_independent_decomposition(explorer: ContributionExplorer, mini: nn.Module,

@@ -17,7 +17,7 @@ def linear_model() -> nn.Module:
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[0, 0, 0, 1], [1, 1, 0, 0], [0, 0, 0.9, 0], [0.5, 0, 0, 0]]))
         model[1].bias.copy_(torch.tensor([0, 0.2, 0.1, 0.3]))
-    model.normalization = ((0.5,), (0.25,))  # black is (0 - 0.5) / 0.25 = -2
+    model.preprocessing = pw.Preprocessing(4, None, (0.5,), (0.25,))  # black is (0 - 0.5) / 0.25 = -2
     return model
 
 

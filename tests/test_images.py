@@ -233,7 +233,7 @@ def test_display_image_takes_one_image_or_a_batch_and_load_image_checks_its_opti
     with pytest.raises(TypeError, match="normalize must be True or False"):
         pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalize="no")
     with pytest.raises(ValueError, match="normalization must be"):
-        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalization=None)
+        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalization=(0.5, 0.25))
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(pw.ImageLoadError, match=r"empty \(0 bytes\)"):

@@ -214,23 +214,22 @@ def _validate(args: argparse.Namespace) -> None:
 
 def prepare(args: argparse.Namespace):
     """Model, image set and layers from the arguments (``UsageError`` for bad ones). Shared with ``fig2``."""
-    from .. import zoo
     from ..datasets import open_images
     from ..layers import resolve_layers
     from ..models import load_model
+    from ..preprocessing import preprocessing_of
 
     device = pick_device(args.device)
     try:
         model = load_model(args.model, device=device)
     except (TypeError, ValueError) as exc:  # WeightsUnavailableError is not one: it is reported as a failure
         raise UsageError(str(exc)) from exc
-    size, crop = (64, 64) if args.model in zoo.NAMES else (256, 224)
     try:
-        images = open_images(args.data, args.images, args.seed, size, crop, model.normalization)
+        images = open_images(args.data, args.images, args.seed, model=model)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--data {args.data}: {exc}") from exc
     try:
-        layers = args.layer or [fd.paper_layer(model, crop)]
+        layers = args.layer or [fd.paper_layer(model, preprocessing_of(model).crop)]
         names = [s.name for s in resolve_layers(model, layers)[0]]
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--layer: {exc}") from exc

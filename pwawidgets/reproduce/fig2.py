@@ -48,14 +48,15 @@ def _sources(names: list[str]) -> list[tuple[str, object]]:
     return found
 
 
-def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[int, int] = (256, 224)):
-    """The Fig. 2 panel of one image: a matplotlib ``Figure`` (rows ours / Grad-CAM, one column per layer)."""
+def draw(model, source, layers: list[str], sign: str = "positive"):
+    """The Fig. 2 panel of one image, loaded the model's way (``model.preprocessing``): a matplotlib ``Figure``
+    (rows ours / Grad-CAM, one column per layer)."""
     from .. import viz
     from ..baselines import gradcam_from
     from ..core import decompose, resize_maps
     from ..images import display_image, load_image
 
-    x = load_image(source, size=size[0], crop=size[1], normalization=model.normalization)
+    x = load_image(source, model=model)
     dec = decompose(model, x, None, layers, keep_gradients=True)
     side = tuple(x.shape[-2:])
     rows = {
@@ -67,12 +68,11 @@ def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[i
     label = names[c] if names else f"class {c}"
     title = (f"{getattr(model, 'model_name', type(model).__name__)}: {label} (score {float(dec.score[0]):.2f}), "
              f"{sign} parts")
-    image = display_image(x, normalization=model.normalization)
+    image = display_image(x, model=model)
     return viz.map_grid(image, rows, dec.layers, title=title, sign=sign, units="score units")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import zoo
     from ..layers import resolve_layers
     from ..models import WeightsUnavailableError, load_model
 
@@ -98,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
     except WeightsUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 1
-    size = (64, 64) if args.model in zoo.NAMES else (256, 224)
     for stem, source in sources:
         try:
-            fig = draw(model, source, layers, args.sign, size)
+            fig = draw(model, source, layers, args.sign)
         except ValueError as exc:  # an unreadable image file (ImageLoadError), a layer without a spatial map
             print(f"pwawidgets reproduce fig2: error: {stem}: {exc}", file=sys.stderr)
             return 2

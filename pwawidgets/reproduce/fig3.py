@@ -99,7 +99,6 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import zoo
     from ..datasets import open_images
     from ..models import WeightsUnavailableError, check_model_name, load_model
     from ..robustness import bias_curve
@@ -109,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
         check_model_name(args.model)
         device = pick_device(args.device)
         model = load_model(args.model, device=device)
-        size, crop = (64, 64) if args.model in zoo.NAMES else (256, 224)
         try:
-            images = open_images(args.data, args.images, args.seed, size, crop, model.normalization)
+            images = open_images(args.data, args.images, args.seed, model=model)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"--data {args.data}: {exc}") from exc
         out = output_folder(args.out)

@@ -37,6 +37,7 @@ from ..core import decompose
 from ..images import ImageLoadError, display_image
 from ..layers import INPUT, layer_presets
 from ..placement import model_device, model_dtype
+from ..preprocessing import Preprocessing
 from .base import Explorer, Messages, guarded
 from .contribution_inputs import (
     Preprocess,
@@ -155,6 +156,9 @@ class ContributionExplorer(Explorer):
     (:func:`pwawidgets.models.best_available_imagenet`). ``image`` is a sample name (``"chelsea"``,
     ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
     0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample.
+    Images are made as ``model.preprocessing`` says (every model of :func:`pwawidgets.load_model` carries one);
+    ``preprocessing=pw.Preprocessing(size, crop, mean, std)`` for a model that carries none (e.g. your own 32 x 32
+    net), ``image_size`` to resize and crop to another side.
     Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
     :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. A bad image, class or control value never
     raises: it is shown as a message in the widget, which keeps working (a refused control goes back to the value in
@@ -176,6 +180,7 @@ class ContributionExplorer(Explorer):
         keep: float = 100.0,
         opacity: float = 0.6,
         image_size: int | None = None,
+        preprocessing: Preprocessing | None = None,
         class_names: Sequence[str] | None = None,
         label: str | None = None,
     ):
@@ -185,7 +190,7 @@ class ContributionExplorer(Explorer):
         opacity = check_number("opacity", opacity, 0, 1, OPACITY_HINT)
         if model is None:
             model = default_model()
-        preprocess = preprocessing_for(model, image_size)
+        preprocess = preprocessing_for(model, image_size, preprocessing)
         self.model = model
         presets = layer_presets(model).get("blocks", {})
         layers = [INPUT, *presets]
@@ -416,7 +421,7 @@ class ContributionExplorer(Explorer):
 
     def _picture(self, x: torch.Tensor) -> np.ndarray:
         p = self.state.preprocess
-        rgb = torch.from_numpy(display_image(x, normalized=p.normalize, normalization=p.normalization).copy())
+        rgb = torch.from_numpy(display_image(x, normalization=p.preprocessing.normalization).copy())
         if tuple(rgb.shape[:2]) != (p.display, p.display):
             rgb = resize_maps(rgb.permute(2, 0, 1).float(), p.display).clamp(0, 1).permute(1, 2, 0)
         return rgb.float().numpy()
