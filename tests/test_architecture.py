@@ -8,8 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pwawidgets"
 
 # the engine computes; it never reaches for widgets, figures or loaders
-ENGINE = {"kinds", "placement", "preprocessing", "precision", "audit", "layers", "calls", "core", "exactness", "metrics", "baselines",
-          "bias", "bias_graph", "bias_trace", "bias_rules", "robustness", "fidelity"}
+ENGINE = {"kinds", "placement", "preprocessing", "precision", "audit", "layers", "calls", "core", "exactness",
+          "metrics", "baselines", "bias", "bias_graph", "bias_trace", "bias_rules", "robustness", "fidelity"}
 NOT_FOR_THE_ENGINE = {"widgets", "viz", "figures", "models", "images", "data", "zoo", "efficientnet_lite", "cli",
                       "regions", "exercises", "datasets", "reproduce"}
 
