@@ -101,7 +101,7 @@ def _short(values: Sequence[float]) -> str:
 
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # (mean, std) of torchvision's classifiers
 IMAGENET = Preprocessing(256, 224, *IMAGENET_NORMALIZATION, "bilinear",
-                         "ImageNet default (torchvision's classifiers: resize 256, crop 224)")
+                         "ImageNet default of torchvision's classifiers")
 
 
 def preprocessing_of(model: nn.Module) -> Preprocessing | None:

@@ -225,3 +225,13 @@ def test_explorer_takes_a_preprocessing_for_a_model_without_one(photo):
         ContributionExplorer(net, photo, class_names=["a", "b", "c"])
     with pytest.raises(TypeError, match="preprocessing is a pwawidgets.Preprocessing"):
         ContributionExplorer(net, photo, preprocessing=((0.5,) * 3, (0.25,) * 3))
+
+
+def test_explorer_notes_a_ready_tensor_made_for_another_model(photo):
+    from pwawidgets.widgets.contribution_inputs import prepare, preprocessing_for
+
+    mini = pw.load_model("mini_vgg")
+    p = preprocessing_for(mini)
+    x, notes = prepare(pw.load_image(photo, size=64, crop=64), p)  # ImageNet-normalised, for a raw-pixel net
+    assert len(notes) == 1 and "normalised for ImageNet default" in notes[0] and "mini zoo" in notes[0]
+    assert prepare(pw.load_image(photo, model=mini), p)[1] == []

@@ -173,7 +173,8 @@ def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
 
     Pixels (a path, bytes, a PIL image, an array or a 3-D tensor, ``uint8`` 0..255 or floats in [0, 1], and a
     4-D batch of one such picture) are resized, cropped and normalised as ``p`` says; a float ``(1, 3, H, W)``
-    tensor is taken as model-ready. Raises :class:`ImageLoadError` with the reason.
+    tensor is taken as model-ready (with a note when :func:`~pwawidgets.load_image` made it for another
+    normalisation). Raises :class:`ImageLoadError` with the reason.
     """
     if isinstance(source, (bytearray, memoryview)):
         source = bytes(source)
@@ -183,8 +184,14 @@ def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
     if isinstance(source, bytes) and not source:
         raise ImageLoadError("the uploaded file is empty")
     if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 4:
+        made = getattr(source, "preprocessing", None)
         source = one_image(source)
         if isinstance(source, torch.Tensor) and source.ndim == 4:  # model-ready: used as it is
+            wanted = p.preprocessing
+            if isinstance(made, Preprocessing) and not made.same_normalization(wanted):
+                return source, [f"this tensor was normalised for {made.describe()}, but the model expects "
+                                f"{wanted.describe()}: give the picture itself, or load it with "
+                                "pw.load_image(source, model=model)"]
             return source, []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
