@@ -33,7 +33,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from . import data
-from .images import DEFAULT, ImageWarning, load_image
+from .images import DEFAULT, ImageWarning, load_with, resolve_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 BUNDLED, SHAPES = "bundled", "shapes"
@@ -104,19 +104,16 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-@dataclass(frozen=True)
 class _Loading:
-    """How :func:`load_image` is called for every image of a set."""
+    """How every image of a set is loaded: the preprocessing decided once (checked before any image is read)."""
 
-    model: nn.Module | None
-    size: int | None
-    crop: Crop
-    normalization: Normalization | None
+    def __init__(self, model: nn.Module | None, size: int | None, crop: Crop, normalization: Normalization | None):
+        self.prep = resolve_preprocessing(model, size, crop, True, normalization)
 
     def __call__(self, source) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ImageWarning)  # grey-scale or RGBA files: converted to RGB, as expected
-            return load_image(source, self.size, self.crop, normalization=self.normalization, model=self.model)
+            return load_with(source, self.prep)
 
 
 def readable(path: Path) -> bool:
@@ -197,8 +194,7 @@ def voc(root: str | os.PathLike, n: int | None = None, seed: int = 0, year: str 
 
     def load(i: int) -> Item:
         image, target = dataset[picked[i]]
-        x = loading(image)
-        return x, _mask(target, x.preprocessing.size, x.preprocessing.crop)
+        return loading(image), _mask(target, loading.prep.size, loading.prep.crop)
 
     names = [Path(dataset.images[j]).stem for j in picked]
     return ImageSet(names, load, f"{len(picked)} Pascal VOC {year} {image_set} images", seed)

@@ -18,7 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from .preprocessing import IMAGENET, Preprocessing, PreprocessingWarning, preprocessing_of
+from .preprocessing import IMAGENET, Preprocessing, PreprocessingWarning, outside_stacklevel, preprocessing_of
 
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs); a 8000 x 8000 photo still loads
 
@@ -237,7 +237,7 @@ def load_image(
         ValueError: ``size`` or ``crop`` is not a positive integer, ``crop > size`` (it would pad with black), a
             bad ``normalization``, or a ``model`` without a 3-channel preprocessing.
     """
-    return load_with(source, _preprocessing_for_load(model, size, crop, normalize, normalization))
+    return load_with(source, resolve_preprocessing(model, size, crop, normalize, normalization))
 
 
 def load_with(source: ImageSource, prep: Preprocessing) -> torch.Tensor:
@@ -264,9 +264,15 @@ def load_with(source: ImageSource, prep: Preprocessing) -> torch.Tensor:
     return batch
 
 
-def _preprocessing_for_load(model, size, crop, normalize, normalization) -> Preprocessing:
-    """The model's preprocessing (ImageNet's without a model) with the explicit arguments put over it, all
-    checked before any image is read."""
+def resolve_preprocessing(
+    model: nn.Module | None = None,
+    size: int | None = None,
+    crop: int | None | str = DEFAULT,
+    normalize: bool = True,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Preprocessing:
+    """What :func:`load_image` applies: the model's preprocessing (ImageNet's without a model) with the explicit
+    arguments put over it, all checked before any image is read; a normalisation other than the model's warns."""
     if model is None:
         base = IMAGENET
     else:
@@ -307,7 +313,8 @@ def _preprocessing_for_load(model, size, crop, normalize, normalization) -> Prep
     if model is not None and not prep.same_normalization(base):
         warnings.warn(f"load_image: the normalisation given ({'raw pixels' if not normalize else 'normalization='}"
                       f" mean {mean}, std {std}) is not the model's: {base.describe()}; the model expects its own "
-                      "(leave normalize and normalization out)", PreprocessingWarning, stacklevel=3)
+                      "(leave normalize and normalization out)", PreprocessingWarning,
+                      stacklevel=outside_stacklevel())
     return prep
 
 

@@ -208,6 +208,10 @@ def test_image_sets_load_for_the_model_and_keep_the_record(lite):
     torch.testing.assert_close(batch[:1], pw.load_image(data.sample_photo("chelsea"), model=lite))
     images, _ = next(photos.batches(2))
     assert images.preprocessing == lite.preprocessing
+    with pytest.raises(ValueError, match="normalization must hold 3 means"):  # when the set is made, not later
+        datasets.bundled_photos(["chelsea"], normalization=((0.5,), (0.5,)), model=lite)
+    with pytest.warns(pw.PreprocessingWarning, match="not the model's"):
+        datasets.bundled_photos(["chelsea"], normalization=pw.IMAGENET_NORMALIZATION, model=lite)
 
 
 def test_explorer_takes_a_preprocessing_for_a_model_without_one(photo):
