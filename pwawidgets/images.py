@@ -293,6 +293,9 @@ def resolve_preprocessing(
         if crop != DEFAULT:
             raise ValueError(f"crop must be a positive integer (pixels), None (no crop) or {DEFAULT!r}, got {crop!r}")
         crop = base.crop
+        if crop is not None and crop > size:
+            raise ValueError(f"size={size} is smaller than the crop {crop} of {base.name or 'the preprocessing'}: "
+                             f"give crop too (e.g. crop={size}, or crop=None for no crop)")
     else:
         crop = None if crop is None else _positive_int(crop, "crop")
         given.append(f"crop={crop}")

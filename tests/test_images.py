@@ -172,6 +172,8 @@ def test_crop_larger_than_size_and_bad_sizes():
     photo = _photo()
     with pytest.raises(ValueError, match="crop=300 is larger than size=256.*black"):
         pw.load_image(photo, size=256, crop=300)
+    with pytest.raises(ValueError, match="size=64 is smaller than the crop 224 of ImageNet default.*give crop too"):
+        pw.load_image(photo, size=64)
     for bad in (0, -3, 2.5, True, "224"):
         with pytest.raises(ValueError, match="positive integer"):
             pw.load_image(photo, size=bad)
