@@ -130,7 +130,8 @@ def main() -> None:
         t0 = time.perf_counter()
         explorer.set_image(photo)
         again.append(time.perf_counter() - t0)
-    print(f"first explanation ({len(s.layers) - 1} blocks + input, top-{s.top_k}, {s.preprocess.crop} px; "
+    crop = s.preprocess.preprocessing.crop
+    print(f"first explanation ({len(s.layers) - 1} blocks + input, top-{s.top_k}, {crop} px; "
           f"{passes['forwards']} forward pass, {passes['decompositions']} decomposition, first render; cold): "
           f"{first:.2f} s -> {verdict(first <= TARGETS['first_s'])} (<= {TARGETS['first_s']:.0f} s)")
     if torch.get_num_threads() == 1:

@@ -40,7 +40,7 @@ def imagenet_fig2(model) -> None:
 
 
 def imagenet_fig3(model) -> None:
-    photos = [pw.load_image(data.sample_photo(name), normalization=model.normalization) for name in data.PHOTOS]
+    photos = [pw.load_image(data.sample_photo(name), model=model) for name in data.PHOTOS]
     curve = bias_curve(model, photos, "top1")
     figure = fig3.figure(curve, f"EfficientNet-Lite0 (ImageNet weights), the {len(photos)} bundled photos: "
                                 "bias / score of the predicted class after every ReLU6")

@@ -5,10 +5,11 @@ from .audit import AuditReport, audit
 from .bias import BiasSources, bias_sources
 from .core import Decomposition, LayerBiases, decompose, layer_biases
 from .exactness import VerifyReport, region_radius, verify
-from .images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, display_image, load_image
+from .images import ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
 from .precision import ExactnessWarning, exact_math
+from .preprocessing import IMAGENET_NORMALIZATION, Preprocessing, PreprocessingWarning, preprocessing_of
 from .regions import enumerate_regions, train_toy
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "ImageWarning",
     "LayerBiases",
     "VerifyReport",
+    "Preprocessing",
+    "PreprocessingWarning",
     "WeightsUnavailableError",
     "audit",
     "baselines",
@@ -37,6 +40,7 @@ __all__ = [
     "load_image",
     "load_model",
     "metrics",
+    "preprocessing_of",
     "region_radius",
     "robustness",
     "train_toy",

@@ -51,6 +51,7 @@ from .core import Decomposition, decompose, resize_maps
 from .layers import INPUT, check_model, layer_presets, resolve_one
 from .placement import model_device, model_dtype
 from .precision import exact_math
+from .preprocessing import check_inputs_fit
 
 __all__ = [
     "FROM_DECOMPOSITION",
@@ -362,6 +363,7 @@ def attribute(
     if not bool(torch.isfinite(inputs).all()):
         bad = (~torch.isfinite(inputs)).flatten(1).any(1).nonzero().flatten().tolist()
         raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): no map means anything there")
+    check_inputs_fit(model, inputs)
     x = inputs.detach().to(model_device(model, inputs.device), model_dtype(model, inputs.dtype))
     if x.is_inference():
         x = x.clone()

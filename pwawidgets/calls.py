@@ -13,6 +13,7 @@ from torch import nn
 
 from .layers import LayerSpec
 from .placement import model_device, model_dtype
+from .preprocessing import check_inputs_fit, normalization_of
 
 Target = int | Sequence[int] | torch.Tensor | str | None
 Normalization = tuple[Sequence[float], Sequence[float]]
@@ -20,11 +21,13 @@ Normalization = tuple[Sequence[float], Sequence[float]]
 
 def prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
     """The batch on the model's device: floats in the model's dtype (a leaf that requires grad), or integer
-    indices as they are (for models that start with an embedding)."""
+    indices as they are (for models that start with an embedding). A batch made by ``load_image`` for another
+    normalisation than the model's gives a :class:`~pwawidgets.preprocessing.PreprocessingWarning`."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
     if inputs.dim() == 0 or inputs.shape[0] == 0:
         raise ValueError(f"inputs of shape {tuple(inputs.shape)}: give a batch with at least one example, (B, ...)")
+    check_inputs_fit(model, inputs)
     device = model_device(model, inputs.device)
     if inputs.dtype in (torch.uint8, torch.int8):
         raise TypeError("a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and normalise it as "
@@ -43,22 +46,18 @@ def prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) ->
 
 
 def input_normalization(model: nn.Module, normalization: Normalization | None, reference: str, wants_input: bool):
+    """``(mean, std)`` for ``reference="raw"`` at the input: ``normalization`` when given, else the model's
+    preprocessing (:func:`~pwawidgets.preprocessing.preprocessing_of`); None when no raw input is asked."""
     if reference not in ("normalized", "raw"):
         raise ValueError("reference must be 'normalized' or 'raw'")
     if reference != "raw" or not wants_input:
         return None
-    norm = normalization or getattr(model, "normalization", None)
+    norm = normalization_of(model, normalization)
     if norm is None:
         raise ValueError(
-            "reference='raw' needs the input normalisation: pass normalization=(mean, std), e.g. "
-            "pwawidgets.IMAGENET_NORMALIZATION for torchvision models"
+            "reference='raw' needs the input normalisation: pass normalization=(mean, std), or give the model its "
+            "preprocessing (model.preprocessing = pwawidgets.Preprocessing(...); pwawidgets.load_model does)"
         )
-    try:
-        mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in norm)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"normalization must be (mean, std), one value per channel each; got {norm!r}") from exc
-    if mean.shape != std.shape or not bool(torch.isfinite(std).all() & (std > 0).all()):
-        raise ValueError(f"normalization must be (mean, std) of equal length with every std > 0; got {norm!r}")
     return norm
 
 

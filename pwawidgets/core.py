@@ -412,8 +412,8 @@ def decompose(
             :mod:`pwawidgets.layers`.
         reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
             receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
-            ``normalization`` or a model carrying a ``normalization`` attribute). The bias absorbs the
-            difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
+            ``normalization`` or a model carrying a ``preprocessing``: :func:`pwawidgets.preprocessing_of`). The
+            bias absorbs the difference: ``b_raw = b_normalized - sum_i w_i mean_i / std_i``.
         keep_gradients: also return ``w`` per layer in ``.gradients``; the contributions are then computed
             from ``w`` and ``h`` when read, so the result holds no extra full-size tensor.
         allow_non_affine: decompose a model that :func:`audit` rejects (the result then has ``exact=False`` and a

@@ -236,7 +236,7 @@ class Photo(NamedTuple):
 
     ``package`` and ``origin`` say where it comes from (for citations); ``imagenet`` lists the ImageNet
     classes that are a sensible reading of it; ``lite0`` is EfficientNet-Lite0's top-1 class and probability
-    (``load_image(photo, size=256, crop=224, normalization=model.normalization)``, measured with CPU float32).
+    (``load_image(photo, model=model)``: resize 256, centre crop 224, measured with CPU float32).
     """
 
     package: str

@@ -12,8 +12,9 @@ not sit in memory. Every draw of ``n`` images is seeded (:func:`draw`): the same
   offline;
 - :func:`generated_shapes`: :func:`pwawidgets.data.shapes` (64 x 64, raw pixels in [0, 1], exact masks).
 
-Images go through :func:`pwawidgets.load_image` (shorter side resized to ``size``, centre crop ``crop``, normalised
-with the model's ``normalization``); VOC masks get the same resize (nearest) and crop.
+Images go through :func:`pwawidgets.load_image` made the way ``model`` expects (its ``preprocessing``: resize, centre
+crop, mean and std; ImageNet's default without a model; ``size``, ``crop`` and ``normalization`` override it); VOC
+masks get the same resize (nearest) and crop. Batches keep the record of the preprocessing (``x.preprocessing``).
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ import numpy as np
 import PIL.Image
 import torch
 import torchvision.transforms.v2.functional as TF
+from torch import nn
 
 from . import data
-from .images import IMAGENET_NORMALIZATION, ImageWarning, load_image
+from .images import DEFAULT, ImageWarning, load_with, resolve_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 BUNDLED, SHAPES = "bundled", "shapes"
 T = TypeVar("T")
 Normalization = tuple[Sequence[float], Sequence[float]]
+Crop = int | None | str
 Item = tuple[torch.Tensor, torch.Tensor | None]
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSet", "bundled_photos", "draw", "folder", "generated_shapes", "image_files",
@@ -61,12 +64,20 @@ class ImageSet:
         for start in range(0, len(self), batch_size):
             items = [self.load(i) for i in range(start, min(start + batch_size, len(self)))]
             masks = [m for _, m in items]
-            yield (torch.cat([x for x, _ in items]),
-                   None if any(m is None for m in masks) else torch.cat(masks))
+            yield (_joined([x for x, _ in items]), None if any(m is None for m in masks) else torch.cat(masks))
 
     def tensor(self) -> torch.Tensor:
         """Every image in one ``(N, 3, H, W)`` tensor (for small sets)."""
-        return torch.cat([self.load(i)[0] for i in range(len(self))])
+        return _joined([self.load(i)[0] for i in range(len(self))])
+
+
+def _joined(images: list[torch.Tensor]) -> torch.Tensor:
+    """The images in one batch, which keeps their preprocessing record when they share one."""
+    batch = torch.cat(images)
+    made = {getattr(x, "preprocessing", None) for x in images}
+    if len(made) == 1 and None not in made:
+        batch.preprocessing = made.pop()
+    return batch
 
 
 def draw(items: Sequence[T], n: int | None, seed: int) -> list[T]:
@@ -93,10 +104,16 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _load(source, size: int, crop: int | None, normalization: Normalization) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ImageWarning)  # grey-scale or RGBA files: converted to RGB, as expected
-        return load_image(source, size=size, crop=crop, normalization=normalization)
+class _Loading:
+    """How every image of a set is loaded: the preprocessing decided once (checked before any image is read)."""
+
+    def __init__(self, model: nn.Module | None, size: int | None, crop: Crop, normalization: Normalization | None):
+        self.prep = resolve_preprocessing(model, size, crop, True, normalization)
+
+    def __call__(self, source) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImageWarning)  # grey-scale or RGBA files: converted to RGB, as expected
+            return load_with(source, self.prep)
 
 
 def readable(path: Path) -> bool:
@@ -132,14 +149,15 @@ def _readable_draw(files: list[Path], n: int | None, seed: int) -> list[Path]:
     return sorted(picked)
 
 
-def folder(root: str | os.PathLike, n: int | None = None, seed: int = 0, size: int = 256, crop: int | None = 224,
-           normalization: Normalization = IMAGENET_NORMALIZATION) -> ImageSet:
-    """``n`` images drawn from a folder (seeded); names are paths relative to ``root``. Files Pillow cannot read
-    are skipped with a warning (and replaced, so that ``n`` images are drawn when the folder has them)."""
+def folder(root: str | os.PathLike, n: int | None = None, seed: int = 0, size: int | None = None, crop: Crop = DEFAULT,
+           normalization: Normalization | None = None, *, model: nn.Module | None = None) -> ImageSet:
+    """``n`` images drawn from a folder (seeded), loaded for ``model``; names are paths relative to ``root``. Files
+    Pillow cannot read are skipped with a warning (and replaced, so that ``n`` images are drawn when the folder has
+    them)."""
     root = Path(root)
+    loading = _Loading(model, size, crop, normalization)
     files = _readable_draw(image_files(root), n, seed)
-    return ImageSet([str(p.relative_to(root)) for p in files],
-                    lambda i: (_load(files[i], size, crop, normalization), None),
+    return ImageSet([str(p.relative_to(root)) for p in files], lambda i: (loading(files[i]), None),
                     f"{len(files)} images from {root}", seed)
 
 
@@ -160,30 +178,35 @@ def _mask(target, size: int, crop: int | None) -> torch.Tensor:
 
 
 def voc(root: str | os.PathLike, n: int | None = None, seed: int = 0, year: str = "2012", image_set: str = "val",
-        size: int = 256, crop: int | None = 224, normalization: Normalization = IMAGENET_NORMALIZATION) -> ImageSet:
-    """``n`` Pascal VOC images drawn from ``image_set`` (seeded), with their object masks; nothing is downloaded."""
+        size: int | None = None, crop: Crop = DEFAULT, normalization: Normalization | None = None, *,
+        model: nn.Module | None = None) -> ImageSet:
+    """``n`` Pascal VOC images drawn from ``image_set`` (seeded), loaded for ``model``, with their object masks;
+    nothing is downloaded."""
     from torchvision.datasets import VOCSegmentation
 
     found = voc_root(root, year)
     if found is None:
         raise FileNotFoundError(f"no Pascal VOC {year} under {str(root)!r} (expected VOCdevkit/VOC{year}/...); it "
                                 "is never downloaded here")
+    loading = _Loading(model, size, crop, normalization)
     dataset = VOCSegmentation(str(found), year=year, image_set=image_set, download=False)
     picked = draw(range(len(dataset)), n, seed)
 
     def load(i: int) -> Item:
         image, target = dataset[picked[i]]
-        return _load(image, size, crop, normalization), _mask(target, size, crop)
+        return loading(image), _mask(target, loading.prep.size, loading.prep.crop)
 
     names = [Path(dataset.images[j]).stem for j in picked]
     return ImageSet(names, load, f"{len(picked)} Pascal VOC {year} {image_set} images", seed)
 
 
-def bundled_photos(names: Sequence[str] | None = None, size: int = 256, crop: int | None = 224,
-                   normalization: Normalization = IMAGENET_NORMALIZATION) -> ImageSet:
-    """The photos shipped inside installed packages (default: all of :data:`pwawidgets.data.PHOTOS`), offline."""
+def bundled_photos(names: Sequence[str] | None = None, size: int | None = None, crop: Crop = DEFAULT,
+                   normalization: Normalization | None = None, *, model: nn.Module | None = None) -> ImageSet:
+    """The photos shipped inside installed packages (default: all of :data:`pwawidgets.data.PHOTOS`), loaded for
+    ``model``, offline."""
     names = list(data.PHOTOS if names is None else names)
-    return ImageSet(names, lambda i: (_load(data.sample_photo(names[i]), size, crop, normalization), None),
+    loading = _Loading(model, size, crop, normalization)
+    return ImageSet(names, lambda i: (loading(data.sample_photo(names[i])), None),
                     f"{len(names)} photos shipped with installed packages")
 
 
@@ -194,16 +217,18 @@ def generated_shapes(n: int, seed: int = 0) -> ImageSet:
     return ImageSet(names, lambda i: (images[i:i + 1], masks[i:i + 1]), f"{n} generated shapes (seed {seed})", seed)
 
 
-def open_images(spec: str | os.PathLike, n: int | None = None, seed: int = 0, size: int = 256,
-                crop: int | None = 224, normalization: Normalization = IMAGENET_NORMALIZATION) -> ImageSet:
+def open_images(spec: str | os.PathLike, n: int | None = None, seed: int = 0, size: int | None = None,
+                crop: Crop = DEFAULT, normalization: Normalization | None = None, *,
+                model: nn.Module | None = None) -> ImageSet:
     """An image set from a command-line word: ``"bundled"`` (the shipped photos), ``"shapes"`` (``n`` generated
-    images, default 100), a Pascal VOC folder, or any folder of images."""
+    images, default 100), a Pascal VOC folder, or any folder of images; loaded for ``model``."""
+    loading = {"size": size, "crop": crop, "normalization": normalization, "model": model}
     if str(spec) == BUNDLED:
-        photos = bundled_photos(size=size, crop=crop, normalization=normalization)
+        photos = bundled_photos(**loading)
         keep = draw(photos.names, n, seed)
-        return bundled_photos(keep, size, crop, normalization) if len(keep) < len(photos) else photos
+        return bundled_photos(keep, **loading) if len(keep) < len(photos) else photos
     if str(spec) == SHAPES:
         return generated_shapes(100 if n is None else n, seed)
     if voc_root(spec) is not None:
-        return voc(spec, n, seed, size=size, crop=crop, normalization=normalization)
-    return folder(spec, n, seed, size, crop, normalization)
+        return voc(spec, n, seed, **loading)
+    return folder(spec, n, seed, **loading)

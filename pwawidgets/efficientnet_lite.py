@@ -27,11 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .preprocessing import Preprocessing
+
 IMAGENET_TOP1 = 75.1  # % top-1 on ImageNet validation, published for EfficientNet-Lite0 (224 px)
-NORMALIZATION = ((127 / 255,) * 3, (128 / 255,) * 3)  # (mean, std) on the [0, 1] scale: (pixel - 127) / 128
 BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon, which the checkpoint was trained with
 BN_MOMENTUM = 0.01  # PyTorch convention (TensorFlow's 0.99)
 INPUT_SIZE = 224  # the resolution it was trained and evaluated at
+# (pixel - 127) / 128 on the 0-255 scale, i.e. mean 127/255 and std 128/255 on [0, 1]; the centre 224/256 = 87.5 %
+# of the shorter side, as the reference evaluation crops it (it resizes bicubically after cropping: bilinear here)
+PREPROCESSING = Preprocessing(256, INPUT_SIZE, (127 / 255,) * 3, (128 / 255,) * 3, "bilinear",
+                              "efficientnet_lite0: (pixel - 127) / 128, centre crop 224 of 256")
 NUM_CLASSES = 1000
 
 
@@ -142,7 +147,7 @@ class EfficientNetLite(nn.Module):
     ReLU6, ``"stage1"`` .. ``"stage7"`` = the output of each stage's last block, ``"head"`` = the head's ReLU6.
     """
 
-    normalization = NORMALIZATION
+    preprocessing = PREPROCESSING
 
     def __init__(self, stages: tuple[Stage, ...] = LITE0_STAGES, num_classes: int = NUM_CLASSES,
                  stem_channels: int = 32, head_channels: int = 1280, dropout: float = 0.2):

@@ -48,6 +48,7 @@ from .core import decompose
 from .layers import INPUT, LayerCapture, layer_presets, resolve_layers
 from .placement import model_device, model_dtype
 from .precision import exact_math
+from .preprocessing import normalization_of
 
 RANDOM = "random"
 DEFAULT_METHODS: tuple[str, ...] = ("ours", "gradcam", "gradient", RANDOM)
@@ -331,7 +332,7 @@ def evaluate(
             :func:`pwawidgets.metrics.fidelity`.
         seed: seeds the random maps and the bootstrap.
         chunk: masked images per forward pass.
-        normalization: ``(mean, std)`` for ``fill="black"`` when the model carries none.
+        normalization: ``(mean, std)`` for ``fill="black"`` when the model carries no preprocessing.
         progress, total: a progress bar (``tqdm.auto``) counting ``total`` images.
     """
     from tqdm.auto import tqdm
@@ -339,7 +340,7 @@ def evaluate(
     methods, keeps, curves = _check(methods, keeps, curves, layers, k, sign, seed, chunk, progress, total)
     keeps = sorted(set(keeps) | set(curves))
     curves = sorted(curves)
-    fill_v = metrics.fill_value(fill, normalization or getattr(model, "normalization", None))
+    fill_v = metrics.fill_value(fill, normalization_of(model, normalization))
     if isinstance(inputs, torch.Tensor):  # one stack of images: batches of 8
         total = len(inputs) if total is None else total
         inputs = batches(inputs, 8)

@@ -1,9 +1,8 @@
 """Image loading: anything a user has (path, bytes, PIL image, array, tensor) to a model-ready batch.
 
-Reference space: by default the tensor is normalised with the ImageNet mean and std, as torchvision's
-classifiers expect; contributions at ``"input"`` are then contributions of normalised pixels. Pass
-``normalize=False`` for raw pixels in [0, 1] (the mini zoo takes those), or decompose with
-``reference="raw"`` to express contributions in raw pixels while the model gets normalised ones.
+``load_image(source, model=m)`` makes the batch the way ``m`` expects (``m.preprocessing``: size, crop, mean,
+std); contributions at ``"input"`` are then contributions of normalised pixels. Decompose with
+``reference="raw"`` to express them in raw pixels while the model gets normalised ones.
 """
 
 from __future__ import annotations
@@ -17,8 +16,10 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
 
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # (mean, std) of torchvision's classifiers
+from .preprocessing import IMAGENET, Preprocessing, PreprocessingWarning, outside_stacklevel, preprocessing_of
+
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs); a 8000 x 8000 photo still loads
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
@@ -206,51 +207,118 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
+DEFAULT = "default"  # crop=DEFAULT: the model's crop (ImageNet's 224 without a model)
+
+
 def load_image(
     source: ImageSource,
-    size: int = 256,
-    crop: int | None = 224,
+    size: int | None = None,
+    crop: int | None | str = DEFAULT,
     normalize: bool = True,
-    normalization: tuple[Sequence[float], Sequence[float]] = IMAGENET_NORMALIZATION,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    *,
+    model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """A ``(1, 3, crop, crop)`` float32 batch: RGB, resized (shorter side ``size``), centre-cropped.
+    """A ``(1, 3, H, W)`` float32 batch made the way ``model`` expects: RGB, shorter side resized, centre-cropped,
+    normalised, all as ``model.preprocessing`` says (:class:`~pwawidgets.Preprocessing`; every model of
+    :func:`pwawidgets.load_model` carries one). Without a model: torchvision's ImageNet default (resize 256, crop
+    224, ImageNet mean and std).
 
-    ``normalize=True`` (default) applies ``(x - mean) / std`` as torchvision's ImageNet classifiers expect
-    (pass ``normalization=model.normalization`` for a model that wants another); ``normalize=False`` keeps raw
-    pixels in [0, 1]. ``crop=None`` keeps the whole resized image. Use :func:`display_image` to get the pixels
-    back.
+    ``size``, ``crop`` (None: no crop), ``normalization=(mean, std)`` and ``normalize=False`` (raw pixels in [0, 1])
+    override the model's values; a normalisation other than the model's gives a
+    :class:`~pwawidgets.preprocessing.PreprocessingWarning` naming both. The batch records what it was made with
+    as ``x.preprocessing`` (a :class:`~pwawidgets.Preprocessing`; operations that make a new tensor, such as
+    ``x.double()``, drop it); the library warns when such a batch is given to a model that normalises otherwise.
+    Use :func:`display_image` to get the pixels back.
 
     Raises:
         ImageLoadError: the source is not a usable image, or resizing it would make it too large (an extreme
             aspect ratio); the message says what to do.
-        ValueError: ``size`` or ``crop`` is not a positive integer, or ``crop > size`` (it would pad with black).
+        ValueError: ``size`` or ``crop`` is not a positive integer, ``crop > size`` (it would pad with black), a
+            bad ``normalization``, or a ``model`` without a 3-channel preprocessing.
     """
-    size = _positive_int(size, "size")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be True or False, got {normalize!r}")
-    if normalize:
-        normalization = _check_normalization(normalization)
-    if crop is not None:
-        crop = _positive_int(crop, "crop")
-        if crop > size:
-            raise ValueError(f"crop={crop} is larger than size={size}: the crop would be padded with black; "
-                             f"use crop <= size (e.g. size={crop})")
+    return load_with(source, resolve_preprocessing(model, size, crop, normalize, normalization))
+
+
+def load_with(source: ImageSource, prep: Preprocessing) -> torch.Tensor:
+    """:func:`load_image` with its preprocessing already decided: ``prep`` applied as it is (3 channels)."""
+    if len(prep.mean) != 3:
+        raise ValueError(f"the preprocessing has {len(prep.mean)} channel(s); images are loaded as RGB (3)")
     image = as_pil(source)
-    width, height = resized_size(image.width, image.height, size)
+    width, height = resized_size(image.width, image.height, prep.size)
     if width * height > MAX_PIXELS:
         raise ImageLoadError(
             f"image of {image.width} x {image.height} pixels would become {width} x {height} "
-            f"({width * height / 1e6:.0f} megapixels) with its shorter side resized to {size}: its aspect ratio is "
-            f"too extreme; crop it first (e.g. to the region of interest) or pass a smaller size"
+            f"({width * height / 1e6:.0f} megapixels) with its shorter side resized to {prep.size}: its aspect ratio "
+            "is too extreme; crop it first (e.g. to the region of interest) or pass a smaller size"
         )
     tensor = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
-    tensor = TF.resize(tensor, [size], antialias=True)
-    if crop is not None:
-        tensor = TF.center_crop(tensor, [crop, crop])
+    tensor = TF.resize(tensor, [prep.size], interpolation=TF.InterpolationMode(prep.interpolation), antialias=True)
+    if prep.crop is not None:
+        tensor = TF.center_crop(tensor, [prep.crop, prep.crop])
     tensor = tensor.clamp(0, 1)
-    if normalize:
-        tensor = TF.normalize(tensor, list(normalization[0]), list(normalization[1]))
-    return tensor.unsqueeze(0).as_subclass(torch.Tensor)
+    if not prep.raw:
+        tensor = TF.normalize(tensor, list(prep.mean), list(prep.std))
+    batch = tensor.unsqueeze(0).as_subclass(torch.Tensor)
+    batch.preprocessing = prep
+    return batch
+
+
+def resolve_preprocessing(
+    model: nn.Module | None = None,
+    size: int | None = None,
+    crop: int | None | str = DEFAULT,
+    normalize: bool = True,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Preprocessing:
+    """What :func:`load_image` applies: the model's preprocessing (ImageNet's without a model) with the explicit
+    arguments put over it, all checked before any image is read; a normalisation other than the model's warns."""
+    if model is None:
+        base = IMAGENET
+    else:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch nn.Module (e.g. pw.load_model('mini_vgg')), got "
+                            f"{type(model).__name__}")
+        base = preprocessing_of(model)
+        if base is None:
+            raise ValueError(f"model ({type(model).__name__}) carries no preprocessing: set model.preprocessing = "
+                             "pwawidgets.Preprocessing(size, crop, mean, std), or call load_image without model= "
+                             "and give size, crop and normalization")
+    given = []
+    if size is not None:
+        size = _positive_int(size, "size")
+        given.append(f"size={size}")
+    size = base.size if size is None else size
+    if isinstance(crop, str):
+        if crop != DEFAULT:
+            raise ValueError(f"crop must be a positive integer (pixels), None (no crop) or {DEFAULT!r}, got {crop!r}")
+        crop = base.crop
+        if crop is not None and crop > size:
+            raise ValueError(f"size={size} is smaller than the crop {crop} of {base.name or 'the preprocessing'}: "
+                             f"give crop too (e.g. crop={size}, or crop=None for no crop)")
+    else:
+        crop = None if crop is None else _positive_int(crop, "crop")
+        given.append(f"crop={crop}")
+    if crop is not None and crop > size:
+        raise ValueError(f"crop={crop} is larger than size={size}: the crop would be padded with black; "
+                         f"use crop <= size (e.g. size={crop})")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    mean, std = base.normalization
+    if not normalize:
+        mean, std = (0.0,) * 3, (1.0,) * 3
+        given.append("normalize=False")
+    elif normalization is not None:
+        mean, std = _check_normalization(normalization)
+        given.append("normalization")
+    name = base.name + (f"; given to load_image: {', '.join(given)}" if given else "")
+    prep = Preprocessing(size, crop, mean, std, base.interpolation, name)
+    if model is not None and not prep.same_normalization(base):
+        warnings.warn(f"load_image: the normalisation given ({'raw pixels' if not normalize else 'normalization='}"
+                      f" mean {mean}, std {std}) is not the model's: {base.describe()}; the model expects its own "
+                      "(leave normalize and normalization out)", PreprocessingWarning,
+                      stacklevel=outside_stacklevel())
+    return prep
 
 
 def _check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -258,7 +326,8 @@ def _check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float,
         mean, std = (tuple(float(v) for v in part) for part in normalization)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"normalization must be (mean, std) with one value per channel, e.g. "
-                         f"pwawidgets.IMAGENET_NORMALIZATION or model.normalization; got {normalization!r}") from exc
+                         f"pwawidgets.IMAGENET_NORMALIZATION or model.preprocessing.normalization; got "
+                         f"{normalization!r}") from exc
     if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
         raise ValueError(f"normalization must hold 3 means and 3 positive stds (RGB); got {normalization!r}")
     return mean, std
@@ -267,15 +336,21 @@ def _check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float,
 def display_image(
     inputs: torch.Tensor,
     normalized: bool = True,
-    normalization: tuple[Sequence[float], Sequence[float]] = IMAGENET_NORMALIZATION,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    *,
+    model: nn.Module | None = None,
 ) -> np.ndarray:
     """The first image of model inputs ``(B, 3, H, W)`` (or one image ``(3, H, W)``) as ``H x W x 3`` floats in [0, 1]
-    for plotting (undoes normalisation)."""
+    for plotting: the normalisation undone, taken from ``normalization``, else ``model``'s preprocessing, else
+    what :func:`load_image` recorded on the batch, else ImageNet's. ``normalized=False``: raw pixels as they are."""
     if not isinstance(inputs, torch.Tensor) or inputs.dim() not in (3, 4) or inputs.shape[-3] != 3:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"display_image takes a (B, 3, H, W) batch or a (3, H, W) image, got {shape}")
     image = (inputs[0] if inputs.dim() == 4 else inputs).detach().cpu().double()
     if normalized:
+        if normalization is None:
+            found = preprocessing_of(model) if model is not None else getattr(inputs, "preprocessing", None)
+            normalization = (found or IMAGENET).normalization
         normalization = _check_normalization(normalization)
         mean = torch.tensor(normalization[0], dtype=torch.float64).view(-1, 1, 1)
         std = torch.tensor(normalization[1], dtype=torch.float64).view(-1, 1, 1)

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import arguments
 from .core import Decomposition, resize_maps
+from .preprocessing import normalization_of
 
 FILLS: tuple[str, ...] = ("zero", "black")
 Fill = str | float | Sequence[float] | torch.Tensor
@@ -212,12 +213,12 @@ def fidelity(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, fractio
     still in the top ``k``: ``(B,)`` float64 in [0, 1] (1: the masked image keeps all of them).
 
     ``fill`` (:data:`Fill`): ``"zero"`` (0 in the model's input), ``"black"`` (``-mean / std`` from
-    ``normalization`` or ``model.normalization``) or the value(s) to write. The model runs on copies. For many
+    ``normalization`` or the model's preprocessing) or the value(s) to write. The model runs on copies. For many
     images, methods, layers and fractions at once, see :func:`pwawidgets.fidelity.evaluate`.
     """
     inputs = _images(inputs)
     k = arguments.integer("k", k, 1)
-    norm = normalization if normalization is not None else getattr(model, "normalization", None)
+    norm = normalization_of(model, normalization)
     return masked_topk_overlap(model, inputs, keep_top(inputs, maps, fraction, fill, norm), k)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torchvision
 from torch import nn
 
 from . import efficientnet_lite, zoo
-from .images import IMAGENET_NORMALIZATION
+from .preprocessing import Preprocessing
 
 PAPER_MODELS = ("vgg19", "vgg19_bn", "resnet101")
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
@@ -152,11 +153,29 @@ def _unwrap_state(state: dict) -> dict:
     return state
 
 
-def _tag(model: nn.Module, name: str, pretrained: bool, categories: list[str], normalization) -> nn.Module:
+def torchvision_preprocessing(name: str, pretrained: bool = True) -> Preprocessing:
+    """The preprocessing of torchvision's default weights of ``name`` (their ``transforms()``: resize, crop, mean,
+    std, interpolation), read from the weights' metadata (offline). ``pretrained=False`` says in the name that the
+    network has random weights and takes these ImageNet defaults of its architecture."""
+    weights = _weights_enum(name).DEFAULT
+    t = weights.transforms()
+    if not all(hasattr(t, a) for a in ("resize_size", "crop_size", "mean", "std", "interpolation")):
+        raise ValueError(f"{name!r}: torchvision's weights {weights} have no image-classification transforms")
+    source = f"torchvision's {weights.name} transforms"
+    label = f"{name}: {source}" if pretrained else f"{name} (random weights): the ImageNet defaults of {source}"
+    return Preprocessing(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std),
+                         t.interpolation.value, label)
+
+
+def _tag(model: nn.Module, name: str, pretrained: bool | str | os.PathLike, categories: list[str] | None,
+         preprocessing: Preprocessing) -> nn.Module:
     model.model_name = name
-    model.pretrained = pretrained
-    model.class_names = categories
-    model.normalization = normalization
+    model.pretrained = pretrained is not False
+    if categories is not None:
+        model.class_names = categories
+    if pretrained not in (True, False):
+        preprocessing = replace(preprocessing, name=f"{preprocessing.name}; checkpoint {os.fspath(pretrained)}")
+    model.preprocessing = preprocessing
     return model.eval()
 
 
@@ -190,7 +209,9 @@ def load_model(
     pretrained: bool | str | os.PathLike = True,
     device: str | torch.device | None = None,
 ) -> nn.Module:
-    """A classifier in eval mode, tagged with ``model_name``, ``class_names``, ``normalization``, ``pretrained``.
+    """A classifier in eval mode, tagged with ``model_name``, ``class_names``, ``preprocessing`` (a
+    :class:`~pwawidgets.Preprocessing`: torchvision's weights transforms, EfficientNet-Lite0's or the mini zoo's own;
+    :func:`pwawidgets.load_image` with ``model=`` reads it) and ``pretrained``.
 
     Args:
         name: ``"efficientnet_lite0"`` (ImageNet, weights shipped with a package, offline; top-1 75.1 %),
@@ -225,15 +246,13 @@ def load_model(
             except RuntimeError as exc:
                 raise RuntimeError(f"the checkpoint {pretrained} does not fit {name!r} (was it saved from another "
                                    f"architecture or number of classes?): {exc}") from exc
-    if name in _MINI_ZOO:
-        model.pretrained = pretrained is not False
-        model.model_name = name
-        return model.eval().to(target_device)
-    if name == EFFICIENTNET_LITE0:  # trained on torchvision's class order (checked by its predictions)
-        categories, normalization = imagenet_categories(), efficientnet_lite.NORMALIZATION
+    if name in _MINI_ZOO:  # class names and preprocessing: attributes of the zoo's classes
+        model = _tag(model, name, pretrained, None, model.preprocessing)
+    elif name == EFFICIENTNET_LITE0:  # trained on torchvision's class order (checked by its predictions)
+        model = _tag(model, name, pretrained, imagenet_categories(), efficientnet_lite.PREPROCESSING)
     else:
-        categories, normalization = imagenet_categories(name), IMAGENET_NORMALIZATION
-    model = _tag(model, name, pretrained is not False, categories, normalization)
+        model = _tag(model, name, pretrained, imagenet_categories(name),
+                     torchvision_preprocessing(name, pretrained is not False))
     return model.to(target_device)
 
 

@@ -13,7 +13,7 @@ per image so it can be set against the bias ratio:
 - :func:`radius_along`: how far along a perturbation the input stays in its linear region (float64).
 
 Sizes: at the input, ``sigma`` and ``eps`` are in raw pixel units ([0, 1] scale) and are divided by the model's
-normalisation std (``model.normalization`` or ``normalization``); at a layer, they are fractions of the root mean
+normalisation std (the model's preprocessing or ``normalization``); at a layer, they are fractions of the root mean
 square of that layer's tensor, per image. Inputs are not clipped to the valid pixel range.
 
 Statistics: :func:`spearman`, :func:`correlation` and :func:`paired_difference` with bootstrap percentile
@@ -37,6 +37,7 @@ from .exactness import region_radius
 from .layers import INPUT, LayerSpec, resolve_one, substitute
 from .placement import model_device
 from .precision import exact_math
+from .preprocessing import check_inputs_fit, normalization_of
 
 
 @dataclass
@@ -76,6 +77,7 @@ class _Setup:
         self.spec: LayerSpec = resolve_one(model, layer)
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
+        check_inputs_fit(model, inputs)
         device = model_device(model, inputs.device)
         self.x = inputs.detach().clone().to(device)  # a copy: a model may edit its input in place
         kept: list[torch.Tensor] = []
@@ -95,7 +97,7 @@ class _Setup:
         self.target = parse_targets(target, logits, one_per_example=True)[0][:, 0]
         self.clean = logits.gather(1, self.target[:, None])[:, 0]
         if self.spec.module is None:
-            norm = normalization or getattr(model, "normalization", None)
+            norm = normalization_of(model, normalization)
             std = torch.ones(1) if norm is None else torch.as_tensor(norm[1], dtype=value.dtype)
             self.unit = (1 / std).to(device=value.device, dtype=value.dtype).view(1, -1, *[1] * (value.dim() - 2))
         else:

@@ -18,6 +18,8 @@ from pwawidgets import images as images_module
 from pwawidgets.baselines import gradcam_from, resize_maps
 from pwawidgets.widgets.contribution_explorer import ContributionExplorer, preprocessing_for
 
+SIDE_16 = pw.Preprocessing(16, 16, *pw.IMAGENET_NORMALIZATION, name="16 px, ImageNet mean and std")
+
 CONTROLS = ("layer", "target", "method", "sign", "threshold", "opacity", "upload")
 
 
@@ -79,13 +81,13 @@ def test_surface_and_first_picture(explorer: ContributionExplorer) -> None:
 
 def test_preprocessing_is_decided_from_the_model(mini: nn.Module, vgg11: nn.Module) -> None:
     p = preprocessing_for(mini)
-    assert (p.size, p.crop, p.normalize) == (64, 64, False)
+    assert (p.preprocessing.size, p.preprocessing.crop, p.preprocessing.raw) == (64, 64, True)
     assert p.display == 256
     vgg = vgg11
     p = preprocessing_for(vgg)
-    assert (p.size, p.crop, p.normalize) == (256, 224, True)
-    assert p.normalization == pw.IMAGENET_NORMALIZATION
-    assert preprocessing_for(vgg, image_size=32).crop == 32
+    assert (p.preprocessing.size, p.preprocessing.crop, p.preprocessing.raw) == (256, 224, False)
+    assert p.preprocessing.normalization == pw.IMAGENET_NORMALIZATION
+    assert preprocessing_for(vgg, image_size=32).preprocessing.crop == 32
 
 
 def test_cached_maps_equal_an_independent_decomposition(explorer: ContributionExplorer, mini: nn.Module,
@@ -287,7 +289,7 @@ def test_resnet_layers(resnet18: nn.Module) -> None:
 def test_a_model_that_is_not_piecewise_affine_is_reported_inside() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
-    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), image_size=16)
+    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), preprocessing=SIDE_16)
     assert "GELU" in explorer.message
     assert explorer.snapshot().ndim == 3  # a placeholder picture, no traceback
 
@@ -569,7 +571,7 @@ def test_the_bias_view_survives_bad_inputs(explorer: ContributionExplorer) -> No
 def test_summary_without_an_image_says_so() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
-    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), image_size=16)
+    explorer = ContributionExplorer(model, np.zeros((20, 20, 3), np.uint8), preprocessing=SIDE_16)
     with pytest.raises(ValueError, match="no image is explained yet"):
         explorer.summary()
 

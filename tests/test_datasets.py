@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from pwawidgets import data, datasets
-from pwawidgets.images import IMAGENET_NORMALIZATION, ImageWarning
+from pwawidgets.images import ImageWarning
+from pwawidgets.preprocessing import IMAGENET_NORMALIZATION
 
 
 def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:

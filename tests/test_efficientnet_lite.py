@@ -35,7 +35,7 @@ def model64(model: nn.Module) -> nn.Module:
 @pytest.fixture(scope="module")
 def odd_input(model: nn.Module) -> torch.Tensor:
     """A real photo at an odd size in both dimensions (97 x 145): every stride-2 layer pads unevenly."""
-    x = pw.load_image(data.sample_photo("chelsea"), size=97, crop=None, normalization=model.normalization)
+    x = pw.load_image(data.sample_photo("chelsea"), size=97, crop=None, model=model)
     assert x.shape[-2] % 2 == 1 and x.shape[-1] % 2 == 1
     return x.double()
 
@@ -55,7 +55,8 @@ def test_every_checkpoint_key_is_used_with_its_shape(model: nn.Module) -> None:
 def test_attributes_and_presets(model: nn.Module) -> None:
     assert model.model_name == "efficientnet_lite0" and model.pretrained is True and not model.training
     assert model.class_names == pw.imagenet_categories() and len(model.class_names) == 1000
-    assert model.normalization == ((127 / 255,) * 3, (128 / 255,) * 3)
+    assert model.preprocessing.normalization == ((127 / 255,) * 3, (128 / 255,) * 3)
+    assert (model.preprocessing.size, model.preprocessing.crop) == (256, 224)
     assert pw.layer_presets(model) == {"blocks": EXPECTED_BLOCKS}
     assert efficientnet_lite.IMAGENET_TOP1 == 75.1
 
@@ -128,7 +129,7 @@ def test_fx_traceable_and_audited(model: nn.Module) -> None:
 
 
 def _top(model: nn.Module, name: str, k: int = 3) -> list[tuple[str, float]]:
-    x = pw.load_image(data.sample_photo(name), size=256, crop=224, normalization=model.normalization)
+    x = pw.load_image(data.sample_photo(name), model=model)
     with torch.no_grad():
         p = model(x).softmax(1)[0]
     values, idx = p.topk(k)

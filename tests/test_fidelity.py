@@ -17,7 +17,7 @@ def linear_model() -> nn.Module:
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[0, 0, 0, 1], [1, 1, 0, 0], [0, 0, 0.9, 0], [0.5, 0, 0, 0]]))
         model[1].bias.copy_(torch.tensor([0, 0.2, 0.1, 0.3]))
-    model.normalization = ((0.5,), (0.25,))  # black is (0 - 0.5) / 0.25 = -2
+    model.preprocessing = pw.Preprocessing(4, None, (0.5,), (0.25,))  # black is (0 - 0.5) / 0.25 = -2
     return model
 
 
@@ -127,7 +127,7 @@ def test_layers_fill_and_errors():
     lite = pw.load_model("efficientnet_lite0")
     assert fd.layer_grids(lite, 224)["stage3"] == (28, 28)
     assert fd.paper_layer(lite, 224) == "stage3"
-    black = metrics.fill_value("black", lite.normalization)
+    black = metrics.fill_value("black", lite.preprocessing.normalization)
     assert torch.allclose(black, torch.full((3,), -127 / 128, dtype=torch.float64))
     assert metrics.fill_value("zero").item() == 0.0
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 4)).eval()

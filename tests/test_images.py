@@ -172,6 +172,8 @@ def test_crop_larger_than_size_and_bad_sizes():
     photo = _photo()
     with pytest.raises(ValueError, match="crop=300 is larger than size=256.*black"):
         pw.load_image(photo, size=256, crop=300)
+    with pytest.raises(ValueError, match="size=64 is smaller than the crop 224 of ImageNet default.*give crop too"):
+        pw.load_image(photo, size=64)
     for bad in (0, -3, 2.5, True, "224"):
         with pytest.raises(ValueError, match="positive integer"):
             pw.load_image(photo, size=bad)
@@ -233,7 +235,7 @@ def test_display_image_takes_one_image_or_a_batch_and_load_image_checks_its_opti
     with pytest.raises(TypeError, match="normalize must be True or False"):
         pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalize="no")
     with pytest.raises(ValueError, match="normalization must be"):
-        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalization=None)
+        pw.load_image(np.zeros((8, 8, 3)), size=8, crop=8, normalization=(0.5, 0.25))
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(pw.ImageLoadError, match=r"empty \(0 bytes\)"):

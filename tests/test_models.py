@@ -17,7 +17,9 @@ def test_paper_models_random_weights_and_presets(name):
     model = pw.load_model(name, pretrained=False)
     assert not model.training and model.pretrained is False
     assert len(model.class_names) == 1000 and model.class_names[0] == "tench"
-    assert model.normalization == pw.IMAGENET_NORMALIZATION
+    expected = {"vgg19": 256, "vgg19_bn": 256, "resnet101": 232}[name]  # their default weights' transforms
+    assert (model.preprocessing.size, model.preprocessing.crop) == (expected, 224)
+    assert model.preprocessing.normalization == pw.IMAGENET_NORMALIZATION
     blocks = pw.layer_presets(model)["blocks"]
     expected = ["conv1", "conv2", "conv3", "conv4", "conv5"] if "vgg" in name else \
         ["stem", "layer1", "layer2", "layer3", "layer4"]
@@ -71,7 +73,8 @@ def test_imagenet_categories_offline():
 def test_efficientnet_lite0_offline_and_from_a_checkpoint(tmp_path):
     model = pw.load_model("efficientnet_lite0")
     assert model.pretrained is True and model.model_name == "efficientnet_lite0" and not model.training
-    assert model.normalization == ((127 / 255,) * 3, (128 / 255,) * 3) and model.class_names[0] == "tench"
+    assert model.preprocessing.normalization == ((127 / 255,) * 3, (128 / 255,) * 3)
+    assert model.class_names[0] == "tench"
     assert list(pw.layer_presets(model)["blocks"]) == ["stem", *(f"stage{k}" for k in range(1, 8)), "head"]
     assert models.has_cached_weights("efficientnet_lite0")
     assert models.verify_cached_weights("efficientnet_lite0") == models.weights_cache_path("efficientnet_lite0")

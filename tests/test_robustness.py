@@ -49,7 +49,7 @@ def test_fgsm_at_a_layer_uses_the_layer_rms_and_its_gradient(net, images):
 
 def test_input_sizes_are_raw_pixels_divided_by_the_normalisation_std():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)).double()
-    model.normalization = ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    model.preprocessing = pw.Preprocessing(4, 4, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
     delta = R.fgsm(model, x, 0, 0.1).delta
     torch.testing.assert_close(delta.abs().amax((0, 2, 3)), torch.tensor([0.4, 0.2, 0.1], dtype=torch.float64))
@@ -59,7 +59,7 @@ def test_pgd_one_full_step_is_fgsm_and_stays_in_the_ball(net, images):
     one = R.pgd(net, images, None, 2 / 255, steps=1, step_size=2 / 255)
     torch.testing.assert_close(one.delta, R.fgsm(net, images, None, 2 / 255).delta)
     five = R.pgd(net, images, None, 2 / 255, steps=5)
-    bound = 2 / 255 / torch.tensor(net.normalization[1], dtype=torch.float64).view(1, -1, 1, 1)
+    bound = 2 / 255 / torch.tensor(net.preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
     assert (five.delta.abs() <= bound + 1e-15).all()
     assert (five.drop >= one.drop - 1e-9).float().mean() >= 0.5  # more steps lower the score at least as much
 

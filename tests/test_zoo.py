@@ -85,7 +85,8 @@ def test_only_piecewise_affine_modules(net: tuple[str, nn.Module]) -> None:
 def test_attributes(net: tuple[str, nn.Module]) -> None:
     name, model = net
     assert tuple(model.class_names) == SHAPE_CLASSES
-    assert model.normalization == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert model.preprocessing.normalization == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert (model.preprocessing.size, model.preprocessing.crop) == (64, 64)
     expected = ["conv1", "conv2", "conv3", "conv4"] if "vgg" in name else ["stem", "layer1", "layer2", "layer3"]
     assert list(model.block_layers) == expected
     if "vgg" in name:

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..preprocessing import preprocessing_of
+
 
 class UsageError(ValueError):
     """A bad argument: reported as one line, exit status 2."""
@@ -71,7 +73,7 @@ def input_geometry(model: nn.Module, args: argparse.Namespace) -> tuple[int, int
     from ..models import check_model_name
 
     notes = []
-    prep = getattr(model, "preprocessing", None)
+    prep = preprocessing_of(model)
     side = getattr(prep, "crop", None) or getattr(prep, "size", None) or getattr(model, "input_size", None)
     shapes = str(getattr(args, "data", "")) == "shapes"
     if args.image_size is not None:
@@ -93,11 +95,11 @@ def input_geometry(model: nn.Module, args: argparse.Namespace) -> tuple[int, int
             raise UsageError(f"--image-size: {args.model} does not say what input size it takes; give it, e.g. "
                              "--image-size 32 (or set model.input_size in your factory)") from None
         size, crop = 256, 224
-    norm = getattr(model, "normalization", None) or getattr(prep, "normalization", None)
+    norm = None if prep is None else prep.normalization
     if norm is None:
         norm = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-        notes.append(f"{args.model} declares no normalization: it is given pixels in [0, 1] (set "
-                     "model.normalization = (mean, std) in your factory if it expects normalised ones)")
+        notes.append(f"{args.model} declares no normalization: it is given pixels in [0, 1] (set model.preprocessing "
+                     "= pwawidgets.Preprocessing(...) in your factory if it expects normalised ones)")
     return size, crop, norm, notes
 
 

@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..preprocessing import normalization_of
 from .common import UsageError, add_model_arguments, input_geometry, load, output_folder, pick_device, probe, spatial
 
 HELP = "the paper's Fig. 2: ours and Grad-CAM at every block, for given images"
@@ -51,13 +52,13 @@ def _sources(names: list[str]) -> list[tuple[str, object]]:
 def draw(model, source, layers: list[str], sign: str = "positive", size: tuple[int, int] = (256, 224),
          normalization=None):
     """The Fig. 2 panel of one image: a matplotlib ``Figure`` (rows ours / Grad-CAM, one column per layer);
-    ``normalization``: the model's input normalisation (default: ``model.normalization``)."""
+    ``normalization``: the model's input normalisation (default: the model's preprocessing)."""
     from .. import viz
     from ..baselines import gradcam_from
     from ..core import decompose, resize_maps
     from ..images import display_image, load_image
 
-    normalization = normalization or model.normalization
+    normalization = normalization_of(model, normalization)
     x = load_image(source, size=size[0], crop=size[1], normalization=normalization)
     dec = decompose(model, x, None, layers, keep_gradients=True)
     side = tuple(x.shape[-2:])

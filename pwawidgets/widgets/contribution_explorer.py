@@ -37,6 +37,7 @@ from ..core import decompose
 from ..images import ImageLoadError, display_image
 from ..layers import INPUT
 from ..placement import model_device, model_dtype
+from ..preprocessing import Preprocessing, preprocessing_of
 from .base import Explorer, Messages, guarded
 from .contribution_inputs import (
     Preprocess,
@@ -159,9 +160,11 @@ class ContributionExplorer(Explorer):
     ``"shape:star"`` on a mini-zoo net), a path, bytes, a PIL image, an array or tensor of pixels (``uint8``
     0..255, or floats in [0, 1]), or a model-ready float ``(1, 3, H, W)`` tensor; None picks the first sample
     (sample photos are offered only where they fit: ImageNet-size RGB input, or the mini zoo; else a prompt).
-    ``layer`` is any module name (added to the slider), ``layers`` the list of names the layer slider offers
-    (default: the input and the preset blocks); ``class_names`` one name per class; ``image_size`` the side of
-    the square input the model takes (default: ``model.input_size``, 64 for the mini zoo, else 224).
+    Images are made as ``model.preprocessing`` says (every model of :func:`pwawidgets.load_model` carries one);
+    ``preprocessing=pw.Preprocessing(size, crop, mean, std)`` for a model that carries none (e.g. your own 32 x 32
+    net), ``image_size`` to resize and crop to another side. ``layer`` is any module name (added to the slider),
+    ``layers`` the list of names the layer slider offers (default: the input and the preset blocks);
+    ``class_names`` one name per class.
     Testing surface: ``controls`` (the ipywidgets by name), :meth:`set_image`, :meth:`select_class`,
     :attr:`message`, :meth:`snapshot`; ``state`` holds everything shown. A bad image, class or control value never
     raises: it is shown as a message in the widget, which keeps working (a refused control goes back to the value in
@@ -184,6 +187,7 @@ class ContributionExplorer(Explorer):
         keep: float = 100.0,
         opacity: float = 0.6,
         image_size: int | None = None,
+        preprocessing: Preprocessing | None = None,
         class_names: Sequence[str] | None = None,
         label: str | None = None,
     ):
@@ -194,7 +198,7 @@ class ContributionExplorer(Explorer):
         if model is None:
             model = default_model()
         image_size = square_side(model, image_size)
-        preprocess = preprocessing_for(model, image_size)
+        preprocess = preprocessing_for(model, image_size, preprocessing)
         self.model = model
         layers = layer_choices(model, layer, layers)
         head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
@@ -204,8 +208,7 @@ class ContributionExplorer(Explorer):
         self._names_given = class_names is not None
         names = list(class_names) if class_names is not None else class_names_for(
             model, head.out_features if head is not None else None)
-        declared = any(v is not None for v in (image_size, getattr(model, "normalization", None),
-                                               getattr(model, "preprocessing", None)))
+        declared = any(v is not None for v in (image_size, preprocessing, preprocessing_of(model)))
         self._no_photos = photos_fit(model, preprocess, declared)
         untrained = getattr(model, "pretrained", None) is False
         base = label or getattr(model, "model_name", None) or type(model).__name__
@@ -437,7 +440,7 @@ class ContributionExplorer(Explorer):
 
     def _picture(self, x: torch.Tensor) -> np.ndarray:
         p = self.state.preprocess
-        rgb = torch.from_numpy(display_image(x, normalized=p.normalize, normalization=p.normalization).copy())
+        rgb = torch.from_numpy(display_image(x, normalization=p.preprocessing.normalization).copy())
         if tuple(rgb.shape[:2]) != (p.display, p.display):
             rgb = resize_maps(rgb.permute(2, 0, 1).float(), p.display).clamp(0, 1).permute(1, 2, 0)
         return rgb.float().numpy()

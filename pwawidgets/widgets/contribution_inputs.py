@@ -7,16 +7,17 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..images import IMAGENET_NORMALIZATION, ImageLoadError, ImageWarning, load_image
+from ..images import ImageLoadError, ImageWarning, load_with
 from ..layers import INPUT, layer_presets, resolve_layers, resolve_one
 from ..models import imagenet_categories
+from ..preprocessing import IMAGENET, Preprocessing, PreprocessingWarning, preprocessing_of
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -40,7 +41,6 @@ __all__ = [
 
 MAX_UPLOAD_BYTES = 50 * 2**20
 MAX_IMAGE_SIZE = 4096
-MINI_SIZE = 64
 
 
 def check_number(name: str, value: Any, low: float, high: float, hint: str = "") -> float:
@@ -64,12 +64,9 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an image becomes a model input, and how big it is shown."""
+    """How an image becomes a model input (``preprocessing``), and how big it is shown."""
 
-    size: int  # shorter side after resizing
-    crop: int | None  # centre crop
-    normalize: bool
-    normalization: tuple[tuple[float, ...], tuple[float, ...]]
+    preprocessing: Preprocessing
     display: int  # side of the displayed picture, pixels
 
 
@@ -81,27 +78,34 @@ def is_mini(model: nn.Module) -> bool:
     return isinstance(model, (MiniVGG, MiniResNet))
 
 
-def preprocessing_for(model: nn.Module, image_size: int | None = None) -> Preprocess:
-    """Preprocessing decided from the model.
-
-    Input size: ``image_size`` if given, else a ``model.input_size`` attribute, else 64 for the mini zoo and
-    224 (resize 256, centre crop 224) for ImageNet classifiers. Normalisation: ``model.normalization``; a model
-    whose normalisation is ``((0, 0, 0), (1, 1, 1))`` (the mini zoo) takes raw pixels in [0, 1].
+def preprocessing_for(model: nn.Module, image_size: int | None = None,
+                      preprocessing: Preprocessing | None = None) -> Preprocess:
+    """Preprocessing decided from the model: ``preprocessing`` if given, else the model's own
+    (:func:`pwawidgets.preprocessing_of`), else ImageNet's default with a
+    :class:`~pwawidgets.PreprocessingWarning`. ``image_size``: resize and centre-crop to that side instead.
     """
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral)
                                    or not 1 <= image_size <= MAX_IMAGE_SIZE):
         raise ValueError(f"image_size is a whole number of pixels from 1 to {MAX_IMAGE_SIZE} (or None for the "
                          f"model's own size), got {image_size!r}")
-    norm = getattr(model, "normalization", None) or IMAGENET_NORMALIZATION
-    mean, std = (tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1]))
-    raw = all(v == 0 for v in mean) and all(v == 1 for v in std)
-    side = image_size or getattr(model, "input_size", None) or (MINI_SIZE if is_mini(model) else None)
-    if side is None:
-        size, crop = 256, 224
-    else:
-        size, crop = int(side), int(side)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"preprocessing is a pwawidgets.Preprocessing(size, crop, mean, std) or None for the "
+                        f"model's own, got {type(preprocessing).__name__}")
+    prep = preprocessing or preprocessing_of(model)
+    if prep is None:
+        prep = IMAGENET
+        warnings.warn(f"the model ({type(model).__name__}) carries no preprocessing: images are made the "
+                      f"{IMAGENET.describe()} way. Pass preprocessing=pwawidgets.Preprocessing(size, crop, mean, std) "
+                      "or set model.preprocessing", PreprocessingWarning, stacklevel=3)
+    if len(prep.mean) != 3:
+        raise ValueError(f"the preprocessing has {len(prep.mean)} channel(s); the explorer shows RGB images "
+                         "(3 channels)")
+    if image_size is not None:
+        prep = replace(prep, size=int(image_size), crop=int(image_size),
+                       name=f"{prep.name}; image_size={int(image_size)}")
+    crop = prep.crop or prep.size
     display = crop if crop >= 200 else crop * max(1, round(256 / crop))
-    return Preprocess(size, crop, not raw, (mean, std), display)
+    return Preprocess(prep, display)
 
 
 def class_names_for(model: nn.Module, n_classes: int | None) -> list[str]:
@@ -173,7 +177,8 @@ def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
 
     Pixels (a path, bytes, a PIL image, an array or a 3-D tensor, ``uint8`` 0..255 or floats in [0, 1], and a
     4-D batch of one such picture) are resized, cropped and normalised as ``p`` says; a float ``(1, 3, H, W)``
-    tensor is taken as model-ready. Raises :class:`ImageLoadError` with the reason.
+    tensor is taken as model-ready (with a note when :func:`~pwawidgets.load_image` made it for another
+    normalisation). Raises :class:`ImageLoadError` with the reason.
     """
     if isinstance(source, (bytearray, memoryview)):
         source = bytes(source)
@@ -183,12 +188,18 @@ def prepare(source: Any, p: Preprocess) -> tuple[torch.Tensor, list[str]]:
     if isinstance(source, bytes) and not source:
         raise ImageLoadError("the uploaded file is empty")
     if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 4:
+        made = getattr(source, "preprocessing", None)
         source = one_image(source)
         if isinstance(source, torch.Tensor) and source.ndim == 4:  # model-ready: used as it is
+            wanted = p.preprocessing
+            if isinstance(made, Preprocessing) and not made.same_normalization(wanted):
+                return source, [f"this tensor was normalised for {made.describe()}, but the model expects "
+                                f"{wanted.describe()}: give the picture itself, or load it with "
+                                "pw.load_image(source, model=model)"]
             return source, []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
-        x = load_image(source, size=p.size, crop=p.crop, normalize=p.normalize, normalization=p.normalization)
+        x = load_with(source, p.preprocessing)
     notes = []
     for w in caught:
         if issubclass(w.category, ImageWarning):

@@ -7,7 +7,7 @@ BatchNorm in eval mode, flatten, additions) plus :class:`Normalize`, a fixed aff
 Attributes every net carries:
 
 - ``block_layers``: preset alias -> module name whose output is a ReLU output (the value a block hands on);
-- ``normalization = (mean, std)``: what the inputs are (here raw pixels: ``(0, 0, 0), (1, 1, 1)``);
+- ``preprocessing``: :data:`PREPROCESSING`, what the inputs are: 64 x 64 raw pixels in [0, 1] (mean 0, std 1);
 - ``class_names``: :data:`pwawidgets.data.SHAPE_CLASSES`.
 """
 
@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from ..data import IMAGE_SIZE, SHAPE_CLASSES
+from ..preprocessing import Preprocessing
 
-RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+PREPROCESSING = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, (0.0,) * 3, (1.0,) * 3, "bilinear",
+                              f"mini zoo: {IMAGE_SIZE} x {IMAGE_SIZE} raw pixels in [0, 1]")
 DATA_MEAN = (0.5, 0.5, 0.5)  # measured on shapes(): per-channel mean 0.498, standard deviation 0.277
 DATA_STD = (0.28, 0.28, 0.28)
 FC_HIDDEN = 128  # units of each hidden layer of mini_vgg_fc's head
@@ -70,7 +72,7 @@ class MiniVGG(nn.Module):
     random state while training, and with p = 0.5 the plain net did not leave chance level).
     """
 
-    normalization = RAW_PIXELS
+    preprocessing = PREPROCESSING
     class_names = SHAPE_CLASSES
 
     def __init__(
@@ -145,7 +147,7 @@ class MiniResNet(nn.Module):
     One basic block per stage; widths 16 (stem), 32, 64, 128; 64 -> 32 px after the stem's pool, then 16, 8.
     """
 
-    normalization = RAW_PIXELS
+    preprocessing = PREPROCESSING
     class_names = SHAPE_CLASSES
     block_layers: dict[str, str] = {
         "stem": "maxpool",

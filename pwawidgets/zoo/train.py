@@ -175,7 +175,7 @@ def _card(
         "parameters": sum(p.numel() for p in model.parameters()),
         "class_names": list(SHAPE_CLASSES),
         "input": f"raw RGB in [0, 1], 3x{IMAGE_SIZE}x{IMAGE_SIZE}; centring is a fixed layer inside the net",
-        "normalization": [list(v) for v in model.normalization],
+        "normalization": [list(v) for v in model.preprocessing.normalization],
         "block_layers": dict(model.block_layers),
         "data": {
             "generator": "pwawidgets.data.shapes",
