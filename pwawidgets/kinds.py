@@ -711,9 +711,13 @@ def is_activation(module: nn.Module) -> bool:
     return isinstance(module, ACTIVATION_MODULES)
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d,
+               nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+
+
 def training_finding(module: nn.Module) -> str | None:
     """Why a mode-dependent module is not affine now (None when it is, i.e. in eval mode)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if isinstance(module, BATCH_NORMS):
         if not module.track_running_stats or module.running_mean is None:
             return "uses batch statistics (track_running_stats=False): not a fixed affine map"
         if module.training:

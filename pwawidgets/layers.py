@@ -69,9 +69,10 @@ def check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         hint = " (load it first: pwawidgets.load_model(name))" if isinstance(model, str) else ""
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}{hint}")
-    original = getattr(model, "_orig_mod", None)
-    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
-        return original
+    if type(model).__name__ == "OptimizedModule":  # torch.compile's wrapper: its one child is the original
+        children = list(model.children())
+        if len(children) == 1:
+            return children[0]
     return model
 
 

@@ -121,7 +121,7 @@ def test_the_rules_see_real_imports():
 # extension's private functions, autograd node class names, process-global module hooks
 PRIVATE_TORCH = re.compile(
     r"_saved_|_raw_saved|torch\._C\b|_sequence_nr|\bAccumulateGrad\b|\.variable\b|\w+Backward\d\b|\._version\b"
-    r"|register_module_forward(_pre)?_hook|next_functions|_functorch|_dynamo"
+    r"|register_module_forward(_pre)?_hook|next_functions|_functorch|_dynamo|_orig_mod|nn\.modules\.\w+\._[A-Za-z]"
 )
 
 
@@ -136,5 +136,6 @@ def test_no_private_pytorch_internals_anywhere_in_the_package():
 
 def test_the_private_names_check_sees_them():
     for line in ("node._saved_bias_sym_sizes_opt", "torch._C._get_function_stack_at(0)", "node._sequence_nr()",
-                 'type(n).__name__ == "HardtanhBackward0"', "edge.variable", "t._version"):
+                 'type(n).__name__ == "HardtanhBackward0"', "edge.variable", "t._version", "model._orig_mod",
+                 "nn.modules.batchnorm._BatchNorm"):
         assert PRIVATE_TORCH.search(line), line
