@@ -113,8 +113,9 @@ def fill_value(fill: Fill = "zero", normalization=None) -> torch.Tensor:
         if fill == "zero":
             return torch.tensor(0.0, dtype=torch.float64)
         if normalization is None:
-            raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std) or use a "
-                             "model from pwawidgets.load_model (it carries .normalization)")
+            raise ValueError("fill='black' needs the input normalisation: pass normalization=(mean, std), or give the "
+                             "model its preprocessing (model.preprocessing = pwawidgets.Preprocessing(...); "
+                             "pwawidgets.load_model does)")
         try:
             mean, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in normalization)
         except (TypeError, ValueError, RuntimeError) as exc:

@@ -154,13 +154,16 @@ def _check_inputs(inputs, target, batch_size) -> None:
     if target is None or target == "top1":
         return
     if isinstance(target, str):
-        raise ValueError(f"target {target!r}: give one class per image (an int, (B,) ints, 'top1') or None")
+        raise ValueError(f"target {target!r}: give one class per example (an int, (B,) ints, 'top1') or None")
     if isinstance(target, bool) or isinstance(target, float) or (
             isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
         raise TypeError(f"target must hold integer class indices, got {target!r}")
     t = torch.as_tensor(target)
+    if t.dim() == 2 and t.shape[1] == 1:  # (B, 1): one class per example, as the one target parser takes it
+        t = t[:, 0]
     if t.is_floating_point() or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and len(t) != inputs.shape[0]):
-        raise ValueError(f"target must be an int or one int per image ({inputs.shape[0]}), got {target!r}")
+        raise ValueError(f"target must be an int or one int per example ({inputs.shape[0]}: one per example), got "
+                         f"{target!r}")
 
 
 def _check_size(name: str, value) -> float:

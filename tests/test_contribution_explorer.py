@@ -662,7 +662,7 @@ def test_a_non_square_or_square_input_size_on_the_model(cifar: nn.Module) -> Non
             ContributionExplorer(cifar, _pixels())
         cifar.input_size = (32, 32)
         explorer = ContributionExplorer(cifar, _pixels(48))
-        assert explorer.state.preprocess.crop == 32 and explorer.state.inputs.shape[-2:] == (32, 32)
+        assert explorer.state.preprocess.preprocessing.crop == 32 and explorer.state.inputs.shape[-2:] == (32, 32)
     finally:
         del cifar.input_size
 

@@ -14,9 +14,9 @@ from PIL import Image
 from torch import nn
 
 import pwawidgets as pw
-from pwawidgets import data, datasets, fidelity, robustness
+from pwawidgets import data, datasets, metrics, robustness
 from pwawidgets.calls import input_normalization
-from pwawidgets.preprocessing import IMAGENET, preprocessing_of
+from pwawidgets.preprocessing import IMAGENET, normalization_of, preprocessing_of
 
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 # load_image works in float32, the manual pipeline in float64: 2e-5 normalised units is 1/200 of a grey level
@@ -170,13 +170,13 @@ def test_a_batch_made_for_another_model_warns_naming_both(photo, lite):
 def test_fidelity_and_robustness_read_the_model_preprocessing():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).double()
     model.preprocessing = pw.Preprocessing(4, 4, (0.5, 0.25, 0.0), (0.25, 0.5, 1.0))
-    torch.testing.assert_close(fidelity.fill_value(model, "black"),
+    torch.testing.assert_close(metrics.fill_value("black", normalization_of(model)),
                                torch.tensor([-2.0, -0.5, 0.0], dtype=torch.float64))
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
     delta = robustness.fgsm(model, x, 0, 0.1).delta
     torch.testing.assert_close(delta.abs().amax((0, 2, 3)), torch.tensor([0.4, 0.2, 0.1], dtype=torch.float64))
     with pytest.raises(ValueError, match="model.preprocessing = pwawidgets.Preprocessing"):
-        fidelity.fill_value(nn.Linear(2, 2), "black")
+        metrics.fill_value("black", normalization_of(nn.Linear(2, 2)))
 
 
 def test_raw_reference_reads_the_model_preprocessing(photo):

@@ -262,6 +262,7 @@ def photos_fit(model: nn.Module, preprocess: Preprocess, declared: bool) -> str:
     if not declared:
         return ("the model does not say what input size it takes (224 x 224 is assumed): give image_size=<side>, "
                 "e.g. image_size=32")
-    if preprocess.crop < 200:
-        return f"the model takes {preprocess.crop} x {preprocess.crop} images, not ImageNet-size photos"
+    side = preprocess.preprocessing.crop or preprocess.preprocessing.size
+    if side < 200:
+        return f"the model takes {side} x {side} images, not ImageNet-size photos"
     return ""
