@@ -139,3 +139,24 @@ def test_the_private_names_check_sees_them():
                  'type(n).__name__ == "HardtanhBackward0"', "edge.variable", "t._version", "model._orig_mod",
                  "nn.modules.batchnorm._BatchNorm"):
         assert PRIVATE_TORCH.search(line), line
+
+
+STANDS_ON = re.compile(r"^\s*- `(\w+)` stands on (.*)$")
+
+
+def test_the_stands_on_lists_of_the_architecture_notes_are_true():
+    """docs/architecture.md lists, for every engine module, the package modules it imports, each only on modules
+    listed above it; the lists must match the source exactly."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    listed = {}
+    for line in text.splitlines():
+        match = STANDS_ON.match(line)
+        if match:
+            listed[match.group(1)] = set(re.findall(r"`(\w+)`", match.group(2)))
+    assert set(listed) == ENGINE, f"modules without a 'stands on' line: {sorted(ENGINE - set(listed))}"
+    graph = _graph()
+    order = list(listed)
+    for name, deps in listed.items():
+        actual = {_top(d) for d in graph[f"pwawidgets.{name}"]}
+        assert actual == deps, f"{name} stands on {sorted(actual)}, the notes say {sorted(deps)}"
+        assert all(order.index(d) < order.index(name) for d in deps), f"{name} is listed above what it stands on"
