@@ -9,13 +9,16 @@ exponential acts on a constant), ``lin(x) * lin(x)`` and ``1 / lin(x)`` are not.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import warnings
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.fx
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import arguments, kinds
 from .kinds import (
@@ -100,9 +103,9 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     operations or module types this audit does not know, or a forward that ``torch.fx`` cannot trace. ``modules``:
     ``dict(model.named_modules())`` if the caller already has it.
 
-    Traced afresh on every call: ``forward`` may switch on any Python state (a config dict edited in place, a
-    global), which no cache key can see. It costs 8-25 ms (mini VGG, ResNet-18/50, EfficientNet-Lite0 on one CPU
-    thread), paid by every :func:`~pwawidgets.decompose` call.
+    Traced afresh on every call of this function: ``forward`` may switch on any Python state (a config dict edited
+    in place, a global), which no cache key can see. Decomposition-like calls keep a clean verdict and watch each
+    pass instead (:class:`PassAudit`).
     """
     model = check_model(model)
     if modules is not None and not isinstance(modules, dict):
@@ -118,16 +121,126 @@ def require_piecewise_affine(model: nn.Module, allow_non_affine: bool = False, s
     arguments.flag("allow_non_affine", allow_non_affine)
     arguments.flag("strict", strict)
     report = audit(model, modules)
+    _enforce(report, allow_non_affine, strict)
+    return report
+
+
+def _enforce(report: AuditReport, allow_non_affine: bool, strict: bool) -> None:
     if not report.ok:
         if not allow_non_affine:
             raise ValueError(f"{report}\nPass allow_non_affine=True to go on anyway (not exact).")
-        warnings.warn(f"{report}\nGoing on (allow_non_affine=True): the results are not exact.", ExactnessWarning, 3)
+        warnings.warn(f"{report}\nGoing on (allow_non_affine=True): the results are not exact.", ExactnessWarning, 4)
     elif report.unverified:
         message = f"the audit could not check everything, so exactness is not guaranteed:\n{report}"
         if strict:
             raise ValueError(message + "\n(strict=True) Check with pwawidgets.verify, then pass strict=False.")
-        warnings.warn(message + "\nCheck with pwawidgets.verify.", ExactnessWarning, 3)
-    return report
+        warnings.warn(message + "\nCheck with pwawidgets.verify.", ExactnessWarning, 4)
+
+
+# ----------------------------------------------------------------- a verdict kept, and watched on every pass
+
+_KEPT: WeakKeyDictionary = WeakKeyDictionary()  # model -> (its state, the report given for it)
+_WATCH_SAFE = (AFFINE, PIECEWISE, STEP, SHAPE)
+_TRAINING_ARGUMENT = {"batch_norm": (5, False), "rrelu": (3, False)}  # position and default of `training`
+
+
+def _state(named: dict[str, nn.Module]) -> tuple:
+    """What a verdict was given for: every module's name, type, mode and own ``forward``, and the hooks on them."""
+    modules = tuple((name, type(m), m.training, id(vars(m).get("forward"))) for name, m in named.items())
+    return modules + tuple(str(finding) for _, finding in _hook_findings(named))
+
+
+def _verdict_holds_for(func, args: tuple, kwargs: dict) -> bool:
+    """Whether an operation the pass runs leaves a kept verdict standing: one whose verdict cannot depend on the
+    values it reads (affine, piece-wise affine, step, shape; a mode-dependent one in eval mode; a reduction that
+    keeps the batch axis). Anything else (smooth, products, divisions, detach, unknown) asks for a fresh audit."""
+    name = getattr(func, "__name__", "")
+    if name == "__get__":  # a Tensor property: metadata, except the ones that cut autograd
+        return getattr(func, "__self__", None) not in (torch.Tensor.data, torch.Tensor.grad)
+    kind = kinds.kind_of_call(func)
+    if kind is None:
+        return False
+    if kind.category == MODE:
+        position, default = _TRAINING_ARGUMENT.get(name, (2, True))  # F.dropout and kin: training=True by default
+        training = kwargs.get("training", args[position] if len(args) > position else default)
+        return not training
+    if kind.category in (BILINEAR, DIVISION):  # fine while one side is a constant (a weight, a buffer, a number)
+        computed = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.grad_fn is not None]
+        if kind.category == BILINEAR:
+            return len(computed) <= 1
+        divisor = kwargs.get("other", args[1] if len(args) > 1 else None)
+        return not (isinstance(divisor, torch.Tensor) and divisor.grad_fn is not None)
+    if kind.category not in _WATCH_SAFE:
+        return False
+    if name.strip("_") in _REDUCTIONS and args and isinstance(args[0], torch.Tensor):
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if isinstance(dim, torch.Tensor):  # max(x, other): elementwise
+            return True
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        return None not in dims and all(int(d) % max(args[0].dim(), 1) != 0 for d in dims)
+    return True
+
+
+class _PassWatch(TorchFunctionMode):
+    """Runs the forward pass and notes the first operation that a kept verdict does not cover."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uncovered = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.uncovered is None and not _verdict_holds_for(func, args, kwargs):
+            self.uncovered = func
+        return func(*args, **kwargs)
+
+
+@dataclass
+class PassAudit:
+    """The audit of one decomposition-like call (:func:`pwawidgets.core.run_passes`).
+
+    A clean verdict (nothing offending, nothing unverified) is kept per model, for the model's state (modules, their
+    modes, their own ``forward``, hooks). The next call with the same state takes it and runs its forward pass watched: when every operation of the pass is
+    one a verdict cannot depend on, the kept verdict stands; otherwise (``forward`` may switch on any Python setting)
+    the model is audited afresh right after the pass, before any backward pass. A changed state is audited before
+    the pass. So no kept verdict is ever served for operations it did not see."""
+
+    model: nn.Module
+    named: dict[str, nn.Module]
+    allow_non_affine: bool
+    strict: bool
+    report: AuditReport | None = None
+    watch: _PassWatch | None = None
+
+    @classmethod
+    def before_pass(cls, model: nn.Module, named: dict[str, nn.Module], allow_non_affine: bool, strict: bool
+                    ) -> PassAudit:
+        arguments.flag("allow_non_affine", allow_non_affine)
+        arguments.flag("strict", strict)
+        self = cls(model, named, allow_non_affine, strict)
+        state = _state(named)
+        kept = _KEPT.get(model)
+        if kept is not None and kept[0] == state and kept[1].ok and not kept[1].unverified:
+            self.report, self.watch = kept[1], _PassWatch()
+        else:
+            self.report = audit(model, named)
+            _KEPT[model] = (state, self.report)
+        _enforce(self.report, allow_non_affine, strict)
+        return self
+
+    def watching(self):
+        """The context the forward pass runs in."""
+        return self.watch if self.watch is not None else contextlib.nullcontext()
+
+    def after_pass(self) -> None:
+        """A fresh audit when the watched pass ran an operation the kept verdict does not cover."""
+        if self.watch is None or self.watch.uncovered is None:
+            return
+        fresh = audit(self.model, self.named)
+        _KEPT[self.model] = (_state(self.named), fresh)
+        if (fresh.offending, fresh.unverified) != (self.report.offending, self.report.unverified):
+            self.report = fresh
+            _enforce(fresh, self.allow_non_affine, self.strict)
 
 
 def _audit(model: nn.Module, named: dict[str, nn.Module]) -> AuditReport:

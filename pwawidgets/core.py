@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audit import audit, require_piecewise_affine
+from .audit import PassAudit, audit
 from .calls import (
     LayerPass,
     Normalization,
@@ -357,7 +357,7 @@ def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader:
         raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
     wants_input = any(s.module is None for s in specs)
     norm = input_normalization(model, request.normalization, request.reference, wants_input)
-    require_piecewise_affine(model, request.allow_non_affine, request.strict, modules)
+    checked = PassAudit.before_pass(model, modules, request.allow_non_affine, request.strict)
     x = prepare_inputs(model, inputs, wants_input)
     if norm is not None:
         check_raw_input(x, norm)
@@ -365,7 +365,7 @@ def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader:
 
     with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
           LayerCapture(model, specs, wants_all, modules) as capture):
-        with reader.watch(model, modules, specs, x):
+        with reader.watch(model, modules, specs, x), checked.watching():
             # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
             try:
                 output = model(x.clone() if x.requires_grad else x)
@@ -373,6 +373,7 @@ def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader:
                 raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): "
                                    f"{exc}\nCheck the size and channels it expects (224 px RGB for the ImageNet "
                                    "networks, 64 px for the mini zoo).") from exc
+        checked.after_pass()
         logits = logits_of(output)
         if wants_all:
             named = {s.name for s in specs}

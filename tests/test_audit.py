@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -265,3 +267,53 @@ def test_reductions_over_the_batch_axis_are_unverified():
     assert "batch axis" in str(pw.audit(whole))
     within = Wrap(lambda m, x: m.lin2(m.lin(x) - m.lin(x).mean(1, keepdim=True))).eval()
     assert pw.audit(within).verified
+
+
+AUDIT_MODULE = importlib.import_module("pwawidgets.audit")
+
+
+class Settable(nn.Module):
+    """forward reads a Python setting: a ReLU, a sigmoid, or a product of two computed values."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.mode = "relu"
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = {"relu": torch.relu, "sigmoid": torch.sigmoid, "square": lambda v: v * v}[self.mode](h)
+        return self.out(h)
+
+
+def test_a_kept_verdict_is_watched_on_every_pass(monkeypatch):
+    """decompose keeps the audit's verdict for an unchanged model and traces it again only when the pass runs an
+    operation that verdict does not cover: a setting flipped between two calls is caught before any backward."""
+    calls = []
+    real = AUDIT_MODULE.audit
+    monkeypatch.setattr(AUDIT_MODULE, "audit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, x = Settable().double().eval(), torch.randn(2, 4, dtype=torch.float64)
+    pw.decompose(model, x, 0)
+    pw.decompose(model, x, 0)
+    assert len(calls) == 1  # the second pass ran only covered operations: no second trace
+    for mode, match in (("sigmoid", "sigmoid"), ("square", "product")):
+        model.mode = mode
+        with pytest.raises(ValueError, match=match):
+            pw.decompose(model, x, 0)
+    model.mode = "relu"
+    before = len(calls)
+    torch.testing.assert_close(pw.decompose(model, x, 0).bias["input"], pw.decompose(model, x, 0).bias["input"])
+    assert len(calls) == before + 1  # traced once after the state it was kept for changed, then kept again
+
+
+def test_a_changed_module_or_mode_is_audited_before_the_pass():
+    model, x = Settable().eval(), torch.randn(2, 4)
+    pw.decompose(model, x, 0)
+    model.fc = nn.Sequential(nn.Linear(4, 4), nn.GELU())
+    with pytest.raises(ValueError, match="GELU"):
+        pw.decompose(model, x, 0)
+    model.fc = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    pw.decompose(model, x, 0)
+    model.fc.train()
+    with pytest.raises(ValueError, match="training mode"):
+        pw.decompose(model, x, 0)
