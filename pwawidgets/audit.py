@@ -200,10 +200,11 @@ class PassAudit:
     """The audit of one decomposition-like call (:func:`pwawidgets.core.run_passes`).
 
     A clean verdict (nothing offending, nothing unverified) is kept per model, for the model's state (modules, their
-    modes, their own ``forward``, hooks). The next call with the same state takes it and runs its forward pass watched: when every operation of the pass is
-    one a verdict cannot depend on, the kept verdict stands; otherwise (``forward`` may switch on any Python setting)
-    the model is audited afresh right after the pass, before any backward pass. A changed state is audited before
-    the pass. So no kept verdict is ever served for operations it did not see."""
+    modes, their own ``forward``, hooks). The next call with the same state takes it and runs its forward pass
+    watched: when every operation of the pass is one a verdict cannot depend on, the kept verdict stands; otherwise
+    (``forward`` may switch on any Python setting) the model is audited afresh right after the pass, before any
+    backward pass. A changed state, or a verdict that was not clean, is audited before the pass. So no kept verdict
+    is ever served for operations it did not see."""
 
     model: nn.Module
     named: dict[str, nn.Module]
