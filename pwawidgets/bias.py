@@ -37,11 +37,12 @@ from .calls import LayerPass, Normalization, Scores, Target
 from .core import Reader, Request, run_passes
 from .layers import INPUT, LayerSpec, check_model, resolve_layers, resolve_one
 from .precision import ExactnessWarning
+from .region_constants import CONSTANT_LABELS
 
 REMAINDER = "other (not attributed)"
 NORMALIZATION = "input normalisation"
 NORM, UNATTRIBUTED = "input normalisation", "not attributed"
-KIND_LABELS: tuple[str, ...] = (NORM, *kinds.CONSTANT_LABELS, UNATTRIBUTED)
+KIND_LABELS: tuple[str, ...] = (NORM, *CONSTANT_LABELS, UNATTRIBUTED)
 """The kinds of source, in the order :meth:`BiasSources.by_kind` lists them."""
 
 __all__ = ["BiasSources", "KIND_LABELS", "NORMALIZATION", "REMAINDER", "bias_sources", "bias_sources_at"]

@@ -32,11 +32,31 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
+from .region_constants import (
+    ADDED,
+    BIAS,
+    BN_SHIFT,
+    CAP,
+    FILL,
+    PADDING,
+    Constant,
+    argument,
+    batch_norm_shift,
+    capped,
+    clamp_caps,
+    hardsigmoid_offset,
+    larger_operand,
+    layer_bias,
+    operands,
+    padding_value,
+    softshrink_offset,
+    threshold_value,
+)
+
 AFFINE, BILINEAR, DIVISION, PIECEWISE, STEP, SMOOTH = "affine", "bilinear", "division", "piecewise", "step", "smooth"
 MODE, LOOKUP, SHAPE, DETACH = "mode", "lookup", "shape", "detach"
 
 Switches = Callable[[tuple, dict], list[torch.Tensor]]
-Constant = Callable[[Callable, tuple, dict, Callable[[object], bool]], "torch.Tensor | None"]
 
 
 @dataclass(frozen=True)
@@ -93,14 +113,10 @@ def _levels(levels: Sequence) -> Switches:
     return switches
 
 
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
-    return args[index] if len(args) > index else kwargs.get(name, default)
-
-
 def _difference(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """Switches of a two-operand comparison, max or min: where ``a - b`` crosses 0."""
     a, da = _dual(args[0])
-    b_value = _arg(args, kwargs, 1, "other")
+    b_value = argument(args, kwargs, 1, "other")
     if b_value is None or isinstance(b_value, (int, float)) and not isinstance(b_value, bool):
         b_value = 0.0 if b_value is None else b_value
     b, db = _dual(b_value)
@@ -118,16 +134,16 @@ def _max_or_min(minimum: bool) -> Switches:
     minimum is the maximum of the negated values)."""
 
     def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-        other = _arg(args, kwargs, 1, "other")
+        other = argument(args, kwargs, 1, "other")
         if isinstance(other, torch.Tensor):
             return _difference(args, kwargs)
-        return _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"), minimum)
+        return _reduction_switches(args[0], argument(args, kwargs, 1, "dim"), minimum)
 
     return switches
 
 
 def _reduction(minimum: bool) -> Switches:
-    return lambda args, kwargs: _reduction_switches(args[0], _arg(args, kwargs, 1, "dim"), minimum)
+    return lambda args, kwargs: _reduction_switches(args[0], argument(args, kwargs, 1, "dim"), minimum)
 
 
 def _arg_extreme(minimum: bool) -> Switches:
@@ -135,7 +151,7 @@ def _arg_extreme(minimum: bool) -> Switches:
     ``dim``, over the whole tensor (batch included)."""
 
     def switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-        dim = _arg(args, kwargs, 1, "dim")
+        dim = argument(args, kwargs, 1, "dim")
         if dim is None:
             v, dv = _dual(args[0])
             if dv is None or v.dim() == 0:
@@ -199,26 +215,26 @@ def _order_steps(x, dim: int, kept: Callable[[int], tuple[int, int]] | None = No
 
 def _sort_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """sort and argsort: any two neighbours meet."""
-    return _order_steps(args[0], _arg(args, kwargs, 1, "dim", -1))
+    return _order_steps(args[0], argument(args, kwargs, 1, "dim", -1))
 
 
 def _topk_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """topk: two of the k kept entries meet (their order), or one of them meets an entry left out (the set)."""
-    k = int(_arg(args, kwargs, 1, "k"))
-    largest = _arg(args, kwargs, 3, "largest", True)
-    return _order_steps(args[0], _arg(args, kwargs, 2, "dim", -1),
+    k = int(argument(args, kwargs, 1, "k"))
+    largest = argument(args, kwargs, 3, "largest", True)
+    return _order_steps(args[0], argument(args, kwargs, 2, "dim", -1),
                         (lambda n: (n - k, n)) if largest else (lambda n: (0, k)))
 
 
 def _kthvalue_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """kthvalue: the k-th smallest entry meets another."""
-    k = int(_arg(args, kwargs, 1, "k"))
-    return _order_steps(args[0], _arg(args, kwargs, 2, "dim", -1), lambda n: (k - 1, k))
+    k = int(argument(args, kwargs, 1, "k"))
+    return _order_steps(args[0], argument(args, kwargs, 2, "dim", -1), lambda n: (k - 1, k))
 
 
 def _median_switches(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """median (the lower one, as torch returns it) meets another entry; without ``dim``, over the whole tensor."""
-    dim = _arg(args, kwargs, 1, "dim")
+    dim = argument(args, kwargs, 1, "dim")
     x = args[0]
     if dim is None:
         v, dv = _dual(x)
@@ -275,20 +291,20 @@ def _pool_windows(v, dv, args, kwargs, dims, adaptive):
         v, dv = v.unsqueeze(0), dv.unsqueeze(0)
     h, w = v.shape[-2:]
     if adaptive:
-        out = _pair(_arg(args, kwargs, 1, "output_size"), dims)
+        out = _pair(argument(args, kwargs, 1, "output_size"), dims)
         out = (1, *out) if dims == 1 else out
         oh, ow = (h if out[0] is None else out[0]), (w if out[1] is None else out[1])
         if h % oh or w % ow:
             return None
         kernel, stride, padding, dilation = (h // oh, w // ow), (h // oh, w // ow), (0, 0), (1, 1)
     else:
-        if _arg(args, kwargs, 5, "ceil_mode", False):
+        if argument(args, kwargs, 5, "ceil_mode", False):
             return None
-        kernel = _pair(_arg(args, kwargs, 1, "kernel_size"), dims)
-        stride = _arg(args, kwargs, 2, "stride") or kernel
+        kernel = _pair(argument(args, kwargs, 1, "kernel_size"), dims)
+        stride = argument(args, kwargs, 2, "stride") or kernel
         stride = _pair(stride, dims)
-        padding = _pair(_arg(args, kwargs, 3, "padding", 0), dims)
-        dilation = _pair(_arg(args, kwargs, 4, "dilation", 1), dims)
+        padding = _pair(argument(args, kwargs, 3, "padding", 0), dims)
+        dilation = _pair(argument(args, kwargs, 4, "dilation", 1), dims)
         if dims == 1:
             kernel, stride, padding, dilation = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation)
     pads = (padding[1], padding[1], padding[0], padding[0])
@@ -322,20 +338,20 @@ def _integer_steps(offset: float) -> Switches:
 
 
 def _clamp_levels(args: tuple, kwargs: dict) -> list:
-    return [_arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")]
+    return [argument(args, kwargs, 1, "min"), argument(args, kwargs, 2, "max")]
 
 
 def _hardtanh_levels(args: tuple, kwargs: dict) -> list:
-    return [_arg(args, kwargs, 1, "min_val", -1.0), _arg(args, kwargs, 2, "max_val", 1.0)]
+    return [argument(args, kwargs, 1, "min_val", -1.0), argument(args, kwargs, 2, "max_val", 1.0)]
 
 
 def _shrink_levels(args: tuple, kwargs: dict) -> list:
-    lam = _arg(args, kwargs, 1, "lambd", 0.5)
+    lam = argument(args, kwargs, 1, "lambd", 0.5)
     return [-lam, lam]
 
 
 def _threshold_levels(args: tuple, kwargs: dict) -> list:
-    return [_arg(args, kwargs, 1, "threshold")]
+    return [argument(args, kwargs, 1, "threshold")]
 
 
 def _pool_dispatch(adaptive: bool) -> Switches:
@@ -352,132 +368,9 @@ def _pool_dispatch(adaptive: bool) -> Switches:
 
 
 def _is_1d_pool(args: tuple, kwargs: dict, adaptive: bool) -> bool:
-    size = _arg(args, kwargs, 1, "output_size" if adaptive else "kernel_size")
+    size = argument(args, kwargs, 1, "output_size" if adaptive else "kernel_size")
     return isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 1)
 
-
-
-# ------------------------------------------------------------------------------ constants inside a region
-# With the activation pattern frozen, an operation is affine in its inputs that depend on a layer tensor h:
-# out = D[in] + c. ``constant(func, args, kwargs, depends)`` gives c (broadcastable to the output; None when it
-# is 0), read before the operation runs (an in-place one overwrites its input); ``depends(v)`` says whether an
-# argument depends on h. Positively homogeneous operations (ReLU, max-pool, products by a constant) add nothing.
-
-BIAS, BN_SHIFT, CAP, PADDING, ADDED, FILL = ("conv/linear bias", "BatchNorm shift", "activation cap",
-                                             "padding value", "added tensor (shortcut)", "constant (where, fill, cat)")
-CONSTANT_LABELS: tuple[str, ...] = (BIAS, BN_SHIFT, CAP, PADDING, ADDED, FILL)
-
-
-def _free(value, depends) -> bool:
-    """An operand that adds something: a float tensor that does not depend on h, or a non-zero number."""
-    if isinstance(value, torch.Tensor):
-        return value.is_floating_point() and not depends(value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
-
-
-def _zeroed(func: Callable, args: tuple, kwargs: dict, depends) -> torch.Tensor:
-    """The call with every input that depends on h set to 0: c of an operation affine in those inputs."""
-    def zero(v):
-        if isinstance(v, (list, tuple)):
-            return type(v)(zero(u) for u in v)
-        return torch.zeros_like(v) if isinstance(v, torch.Tensor) and v.is_floating_point() and depends(v) else v
-
-    return func(*(zero(v) for v in args), **{k: zero(v) for k, v in kwargs.items()})
-
-
-def _operands(*positions: int, names: tuple[str, ...] = ()) -> Constant:
-    """c of an operation affine in its inputs (sums, selection, filling): the call with h's inputs set to 0, made
-    only when one of the operands at ``positions`` (or named ``names``) adds something."""
-
-    def constant(func, args, kwargs, depends):
-        values = [args[i] for i in positions if i < len(args)] + [kwargs[n] for n in names if n in kwargs]
-        flat = [u for v in values for u in (v if isinstance(v, (list, tuple)) else (v,))]
-        return _zeroed(func, args, kwargs, depends) if any(_free(v, depends) for v in flat) else None
-
-    return constant
-
-
-def _bias(func, args, kwargs, depends):
-    """Convolutions and linear layers: their bias, along the channel axis (the last one for linear)."""
-    bias = _arg(args, kwargs, 2, "bias")
-    if not isinstance(bias, torch.Tensor):
-        return None
-    x = args[0]
-    if getattr(func, "__name__", "") == "linear" or x.dim() < 3:
-        return bias
-    return bias.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
-def _batch_norm_shift(func, args, kwargs, depends):
-    """Eval BatchNorm: ``beta - gamma mu / sqrt(var + eps)`` per channel (batch statistics: not affine, None)."""
-    x, mean, var = args[0], _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
-    if mean is None or var is None or _arg(args, kwargs, 5, "training", False):
-        return None
-    gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
-    eps = _arg(args, kwargs, 7, "eps", 1e-5)
-    shift = -mean / (var + eps).sqrt()
-    shift = shift if gamma is None else shift * gamma
-    shift = shift if beta is None else shift + beta
-    return shift.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
-def _capped(levels: Callable[[Callable, tuple, dict], tuple], strict: bool) -> Constant:
-    """A clamp to ``[low, high]``: the cap value on the units it holds there (autograd's gradient is 0 there:
-    at the cap itself too for hardtanh and ReLU6, ``strict=False``; only beyond it for clamp)."""
-
-    def constant(func, args, kwargs, depends):
-        x = args[0].detach()
-        low, high = levels(func, args, kwargs)
-        c = None
-        for level, held in ((low, x.lt if strict else x.le), (high, x.gt if strict else x.ge)):
-            if level is not None and not (isinstance(level, (int, float)) and level == 0):
-                part = held(level).to(x.dtype) * level
-                c = part if c is None else c + part
-        return c
-
-    return constant
-
-
-def _clamp_caps(func, args, kwargs) -> tuple:
-    name = getattr(func, "__name__", "")
-    if name.startswith("clamp_max"):
-        return None, _arg(args, kwargs, 1, "max")
-    return _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
-
-
-def _hardsigmoid(func, args, kwargs, depends):
-    """``x / 6 + 1/2`` inside (-3, 3), 1 from 3 on."""
-    x = args[0].detach()
-    return ((x > -3) & (x < 3)).to(x.dtype) * 0.5 + (x >= 3).to(x.dtype)
-
-
-def _threshold(func, args, kwargs, depends):
-    x, level, value = args[0].detach(), _arg(args, kwargs, 1, "threshold"), _arg(args, kwargs, 2, "value")
-    return (x <= level).to(x.dtype) * value if value else None
-
-
-def _softshrink(func, args, kwargs, depends):
-    if getattr(func, "__name__", "") != "softshrink":
-        return None  # hardshrink: x or 0
-    x, lam = args[0].detach(), _arg(args, kwargs, 1, "lambd", 0.5)
-    return ((x < -lam).to(x.dtype) - (x > lam).to(x.dtype)) * lam
-
-
-def _larger(func, args, kwargs, depends):
-    """``maximum(h, b)`` (or minimum) with ``b`` free of h: ``b`` where it is taken."""
-    a, b = args[0], _arg(args, kwargs, 1, "other")
-    if not isinstance(b, torch.Tensor) or depends(a) == depends(b):
-        return None
-    h, free = (a, b) if depends(a) else (b, a)
-    taken = free > h if "max" in getattr(func, "__name__", "") else free < h
-    return taken.to(h.dtype) * free
-
-
-def _padding(func, args, kwargs, depends):
-    """``F.pad`` in constant mode: the fill value where it pads (0 adds nothing; other modes copy)."""
-    if _arg(args, kwargs, 2, "mode", "constant") != "constant" or not _arg(args, kwargs, 3, "value"):
-        return None
-    return _zeroed(func, args, kwargs, depends)
 
 
 # ----------------------------------------------------------------------------------------- the registry
@@ -509,29 +402,29 @@ KINDS: tuple[Kind, ...] = (
     Kind("prelu", PIECEWISE, (nn.PReLU,), _fns("prelu") + _fns("prelu", module=torch), ("prelu",), _levels(_ZERO),
          activation=True),
     Kind("relu6", PIECEWISE, (nn.ReLU6,), _fns("relu6"), (), _levels((0.0, 6.0)), activation=True,
-         constant=_capped(lambda f, a, k: (0.0, 6.0), strict=False), adds=CAP),
+         constant=capped(lambda f, a, k: (0.0, 6.0), strict=False), adds=CAP),
     Kind("hardtanh", PIECEWISE, (nn.Hardtanh,), _fns("hardtanh", "hardtanh_"), (), _levels(_hardtanh_levels),
-         activation=True, constant=_capped(lambda f, a, k: tuple(_hardtanh_levels(a, k)), strict=False), adds=CAP),
+         activation=True, constant=capped(lambda f, a, k: tuple(_hardtanh_levels(a, k)), strict=False), adds=CAP),
     Kind("rrelu", MODE, (nn.RReLU,), _fns("rrelu", "rrelu_"), (), _levels(_ZERO), activation=True),
-    Kind("threshold", PIECEWISE, (nn.Threshold,), _fns("threshold", "threshold_", "_threshold"), (),
-         _levels(_threshold_levels), activation=True, constant=_threshold, adds=CAP),
+    Kind("threshold", PIECEWISE, (nn.Threshold,), _fns("threshold", "threshold_", "threshold_value"), (),
+         _levels(_threshold_levels), activation=True, constant=threshold_value, adds=CAP),
     Kind("hardsigmoid", PIECEWISE, (nn.Hardsigmoid,), _fns("hardsigmoid"), (), _levels((-3.0, 3.0)),
-         activation=True, constant=_hardsigmoid, adds=CAP),
+         activation=True, constant=hardsigmoid_offset, adds=CAP),
     Kind("shrink", PIECEWISE, (nn.Softshrink, nn.Hardshrink), _fns("softshrink", "hardshrink")
          + _tensor_methods("hardshrink"), ("hardshrink",), _levels(_shrink_levels), activation=True,
-         constant=_softshrink, adds=CAP),
+         constant=softshrink_offset, adds=CAP),
     Kind("clamp", PIECEWISE, (), _fns("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", module=torch)
          + _tensor_methods("clamp", "clip", "clamp_min", "clamp_max"), ("clamp", "clip", "clamp_min", "clamp_max"),
-         _levels(_clamp_levels), constant=_capped(_clamp_caps, strict=True), adds=CAP),
+         _levels(_clamp_levels), constant=capped(clamp_caps, strict=True), adds=CAP),
     Kind("abs", PIECEWISE, (), _fns("abs", "absolute", module=torch) + _tensor_methods("abs", "absolute")
          + (operator.abs,), ("abs", "absolute"), _levels(_ZERO)),
     Kind("maximum", PIECEWISE, (), _fns("maximum", "minimum", "fmax", "fmin", module=torch)
          + _tensor_methods("maximum", "minimum", "fmax", "fmin"), ("maximum", "minimum", "fmax", "fmin"),
-         _difference, constant=_larger, adds=CAP),
+         _difference, constant=larger_operand, adds=CAP),
     Kind("max", PIECEWISE, (), _fns("max", module=torch) + _tensor_methods("max"), ("max",), _max_or_min(False),
-         constant=_larger, adds=CAP),
+         constant=larger_operand, adds=CAP),
     Kind("min", PIECEWISE, (), _fns("min", module=torch) + _tensor_methods("min"), ("min",), _max_or_min(True),
-         constant=_larger, adds=CAP),
+         constant=larger_operand, adds=CAP),
     Kind("amax", PIECEWISE, (), _fns("amax", module=torch) + _tensor_methods("amax"), ("amax",), _reduction(False)),
     Kind("amin", PIECEWISE, (), _fns("amin", module=torch) + _tensor_methods("amin"), ("amin",), _reduction(True)),
     Kind("sort", PIECEWISE, (), _fns("sort", module=torch) + _tensor_methods("sort"), ("sort",), _sort_switches),
@@ -550,7 +443,7 @@ KINDS: tuple[Kind, ...] = (
               "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"), (),
          _pool_dispatch(adaptive=True)),
     Kind("select", PIECEWISE, (), _fns("where", "masked_fill", module=torch) + _tensor_methods("where", "masked_fill"),
-         ("where", "masked_fill"), lambda args, kwargs: [], constant=_operands(1, 2, names=("input", "other", "value")),
+         ("where", "masked_fill"), lambda args, kwargs: [], constant=operands(1, 2, names=("input", "other", "value")),
          adds=FILL),
     # piece-wise constant
     Kind("compare", STEP, (), _fns("gt", "ge", "lt", "le", "eq", "ne", "greater", "less", module=torch)
@@ -575,14 +468,14 @@ KINDS: tuple[Kind, ...] = (
     # affine
     Kind("sum", AFFINE, (), (operator.add, operator.iadd, operator.sub, operator.isub)
          + _fns("add", "sub", "subtract", "rsub", module=torch) + _tensor_methods("add", "sub", "subtract", "rsub"),
-         ("add", "sub", "subtract", "rsub"), None, constant=_operands(0, 1, names=("input", "other")), adds=ADDED),
+         ("add", "sub", "subtract", "rsub"), None, constant=operands(0, 1, names=("input", "other")), adds=ADDED),
     Kind("concat", AFFINE, (), _fns("cat", "concat", "concatenate", "stack", "hstack", "vstack", module=torch), (),
-         None, constant=_operands(0, names=("tensors",)), adds=FILL),
+         None, constant=operands(0, names=("tensors",)), adds=FILL),
     Kind("pad", AFFINE, (
         nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
         nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
         nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d), _fns("pad"), (), None,
-        constant=_padding, adds=PADDING),
+        constant=padding_value, adds=PADDING),
     Kind("affine", AFFINE, (
         nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
         nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
@@ -604,9 +497,9 @@ KINDS: tuple[Kind, ...] = (
                               nn.ConvTranspose3d, nn.Linear, nn.LazyLinear, nn.LazyConv1d, nn.LazyConv2d,
                               nn.LazyConv3d),
          _fns("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
-         (), None, constant=_bias, adds=BIAS),
+         (), None, constant=layer_bias, adds=BIAS),
     Kind("addmm", BILINEAR, (), _fns("addmm", "baddbmm", module=torch) + _tensor_methods("addmm", "baddbmm"),
-         ("addmm", "baddbmm"), None, constant=_operands(0, names=("input",)), adds=BIAS),
+         ("addmm", "baddbmm"), None, constant=operands(0, names=("input",)), adds=BIAS),
     Kind("bilinear", BILINEAR, (), (operator.mul, operator.imul, operator.matmul, operator.imatmul)
          + _fns("mul", "multiply", "matmul", "mm", "bmm", "einsum", "outer", "dot", "mv", "tensordot", "kron",
                 module=torch) + _tensor_methods("mul", "multiply", "matmul", "mm", "bmm"),
@@ -616,7 +509,7 @@ KINDS: tuple[Kind, ...] = (
          ("div", "divide", "true_divide"), None),
     Kind("batch_norm", MODE, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                               nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d), _fns("batch_norm"), (),
-         None, constant=_batch_norm_shift, adds=BN_SHIFT),
+         None, constant=batch_norm_shift, adds=BN_SHIFT),
     Kind("dropout", MODE, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                            nn.FeatureAlphaDropout), _fns("dropout", "dropout1d", "dropout2d", "dropout3d",
                                                          "alpha_dropout", "feature_alpha_dropout"), (), None),

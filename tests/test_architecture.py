@@ -9,8 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pwawidgets"
 
 # the engine computes; it never reaches for widgets, figures or loaders
-ENGINE = {"arguments", "kinds", "placement", "preprocessing", "precision", "audit", "layers", "calls", "core",
-          "exactness", "metrics", "baselines", "bias", "robustness", "fidelity"}
+ENGINE = {"arguments", "kinds", "region_constants", "placement", "preprocessing", "precision", "audit", "layers",
+          "calls", "core", "exactness", "metrics", "baselines", "bias", "robustness", "fidelity"}
 NOT_FOR_THE_ENGINE = {"widgets", "viz", "figures", "models", "model_sources", "images", "data", "zoo",
                       "efficientnet_lite", "cli", "regions", "exercises", "datasets", "reproduce",
                       "integrations"}
