@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import arguments
-from .calls import Normalization, Target, parse_targets
+from .calls import Normalization, Target, check_one_per_example, parse_targets
 from .core import layer_biases
 from .exactness import region_radius
 from .layers import INPUT, LayerSpec, resolve_one, substitute
@@ -144,26 +144,14 @@ def _in_batches(run: Callable[[torch.Tensor, object, int], Response], inputs: to
 
 
 def _check_inputs(inputs, target, batch_size) -> None:
-    """The inputs, the target and the batch size of a perturbation, before any work."""
+    """The inputs, the batch size and the form of the target of a perturbation, before any work."""
     if (not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2
             or inputs.shape[0] == 0):
         what = f"{inputs.dtype} {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be a float batch (B, ...) with B >= 1, got {what}; see pwawidgets.load_image")
     arguments.finite("inputs", inputs)
     arguments.integer("batch_size", batch_size, 1, optional=True)
-    if target is None or target == "top1":
-        return
-    if isinstance(target, str):
-        raise ValueError(f"target {target!r}: give one class per example (an int, (B,) ints, 'top1') or None")
-    if isinstance(target, bool) or isinstance(target, float) or (
-            isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
-        raise TypeError(f"target must hold integer class indices, got {target!r}")
-    t = torch.as_tensor(target)
-    if t.dim() == 2 and t.shape[1] == 1:  # (B, 1): one class per example, as the one target parser takes it
-        t = t[:, 0]
-    if t.is_floating_point() or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and len(t) != inputs.shape[0]):
-        raise ValueError(f"target must be an int or one int per example ({inputs.shape[0]}: one per example), got "
-                         f"{target!r}")
+    check_one_per_example(target, "a perturbation")  # the rest of the target is read by the one parser
 
 
 def _check_size(name: str, value) -> float:
