@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audit import PassAudit, audit
+from .audit import AuditReport, PassAudit
 from .calls import (
     LayerPass,
     Normalization,
@@ -202,7 +202,10 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 
 class Reader:
     """What a call keeps from the passes of :func:`run_passes`. This one keeps, per layer, the totals
-    ``sum_i w_i h_i`` ``(B, k)`` only (so ``bias = score - totals``); subclasses keep more, or watch the forward."""
+    ``sum_i w_i h_i`` ``(B, k)`` only (so ``bias = score - totals``); subclasses keep more, or watch the forward.
+    ``audit`` is the audit's report on the model, as the pass found it."""
+
+    audit: AuditReport | None = None
 
     def watch(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], x: torch.Tensor
               ) -> contextlib.AbstractContextManager:
@@ -317,15 +320,13 @@ def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, ref
     )
 
 
-def _exactness_notes(model: nn.Module, dec: Decomposition, allow_non_affine: bool) -> None:
+def _exactness_notes(report: AuditReport, dec: Decomposition) -> None:
     """Mark a result as not exact, with the reasons: a model the audit rejects (decomposed only with
     ``allow_non_affine``), half precision."""
-    if allow_non_affine:
-        report = audit(model)
-        if not report.ok:
-            dec.exact = False
-            dec.notes.append("not exact: the model is not piece-wise affine (decomposed with allow_non_affine=True): "
-                             + "; ".join(str(f) for f in report.offending))
+    if not report.ok:
+        dec.exact = False
+        dec.notes.append("not exact: the model is not piece-wise affine (decomposed with allow_non_affine=True): "
+                         + "; ".join(str(f) for f in report.offending))
     if dec.score.dtype in (torch.float16, torch.bfloat16):
         dec.exact = False
         dec.notes.append(f"not exact: computed in {dec.score.dtype}; use model.float() or .double()")
@@ -374,6 +375,7 @@ def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader:
                                    f"{exc}\nCheck the size and channels it expects (224 px RGB for the ImageNet "
                                    "networks, 64 px for the mini zoo).") from exc
         checked.after_pass()
+        reader.audit = checked.report
         logits = logits_of(output)
         if wants_all:
             named = {s.name for s in specs}
@@ -422,9 +424,10 @@ def decompose(
         strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
     """
     request = Request(target, layers, reference, normalization, allow_non_affine, strict)
-    passes, result = run_passes(model, inputs, request, KeepGradients() if keep_gradients else KeepContributions())
+    reader = KeepGradients() if keep_gradients else KeepContributions()
+    passes, result = run_passes(model, inputs, request, reader)
     dec = _assemble(passes, result, keep_gradients, reference, inputs)
-    _exactness_notes(check_model(model), dec, allow_non_affine)
+    _exactness_notes(reader.audit, dec)
     return dec
 
 
