@@ -40,9 +40,9 @@ from .precision import ExactnessWarning
 from .region_constants import CONSTANT_LABELS
 
 REMAINDER = "other (not attributed)"
-NORMALIZATION = "input normalisation"
-NORM, UNATTRIBUTED = "input normalisation", "not attributed"
-KIND_LABELS: tuple[str, ...] = (NORM, *CONSTANT_LABELS, UNATTRIBUTED)
+NORMALIZATION = "input normalisation"  # the source, and its kind
+UNATTRIBUTED = "not attributed"
+KIND_LABELS: tuple[str, ...] = (NORMALIZATION, *CONSTANT_LABELS, UNATTRIBUTED)
 """The kinds of source, in the order :meth:`BiasSources.by_kind` lists them."""
 
 __all__ = ["BiasSources", "KIND_LABELS", "NORMALIZATION", "REMAINDER", "bias_sources", "bias_sources_at"]
@@ -341,7 +341,7 @@ class _SourceReader(Reader):
         zero = score.new_zeros(score.shape[0])
         if layer.mean is not None:
             found = self.norm[id(layer)]
-            parts[NORMALIZATION], labels[NORMALIZATION] = column({j: p for j, (p, _) in found.items()}, zero), NORM
+            parts[NORMALIZATION], labels[NORMALIZATION] = column({j: p for j, (p, _) in found.items()}, zero), NORMALIZATION
             if self.pixel_maps:
                 cells[NORMALIZATION] = column({j: m for j, (_, m) in found.items()}, found[0][1])
         names = self._names()
