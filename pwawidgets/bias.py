@@ -341,7 +341,8 @@ class _SourceReader(Reader):
         zero = score.new_zeros(score.shape[0])
         if layer.mean is not None:
             found = self.norm[id(layer)]
-            parts[NORMALIZATION], labels[NORMALIZATION] = column({j: p for j, (p, _) in found.items()}, zero), NORMALIZATION
+            parts[NORMALIZATION] = column({j: p for j, (p, _) in found.items()}, zero)
+            labels[NORMALIZATION] = NORMALIZATION
             if self.pixel_maps:
                 cells[NORMALIZATION] = column({j: m for j, (_, m) in found.items()}, found[0][1])
         names = self._names()
