@@ -8,6 +8,7 @@ from .exactness import VerifyReport, region_radius, verify
 from .images import ImageLoadError, ImageWarning, display_image, load_image
 from .layers import layer_presets
 from .models import WeightsUnavailableError, imagenet_categories, load_model
+from .placement import best_device
 from .precision import ExactnessWarning, exact_math
 from .preprocessing import IMAGENET_NORMALIZATION, Preprocessing, PreprocessingWarning, preprocessing_of
 from .regions import enumerate_regions, train_toy
@@ -27,6 +28,7 @@ __all__ = [
     "WeightsUnavailableError",
     "audit",
     "baselines",
+    "best_device",
     "bias_sources",
     "data",
     "decompose",

@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 
+def best_device() -> torch.device:
+    """The device a notebook or command runs its models on: the CUDA GPU when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
     """The device of the model's first parameter (else first buffer); ``default`` for a model with neither."""
     for tensor in _tensors(model):

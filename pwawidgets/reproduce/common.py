@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..placement import best_device
 from ..preprocessing import preprocessing_of
 
 
@@ -21,7 +22,7 @@ class UsageError(ValueError):
 def pick_device(name: str | None) -> torch.device:
     """``--device``: the GPU when present and none is named; a clear error for a device this machine lacks."""
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return best_device()
     try:
         device = torch.device(name)
     except RuntimeError as exc:
