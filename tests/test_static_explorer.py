@@ -242,6 +242,11 @@ def test_page_from_disk_controls_numbers_transfer_and_aspect(built, meta, model)
         assert page.evaluate(MAP_PIXELS) != pixels
         pixels = page.evaluate(MAP_PIXELS)
 
+        page.locator("#scale").select_option("99")
+        key = wait_key(page, "#map", key)
+        assert page.evaluate(MAP_PIXELS) != pixels and page.locator("#vmax").inner_text().startswith("≥")
+        pixels = page.evaluate(MAP_PIXELS)
+
         # the numbers shown: class 2 of chelsea at stage3, against the float64 decomposition made here
         dec = float64_decomposition(model, "chelsea", ["stage3"])
         h, w = dec.activation("stage3")[0], dec.gradient("stage3")[0, 1]

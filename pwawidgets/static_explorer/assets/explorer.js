@@ -5,7 +5,7 @@
 const META = window.PWA_META;
 const PWA = {
   photos: {},          // name -> {payload, q (Int8Array of every map), image (HTMLImageElement), pixels}
-  state: {photo: null, layer: META.layers.length - 1, cls: 0, method: "ours", opacity: 0.85},
+  state: {photo: null, layer: META.layers.length - 1, cls: 0, method: "ours", opacity: 0.85, scale: 100},
   wanted: null,        // the photo asked for last (a slow load does not overwrite a later choice)
   renders: 0,
 };
@@ -126,10 +126,20 @@ function colour(v, vmax) {
   return COLOURS[Math.round((t + 1) / 2 * (COLOURS.length - 1))];
 }
 
+// The colour scale: the given percentile of |value| on the layer's grid (100: the largest |value|).
+function colourScale(values, percentile) {
+  const magnitudes = Float64Array.from(values, Math.abs).sort();
+  if (!magnitudes.length) return 0;
+  const top = magnitudes[magnitudes.length - 1];
+  if (percentile >= 100 || top === 0) return top;
+  const cut = magnitudes[Math.min(magnitudes.length - 1, Math.floor(magnitudes.length * percentile / 100))];
+  return cut > 0 ? cut : top;
+}
+
 function drawMap(photo, map, layer) {
   const {width: W, height: H} = photo.payload;
   const up = upsample(map.values, layer.height, layer.width, H, W);
-  const vmax = 127 * map.scale * (map.q.some((v) => v !== 0) ? 1 : 0);
+  const vmax = colourScale(map.values, PWA.state.scale);
   const canvas = $("map");
   canvas.width = W;
   canvas.height = H;
@@ -184,8 +194,9 @@ function render() {
   $("opacity-label").textContent = s.opacity.toFixed(2);
   $("map-caption").textContent = `${methodName} for “${cls.name}” at ${layer.name}` +
     (layer.name === "input" ? "" : ` (module ${layer.module})`);
-  $("vmin").textContent = (-vmax).toPrecision(3);
-  $("vmax").textContent = "+" + vmax.toPrecision(3);
+  const beyond = s.scale < 100 ? "≥ " : "";
+  $("vmin").textContent = (beyond ? "≤ " : "") + (-vmax).toPrecision(3);
+  $("vmax").textContent = beyond + "+" + vmax.toPrecision(3);
   $("units").textContent = units(s.method, layer);
 
   const sum = cls.sums[s.method][s.layer], bias = cls.bias[s.layer], score = cls.score;
@@ -213,7 +224,7 @@ function render() {
     identity.className = "identity fails";
   }
   const canvas = $("map");
-  canvas.dataset.key = `${s.photo}/${layer.name}/${s.cls}/${s.method}/${s.opacity}`;
+  canvas.dataset.key = `${s.photo}/${layer.name}/${s.cls}/${s.method}/${s.opacity}/${s.scale}`;
   PWA.renders += 1;
 }
 
@@ -241,6 +252,7 @@ function setup() {
   $("layer").addEventListener("input", (e) => { PWA.state.layer = Number(e.target.value); render(); });
   $("class").addEventListener("input", (e) => { PWA.state.cls = Number(e.target.value); render(); });
   $("opacity").addEventListener("input", (e) => { PWA.state.opacity = Number(e.target.value); render(); });
+  $("scale").addEventListener("change", (e) => { PWA.state.scale = Number(e.target.value); render(); });
   document.querySelectorAll("#method input").forEach((r) => {
     r.addEventListener("change", () => { if (r.checked) { PWA.state.method = r.value; render(); } });
   });
