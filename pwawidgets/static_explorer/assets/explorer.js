@@ -214,10 +214,15 @@ function render() {
   setNumber("stored", stored + bias);
   setNumber("bound", bound, bound.toPrecision(3));
   const identity = $("identity");
-  if (s.method === "ours") {
+  const rounding = 1e-4 * Math.max(1, Math.abs(score), Math.abs(bias), Math.abs(sum));  // float32 through the net
+  if (s.method === "ours" && Math.abs(score - sum - bias) <= rounding) {
     identity.textContent = `S = Σ w·h + b: the contributions at ${layer.name} and the bias add up to the score ` +
       "(the gap is float32 rounding).";
     identity.className = "identity holds";
+  } else if (s.method === "ours") {
+    identity.textContent = `The contributions and the bias miss the score by ${Math.abs(score - sum - bias)}: ` +
+      "more than float32 rounding, so this decomposition is not exact.";
+    identity.className = "identity fails";
   } else {
     identity.textContent = `Grad-CAM is not a decomposition: its sum and the bias miss the score by ` +
       `${Math.abs(score - sum - bias).toPrecision(3)}.`;
