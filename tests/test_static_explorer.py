@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,11 @@ def test_page_from_disk_controls_numbers_transfer_and_aspect(built, meta, model)
         assert page.evaluate(MAP_PIXELS) != pixels
         pixels = page.evaluate(MAP_PIXELS)
 
+        page.locator("#opacity").focus()
+        page.keyboard.press("ArrowLeft")
+        key = wait_key(page, "#map", key)
+        assert page.evaluate(MAP_PIXELS) != pixels
+        pixels = page.evaluate(MAP_PIXELS)
         page.locator("#scale").select_option("99")
         key = wait_key(page, "#map", key)
         assert page.evaluate(MAP_PIXELS) != pixels and page.locator("#vmax").inner_text().startswith("≥")
@@ -271,10 +277,10 @@ def test_page_from_disk_controls_numbers_transfer_and_aspect(built, meta, model)
         assert "not a decomposition" in page.locator("#identity").inner_text()
 
         # the photo picker loads the second photo's data on demand
-        page.locator("#photo").select_option("coffee")
+        with page.expect_request_finished(lambda r: r.url.endswith("/data/photo-coffee.js")):
+            page.locator("#photo").select_option("coffee")
         key = wait_key(page, "#map", key)
         assert key.startswith("coffee/") and page.evaluate(MAP_PIXELS) != pixels
-        assert any(u.endswith("/data/photo-coffee.js") for u in transferred)
         coffee = read_data(built.parent / "data" / "photo-coffee.js")["classes"][1]
         assert shown(page, "score") == coffee["score"]  # the stored float, shown unrounded in data-value
         assert shown(page, "bias") == coffee["bias"][layers.index("stage3")]
@@ -301,8 +307,35 @@ def test_page_from_disk_controls_numbers_transfer_and_aspect(built, meta, model)
             assert shown(page, "region-c1") == pytest.approx(float(grad[0] * p[0]), abs=1e-9)
             assert shown(page, "region-c2") == pytest.approx(float(grad[1] * p[1]), abs=1e-9)
             assert shown(page, "region-bias") == pytest.approx(float(logit.detach() - grad @ p), abs=1e-9)
+        page.locator("#region-output input[value='1']").check()
+        page.wait_for_function("window.PWA_REGIONS.output === 1")
+        with torch.no_grad():
+            second = float(toy.model(point.detach()[None])[0, 1])
+        assert shown(page, "region-logit") == pytest.approx(second, abs=1e-9)
         page.locator("#region-layer").focus()
         page.keyboard.press("ArrowLeft")
         wait_key(page, "#region-svg", key)
         assert check_aspects(page, 900) == check_aspects(page, 1600) == 1
+        assert not errors, errors
+
+
+def test_a_missing_data_file_is_named_and_the_page_keeps_working(built, tmp_path):
+    require_browser()
+    folder = tmp_path / "explorer"
+    shutil.copytree(built.parent, folder)
+    (folder / "data" / "photo-coffee.js").unlink()
+    with chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto((folder / "index.html").as_uri())
+        page.wait_for_function("window.PWA && window.PWA.renders > 0", timeout=30_000)
+        key = page.locator("#map").get_attribute("data-key")
+        page.locator("#photo").select_option("coffee")
+        page.wait_for_selector("#status.error", timeout=30_000)
+        assert "could not load data/photo-coffee.js" in page.locator("#status").inner_text()
+        assert "build(out_dir)" in page.locator("#status").inner_text()
+        assert page.locator("#photo").input_value() == "chelsea"
+        page.locator("#class").focus()
+        page.keyboard.press("ArrowRight")
+        assert wait_key(page, "#map", key).startswith("chelsea/")
         assert not errors, errors

@@ -58,6 +58,7 @@ async function showPhoto(name) {
       await loadScript(info.file);
     } catch (err) {
       status(`${err.message}: rebuild the explorer with pwawidgets.static_explorer.build(out_dir)`, true);
+      if (PWA.state.photo) $("photo").value = PWA.state.photo;  // the picker shows the photo still shown
       return;
     }
   }
