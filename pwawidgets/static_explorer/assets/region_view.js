@@ -45,8 +45,9 @@
       const q = p.matrixTransform(svg.getScreenCTM().inverse());
       R.pick(q.x, -q.y);
     });
-    const c = payload.layers[payload.layers.length - 1].polygons.map(centroid);
-    R.point = c[0];
+    const finals = payload.layers[payload.layers.length - 1].polygons;
+    const largest = finals.reduce((best, poly, i) => (area(poly) > area(finals[best]) ? i : best), 0);
+    R.point = centroid(finals[largest]);  // start inside the largest region
     draw();
   };
 
@@ -56,6 +57,15 @@
     R.clicks += 1;
     draw();
   };
+
+  function area(poly) {
+    let a = 0;
+    for (let i = 0; i < poly.length; i++) {
+      const [xa, ya] = poly[i], [xb, yb] = poly[(i + 1) % poly.length];
+      a += xa * yb - xb * ya;
+    }
+    return a / 2;
+  }
 
   function centroid(poly) {
     let a = 0, cx = 0, cy = 0;
