@@ -96,6 +96,7 @@ def test_stored_numbers_equal_an_independent_float64_decomposition(built, meta, 
     layers = [layer["name"] for layer in meta["layers"]]
     dec = float64_decomposition(model, "chelsea", layers)
     assert [c["index"] for c in payload["classes"]] == dec.target[0].tolist()
+    assert payload["exact"] is True and dec.exact
     for j, cls in enumerate(payload["classes"]):
         assert cls["score"] == pytest.approx(float(dec.score[0, j]), abs=float32_tolerance(cls["score"]))
         for i, layer in enumerate(layers):

@@ -79,7 +79,8 @@ def photo_payload(photo: PhotoData) -> dict[str, Any]:
         for j, c in enumerate(photo.classes)
     ]
     height, width = photo.picture.shape[:2]
-    return {"name": photo.name, "description": photo.description, "width": width, "height": height,
+    return {"name": photo.name, "description": photo.description, "exact": photo.exact, "width": width,
+            "height": height,
             "picture": jpeg_data_url(photo.picture), "classes": classes,
             "maps": base64.b64encode(b"".join(chunks)).decode("ascii")}
 

@@ -54,6 +54,7 @@ class PhotoData:
     biases: dict[str, list[float]]
     maps: dict[tuple[str, str], np.ndarray]
     sums: dict[tuple[str, str], list[float]]
+    exact: bool  # the pass's audit: every operation piece-wise affine (S = Σ w·h + b holds)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def precompute_photo(model: nn.Module, name: str, categories: Sequence[str] | No
         biases={layer: [float(v) for v in dec.bias[layer][0]] for layer in layers},
         maps=maps,
         sums=sums,
+        exact=bool(dec.exact),
     )
 
 

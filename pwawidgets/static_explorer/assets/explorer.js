@@ -86,7 +86,9 @@ async function showPhoto(name) {
   $("picture").src = photo.payload.picture;
   const note = `${photo.payload.description}. EfficientNet-Lite0 reads: ${photo.payload.classes[0].name}` +
     ` (p = ${percent(photo.payload.classes[0].probability)})` +
-    (info.sensible ? "." : ", a misreading: a good case to ask what the network looks at.");
+    (info.sensible ? "." : ", a misreading: a good case to ask what the network looks at.") +
+    (photo.payload.exact ? "" : " The build's audit found an operation that is not piece-wise affine: " +
+      "S = Σ w·h + b may not hold here.");
   $("photo-note").textContent = note;
   render();
 }
