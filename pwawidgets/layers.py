@@ -205,18 +205,21 @@ class LayerCapture:
         self._handles.clear()
 
     def _hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor: pick another layer")
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+            several = isinstance(output, tuple) and output and all(isinstance(t, torch.Tensor) for t in output)
+            if not isinstance(output, torch.Tensor) and not several:
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor (or a tuple of "
+                                "tensors): pick another layer")
             record = self.records[name]
             self._order.append((name, len(record.outputs)))
             record.outputs.append(output)
-            return output.clone()
+            return tuple(t.clone() for t in output) if several else output.clone()
 
         return hook
 
-    def tensor(self, spec: LayerSpec) -> torch.Tensor:
-        """The captured tensor of one spec, with a clear error if the module ran zero or several times."""
+    def tensor(self, spec: LayerSpec) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The captured tensor (or tuple of tensors) of one spec, with a clear error if the module ran zero or several
+        times."""
         outputs = self.records[spec.module].outputs
         if not outputs:
             raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass")
