@@ -120,7 +120,7 @@ class Decomposition:
         lead = 2 if self.per_class else 1
         contrib = self.contribution(layer)
         parts = contrib if isinstance(contrib, tuple) else (contrib,)
-        return sum(c.flatten(lead).sum(-1) for c in parts)
+        return sum(c.reshape(*c.shape[:lead], -1).sum(-1) for c in parts)
 
     def contribution(self, layer: str) -> Parts:
         """``w * h`` at one layer (a tuple for several inputs), with a clear error for a layer that was not
@@ -221,6 +221,11 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 # ------------------------------------------------------------------------------------------ the passes
 
 
+def _per_example(t: torch.Tensor) -> torch.Tensor:
+    """The sum over every axis but the batch axis (pairwise summation in the working dtype); ``(B,)`` stays."""
+    return t.reshape(t.shape[0], -1).sum(-1)
+
+
 class Reader:
     """What a call keeps from the passes of :func:`run_passes`. This one keeps, per layer, the totals
     ``sum_i w_i h_i`` ``(B, k)`` only (so ``bias = score - totals``); subclasses keep more, or watch the forward.
@@ -247,7 +252,7 @@ class Reader:
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         """``w = d score_j / d h`` at one layer (per raw pixel for ``reference="raw"``)."""
-        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)  # pairwise summation in the working dtype
+        layer.totals[:, j] = _per_example(w * layer.value)  # pairwise summation in the working dtype
 
 
 class KeepContributions(Reader):
@@ -261,7 +266,7 @@ class KeepContributions(Reader):
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         contrib = torch.mul(w, layer.value, out=layer.stored[:, j])
-        layer.totals[:, j] = contrib.flatten(1).sum(-1)
+        layer.totals[:, j] = _per_example(contrib)
 
 
 class KeepGradients(KeepContributions):
@@ -269,7 +274,7 @@ class KeepGradients(KeepContributions):
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         layer.stored[:, j] = w
-        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)
+        layer.totals[:, j] = _per_example(w * layer.value)
 
 
 def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader, unused_zero: bool = False) -> None:
@@ -395,7 +400,9 @@ class Request:
     forward_args: tuple = ()  # passed to forward after the inputs; constants of the decomposition
     several: bool = False  # the caller takes tuples (several inputs, layers that are tuples of tensors)
     unused_zero: bool = False  # a layer the score does not reach gets zeros and a warning instead of an error
-    scores_of: Callable[[object], torch.Tensor] = logits_of  # the (B, C) logits from the model's output
+    # the (B, C) logits and the target in our forms, from the model's output and the target asked
+    read_output: Callable[[object, Target], tuple[torch.Tensor, Target]] = lambda output, target: (logits_of(output),
+                                                                                                   target)
 
 
 def run_passes(model: nn.Module, inputs: Inputs, request: Request, reader: Reader
@@ -417,7 +424,7 @@ def run_passes(model: nn.Module, inputs: Inputs, request: Request, reader: Reade
     xs = prepare_inputs(model, inputs, wants_input)
     if norm is not None and len(xs) > 1:
         raise ValueError("reference='raw' takes one image batch as inputs, not a tuple: use reference='normalized'")
-    call = Call(len(xs), request.forward_args) if isinstance(inputs, tuple) or request.forward_args else None
+    call = Call(len(xs), request.forward_args)
     checked = PassAudit.before_pass(model, modules, request.allow_non_affine, request.strict, call)
     x = xs[0]
     if norm is not None:
@@ -427,7 +434,7 @@ def run_passes(model: nn.Module, inputs: Inputs, request: Request, reader: Reade
 
     with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
           LayerCapture(model, specs, wants_all, modules) as capture):
-        with reader.watch(model, modules, specs, xs if len(xs) > 1 else x), checked.watching():
+        with reader.watch(model, modules, specs, xs if isinstance(inputs, tuple) else x), checked.watching():
             # the model gets copies, so that one that normalises its input in place leaves the leaves alone
             try:
                 output = model(*(t.clone() if t.requires_grad else t for t in xs), *request.forward_args)
@@ -438,15 +445,15 @@ def run_passes(model: nn.Module, inputs: Inputs, request: Request, reader: Reade
                                    "networks, 64 px for the mini zoo).") from exc
         checked.after_pass()
         reader.audit = checked.report
-        logits = request.scores_of(output)
+        logits, target = request.read_output(output, request.target)
         if wants_all:
             named = {s.name for s in specs}
             specs = specs + [s for s in capture.relu_specs() if s.name not in named]
         if not specs:
             raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
-        result, in_range = select_scores(request.target, logits)
-        passes = [p for s in specs
-                  for p in layer_passes(s, (xs if len(xs) > 1 else x) if s.module is None else capture.tensor(s), norm)]
+        result, in_range = select_scores(target, logits)
+        passes = [p for s in specs for p in layer_passes(
+            s, (xs if isinstance(inputs, tuple) else x) if s.module is None else capture.tensor(s), norm)]
         tuples = sorted({p.name for p in passes if p.part is not None})
         if tuples and not request.several:
             raise ValueError(f"layer(s) {tuples} return a tuple of tensors: this call takes layers "
