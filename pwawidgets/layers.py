@@ -157,6 +157,12 @@ def _unknown_layer_message(name: str, presets: dict[str, dict[str, str]], module
     return ", ".join(parts) + "."
 
 
+def _tracked(t: torch.Tensor) -> torch.Tensor:
+    if t.requires_grad or not t.is_floating_point() or not torch.is_grad_enabled():
+        return t
+    return t.detach().requires_grad_(True)
+
+
 @dataclass
 class _Record:
     outputs: list[torch.Tensor] = field(default_factory=list)
@@ -210,6 +216,9 @@ class LayerCapture:
             if not isinstance(output, torch.Tensor) and not several:
                 raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor (or a tuple of "
                                 "tensors): pick another layer")
+            # a layer no parameter or input before it makes differentiable (frozen embedding, integer inputs) becomes
+            # a leaf that requires grad, so that the score's gradient reaches it
+            output = tuple(map(_tracked, output)) if several else _tracked(output)
             record = self.records[name]
             self._order.append((name, len(record.outputs)))
             record.outputs.append(output)

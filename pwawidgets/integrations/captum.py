@@ -200,6 +200,10 @@ class PiecewiseAffine(GradientAttribution):
         raise ValueError("the delta of this method is score - sum(attributions) - bias, which needs the bias: call "
                          "attribute(..., return_convergence_delta=True)")
 
+    def attribute_future(self) -> None:
+        raise NotImplementedError("attribute_future is not implemented for this method (as for Captum's gradient "
+                                  "methods): call attribute")
+
 
 class LayerPiecewiseAffine(LayerAttribution, GradientAttribution):
     """Exact contributions ``w * h`` at one layer or several, with the bias: Captum's ``LayerGradientXActivation`` on
@@ -263,3 +267,7 @@ class LayerPiecewiseAffine(LayerAttribution, GradientAttribution):
     def compute_convergence_delta(self, *args, **kwargs) -> torch.Tensor:
         raise ValueError("the delta of this method is score - sum(attributions) - bias, which needs the bias: call "
                          "attribute(..., return_convergence_delta=True)")
+
+    def attribute_future(self) -> None:
+        raise NotImplementedError("attribute_future is not implemented for this method (as for Captum's gradient "
+                                  "methods): call attribute")
