@@ -141,7 +141,8 @@ def test_layer_cases_match_layer_gradient_x_activation(case: str) -> None:
         for p in net.parameters():
             p.requires_grad = False
     layer = net.get_submodule(layers[0]) if isinstance(layers[0], str) else [net.get_submodule(n) for n in layers[0]]
-    x = tuple(torch.tensor(v) for v in inputs) if isinstance(inputs, tuple) else torch.tensor(inputs, requires_grad=True)
+    several = isinstance(inputs, tuple)
+    x = tuple(torch.tensor(v) for v in inputs) if several else torch.tensor(inputs, requires_grad=True)
     if extra is not None and extra[0] == "x3":
         extra = (torch.tensor([[0.0, 0.0, 0.0]]), extra[1])
     ours_method = LayerPiecewiseAffine(net, layer)
