@@ -60,11 +60,14 @@ class _Function(nn.Module):
 
 
 def _as_module(forward_func: Callable) -> nn.Module:
+    owner = getattr(forward_func, "__self__", None)
+    if isinstance(forward_func, nn.DataParallel) or isinstance(owner, nn.DataParallel):
+        raise ValueError("a DataParallel model: give the module it wraps (model.module); the decomposition runs on "
+                         "one device")
     if isinstance(forward_func, nn.Module):
         return forward_func
     if not callable(forward_func):
         raise TypeError(f"forward_func must be a torch.nn.Module or a callable, got {type(forward_func).__name__}")
-    owner = getattr(forward_func, "__self__", None)
     if isinstance(owner, nn.Module) and getattr(forward_func, "__func__", None) is type(owner).forward:
         return owner  # model.forward: the model itself
     return _Function(forward_func)
@@ -97,8 +100,9 @@ def _read_output(output: object, target: CaptumTarget) -> tuple[torch.Tensor, ob
         return flat, 0
     if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
         target = int(target.item())
-    elif isinstance(target, torch.Tensor) and target.dim() == 2 and target.shape[1] == 1:
-        target = target[:, 0]
+    elif isinstance(target, torch.Tensor) and target.dim() > 1:
+        raise ValueError(f"a target tensor of shape {tuple(target.shape)}: give one int per example, (batch,), as "
+                         "Captum does")
     if isinstance(target, tuple):
         return flat, _flat_index(target, dims, "target")
     if isinstance(target, list) and target and all(isinstance(t, tuple) for t in target):
@@ -214,11 +218,15 @@ class LayerPiecewiseAffine(LayerAttribution, GradientAttribution):
         layer: a module of the model, or a list of them; attributions come at their outputs (a tuple for a module
             returning a tuple of tensors). A module that runs several times in one forward pass is refused with the
             names of its calls; one whose output the score does not use gives zeros and a warning, as Captum gives.
-        device_ids: accepted as in Captum; the layer tensors are read by hooks wherever the model runs them.
+        device_ids: Captum's argument for a ``forward_func`` that runs a DataParallel model; not supported (the
+            decomposition runs on one device): leave it None and give the module DataParallel wraps.
     """
 
     def __init__(self, forward_func: Callable, layer: nn.Module | Sequence[nn.Module],
                  device_ids: list[int] | None = None) -> None:
+        if device_ids is not None:
+            raise ValueError("device_ids (a DataParallel model inside forward_func) is not supported: the "
+                             "decomposition runs on one device; give the module DataParallel wraps, device_ids=None")
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.model = _as_module(forward_func)
