@@ -197,3 +197,20 @@ def test_the_audit_traces_several_inputs_and_constant_arguments() -> None:
         assert dec.exact
         torch.testing.assert_close(dec.contribution_sum("input") + dec.bias["input"],
                                    model(x.double(), m.double(), flip)[:, 0].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_frozen_embedding_is_decomposed_at_its_output() -> None:
+    """No parameter before the layer requires grad and the inputs are integers: the layer is still decomposed (it
+    was refused before: 'the scores do not depend on the inputs through autograd')."""
+    torch.manual_seed(5)
+    embed = nn.Embedding(7, 4).double()
+    model = nn.Sequential(embed, nn.ReLU(), nn.Flatten(), nn.Linear(8, 3).double())
+    for p in model.parameters():
+        p.requires_grad = False
+    tokens = torch.tensor([[1, 6], [3, 3]])
+    dec = pw.decompose(model, tokens, [2, 0], ["0"])
+    e = embed(tokens)
+    gate = (e > 0).double().flatten(1)
+    w = model[3].weight[[2, 0]] * gate  # the slope of each score along the embedding output, pattern frozen
+    torch.testing.assert_close(dec.contributions["0"].flatten(1), w * e.flatten(1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dec.bias["0"], model[3].bias[[2, 0]], rtol=1e-12, atol=1e-12)
