@@ -10,6 +10,7 @@ exponential acts on a constant), ``lin(x) * lin(x)`` and ``1 / lin(x)`` are not.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 import warnings
 from dataclasses import dataclass, field
@@ -94,14 +95,30 @@ class _LeafTracer(torch.fx.Tracer):
 _HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> AuditReport:
+@dataclass(frozen=True)
+class Call:
+    """How ``forward`` is called: its first ``n_inputs`` arguments are the inputs (input-dependent), the arguments
+    after them (``additional_forward_args``) are constants. Non-tensor ones are traced with their value (a flag or a
+    list of ints then steers the trace as it steers the call); arguments not given are traced with their default."""
+
+    n_inputs: int = 1
+    additional_forward_args: tuple = ()
+
+    def key(self) -> tuple:
+        """What a kept verdict depends on: the number of inputs and the values of the non-tensor arguments."""
+        return (self.n_inputs, tuple("tensor" if isinstance(a, torch.Tensor) else repr(a)
+                                     for a in self.additional_forward_args))
+
+
+def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None, call: Call | None = None) -> AuditReport:
     """Name the modules and operations that keep ``model`` from being piece-wise affine in its input.
 
     Offending: smooth non-linearities (GELU, SiLU, sigmoid, erf, softmax inside...) and normalisations
     (LayerNorm, GroupNorm) applied to input-dependent values; products or quotients of two input-dependent values;
     BatchNorm, Dropout or RReLU in training mode; ``detach()`` of an input-dependent value. Unverified:
     operations or module types this audit does not know, or a forward that ``torch.fx`` cannot trace. ``modules``:
-    ``dict(model.named_modules())`` if the caller already has it.
+    ``dict(model.named_modules())`` if the caller already has it. ``call``: how ``forward`` is called (several
+    inputs, constant arguments after them, see :class:`Call`); None traces every argument as an input.
 
     Traced afresh on every call of this function: ``forward`` may switch on any Python state (a config dict edited
     in place, a global), which no cache key can see. Decomposition-like calls keep a clean verdict and watch each
@@ -111,7 +128,7 @@ def audit(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> Audi
     if modules is not None and not isinstance(modules, dict):
         raise TypeError(f"modules must be dict(model.named_modules()) or None, got {type(modules).__name__}")
     named = modules if modules is not None else dict(model.named_modules())
-    return _audit(model, named)
+    return _audit(model, named, call)
 
 
 def require_piecewise_affine(model: nn.Module, allow_non_affine: bool = False, strict: bool = False,
@@ -210,21 +227,22 @@ class PassAudit:
     named: dict[str, nn.Module]
     allow_non_affine: bool
     strict: bool
+    call: Call | None = None
     report: AuditReport | None = None
     watch: _PassWatch | None = None
 
     @classmethod
-    def before_pass(cls, model: nn.Module, named: dict[str, nn.Module], allow_non_affine: bool, strict: bool
-                    ) -> PassAudit:
+    def before_pass(cls, model: nn.Module, named: dict[str, nn.Module], allow_non_affine: bool, strict: bool,
+                    call: Call | None = None) -> PassAudit:
         arguments.flag("allow_non_affine", allow_non_affine)
         arguments.flag("strict", strict)
-        self = cls(model, named, allow_non_affine, strict)
-        state = _state(named)
+        self = cls(model, named, allow_non_affine, strict, call)
+        state = (_state(named), None if call is None else call.key())
         kept = _KEPT.get(model)
         if kept is not None and kept[0] == state and kept[1].ok and not kept[1].unverified:
             self.report, self.watch = kept[1], _PassWatch()
         else:
-            self.report = audit(model, named)
+            self.report = audit(model, named, call)
             _KEPT[model] = (state, self.report)
         _enforce(self.report, allow_non_affine, strict)
         return self
@@ -237,19 +255,39 @@ class PassAudit:
         """A fresh audit when the watched pass ran an operation the kept verdict does not cover."""
         if self.watch is None or self.watch.uncovered is None:
             return
-        fresh = audit(self.model, self.named)
-        _KEPT[self.model] = (_state(self.named), fresh)
+        fresh = audit(self.model, self.named, self.call)
+        _KEPT[self.model] = ((_state(self.named), None if self.call is None else self.call.key()), fresh)
         if (fresh.offending, fresh.unverified) != (self.report.offending, self.report.unverified):
             self.report = fresh
             _enforce(fresh, self.allow_non_affine, self.strict)
 
 
-def _audit(model: nn.Module, named: dict[str, nn.Module]) -> AuditReport:
+def _concrete_args(model: nn.Module, call: Call) -> dict | None:
+    """The arguments of ``forward`` traced with their value: non-tensor additional arguments, and the defaults of
+    those not given."""
     try:
-        graph = _LeafTracer().trace(model)
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    concrete = {}
+    for i, param in enumerate(params[call.n_inputs:]):
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            break
+        if i < len(call.additional_forward_args):
+            value = call.additional_forward_args[i]
+            if not isinstance(value, torch.Tensor):
+                concrete[param.name] = value
+        elif param.default is not param.empty:
+            concrete[param.name] = param.default
+    return concrete or None
+
+
+def _audit(model: nn.Module, named: dict[str, nn.Module], call: Call | None = None) -> AuditReport:
+    try:
+        graph = _LeafTracer().trace(model, concrete_args=None if call is None else _concrete_args(model, call))
     except Exception as exc:  # noqa: BLE001 - dynamic control flow and the like: fall back to the modules
         return _module_walk(named, exc)
-    judge = _Judge(named)
+    judge = _Judge(named, None if call is None else call.n_inputs)
     for node in graph.nodes:
         judge.node(node)
     report = AuditReport(traced=True)
@@ -326,8 +364,9 @@ def _over_batch(node: torch.fx.Node) -> bool:
 class _Judge:
     """Walks a traced graph, giving each value a state and collecting findings."""
 
-    def __init__(self, modules: dict[str, nn.Module]):
+    def __init__(self, modules: dict[str, nn.Module], n_inputs: int | None = None):
         self.modules = modules
+        self.inputs_left = n_inputs  # placeholders still to come that are inputs (None: all of them)
         self.state: dict[torch.fx.Node, int] = {}
         self.findings: list[tuple[str, Finding]] = []
 
@@ -346,8 +385,11 @@ class _Judge:
         self.findings.append((status, Finding(node.name, what, why)))
 
     def node(self, node: torch.fx.Node) -> None:
-        if node.op == "placeholder":
-            self.state[node] = VARYING
+        if node.op == "placeholder":  # an input; a constant after the first n_inputs (additional arguments)
+            varying = self.inputs_left is None or self.inputs_left > 0
+            self.state[node] = VARYING if varying else CONST
+            if self.inputs_left:
+                self.inputs_left -= 1
         elif node.op in ("get_attr", "output"):
             self.state[node] = CONST
         elif node.op == "call_module":

@@ -19,30 +19,58 @@ Target = int | Sequence[int] | torch.Tensor | str | None
 Normalization = tuple[Sequence[float], Sequence[float]]
 
 
-def prepare_inputs(model: nn.Module, inputs: torch.Tensor, wants_input: bool) -> torch.Tensor:
-    """The batch on the model's device: floats in the model's dtype (a leaf that requires grad), or integer
-    indices as they are (for models that start with an embedding). A batch made by ``load_image`` for another
-    normalisation than the model's gives a :class:`~pwawidgets.preprocessing.PreprocessingWarning`."""
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
-    if inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: give a batch with at least one example, (B, ...)")
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def prepare_inputs(model: nn.Module, inputs: Inputs, wants_input: bool) -> tuple[torch.Tensor, ...]:
+    """The batch on the model's device, as a tuple of one tensor per model input: floats in the model's dtype (leaves
+    that require grad), or integer indices as they are (for models that start with an embedding). A batch made by
+    ``load_image`` for another normalisation than the model's gives a
+    :class:`~pwawidgets.preprocessing.PreprocessingWarning`. Every tensor of a tuple must have the same batch size."""
+    several = isinstance(inputs, tuple)
+    parts = inputs if several else (inputs,)
+    if several and not parts:
+        raise ValueError("inputs is an empty tuple: give a tensor, or a tuple of tensors (one per model input)")
+    for i, part in enumerate(parts):
+        where = f"inputs[{i}]" if several else "inputs"
+        if not isinstance(part, torch.Tensor):
+            raise TypeError(f"{where} must be a tensor, got {type(part).__name__}; see pwawidgets.load_image"
+                            + ("; pass other arguments as additional_forward_args" if several else ""))
+        if part.dim() == 0 or part.shape[0] == 0:
+            raise ValueError(f"{where} of shape {tuple(part.shape)}: give a batch with at least one example, (B, ...)")
+    batches = [part.shape[0] for part in parts]
+    if len(set(batches)) > 1:
+        raise ValueError(f"the tensors of inputs disagree on the batch size (axis 0): {batches}; every input tensor "
+                         "holds the same examples, one per row")
+    return tuple(_prepare_one(model, part, wants_input, f"inputs[{i}]" if several else "inputs")
+                 for i, part in enumerate(parts))
+
+
+def _prepare_one(model: nn.Module, inputs: torch.Tensor, wants_input: bool, where: str) -> torch.Tensor:
     check_inputs_fit(model, inputs)
     device = model_device(model, inputs.device)
     if inputs.dtype in (torch.uint8, torch.int8):
-        raise TypeError("a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and normalise it as "
-                        "the model expects, or load it with pwawidgets.load_image")
+        raise TypeError(f"{where} is a uint8 image tensor: convert it to floats in [0, 1] (x.float() / 255) and "
+                        "normalise it as the model expects, or load it with pwawidgets.load_image")
     if inputs.dtype == torch.bool or inputs.is_complex():
-        raise TypeError(f"inputs of dtype {inputs.dtype}: give real floats (or integer indices for an embedding)")
+        raise TypeError(f"{where} of dtype {inputs.dtype}: give real floats (or integer indices for an embedding)")
     x = inputs.detach()
     if x.is_inference():  # made under torch.inference_mode: autograd cannot use it
         x = x.clone()
     if not x.is_floating_point():
         if wants_input:
-            raise ValueError("integer inputs (token indices) have no contributions: the input is not a continuous "
+            raise ValueError(f"integer {where} (token indices) have no contributions: the input is not a continuous "
                              "variable. Decompose at a layer after the embedding (e.g. its module name).")
         return x.to(device)
     return x.to(device=device, dtype=model_dtype(model, x.dtype)).requires_grad_(True)
+
+
+def forward_args(additional_forward_args: object) -> tuple:
+    """``additional_forward_args`` as the tuple of arguments passed to ``forward`` after the inputs, as in Captum: None
+    is none, a tuple is the arguments, anything else is one argument. They are constants of the decomposition."""
+    if additional_forward_args is None:
+        return ()
+    return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
 
 
 def input_normalization(model: nn.Module, normalization: Normalization | None, reference: str, wants_input: bool):
@@ -187,23 +215,30 @@ class LayerPass:
     mean: torch.Tensor | None = None  # raw = normalised * std + mean
     stored: torch.Tensor | None = None  # (B, k, ...) contributions, or gradients when they are kept
     totals: torch.Tensor | None = None  # (B, k)
+    part: int | None = None  # which tensor of a tuple (several model inputs, or a module returning a tuple)
 
 
-def layer_pass(spec: LayerSpec, node: torch.Tensor, norm: Normalization | None) -> LayerPass:
+def layer_passes(spec: LayerSpec, node: torch.Tensor | tuple[torch.Tensor, ...], norm: Normalization | None
+                 ) -> list[LayerPass]:
+    """The passes of one layer: one, or one per tensor (``part``) where the layer is a tuple of tensors."""
+    if isinstance(node, tuple):
+        return [LayerPass(spec.name, t, t.detach(), part=i) for i, t in enumerate(node)]
     value = node.detach()
     if spec.module is None and norm is not None:
         mean = torch.as_tensor(norm[0], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
         std = torch.as_tensor(norm[1], dtype=value.dtype, device=value.device).view(1, -1, 1, 1)
-        return LayerPass(spec.name, node, value * std + mean, std, mean)
-    return LayerPass(spec.name, node, value)
+        return [LayerPass(spec.name, node, value * std + mean, std, mean)]
+    return [LayerPass(spec.name, node, value)]
 
 
-def check_after_passes(x: torch.Tensor, result: Scores, in_range: torch.Tensor | None) -> None:
+def check_after_passes(xs: tuple[torch.Tensor, ...], result: Scores, in_range: torch.Tensor | None) -> None:
     """After the passes: no NaN or infinite input, every target class in range, finite scores. Read only then, so
     that nothing waits on an accelerator before the backward passes."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"inputs hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
+    for i, x in enumerate(xs):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+            where = f"inputs[{i}]" if len(xs) > 1 else "inputs"
+            raise ValueError(f"{where} hold NaN or infinite values (examples {bad[:10]}): the scores are not numbers")
     if in_range is not None and not bool(in_range):
         raise ValueError(f"target classes must lie in [0, {result.logits.shape[1] - 1}]")
     if not bool(torch.isfinite(result.scores).all()):

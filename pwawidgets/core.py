@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audit import AuditReport, PassAudit
+from .audit import AuditReport, Call, PassAudit
 from .calls import (
+    Inputs,
     LayerPass,
     Normalization,
     Scores,
     Target,
     check_after_passes,
     check_raw_input,
+    forward_args,
     input_normalization,
-    layer_pass,
+    layer_passes,
     left_as_found,
     logits_of,
     prepare_inputs,
@@ -38,6 +41,8 @@ from .calls import (
 from .layers import LayerCapture, LayerSpec, check_model, resolve_layers
 from .placement import model_dtype
 from .precision import check_precision, exact_math
+
+Parts = torch.Tensor | tuple[torch.Tensor, ...]  # one tensor, or one per model input (or per module output)
 
 
 @dataclass(repr=False)
@@ -50,6 +55,11 @@ class Decomposition:
     ``(B, k, ...)``, ``(B, k)``; so ``contributions["input"]`` of a top-3 decomposition of RGB images is
     ``(B, 3 classes, 3 channels, H, W)``. :meth:`column` gives one class per example.
 
+    With several model inputs (a tuple), ``contributions["input"]``, ``activations["input"]`` and
+    ``gradients["input"]`` are tuples, one tensor per input in the same order; so are those of a layer whose module
+    returns a tuple of tensors. ``bias[layer]`` is one tensor: the sum over every tensor of the tuple plus the bias is
+    the score.
+
     ``exact`` is False when the model was decomposed with ``allow_non_affine`` although the audit rejects it, or
     in half precision; ``notes`` say why. Where it is True, :func:`pwawidgets.verify` checks the affine piece.
     """
@@ -58,10 +68,10 @@ class Decomposition:
     score: torch.Tensor
     target: torch.Tensor
     logits: torch.Tensor
-    contributions: Mapping[str, torch.Tensor]  # a dict, or computed on reading when gradients are kept
+    contributions: Mapping[str, Parts]  # a dict, or computed on reading when gradients are kept
     bias: dict[str, torch.Tensor]
-    activations: dict[str, torch.Tensor]
-    gradients: dict[str, torch.Tensor] | None = None
+    activations: dict[str, Parts]
+    gradients: dict[str, Parts] | None = None
     reference: str = "normalized"
     per_class: bool = False
     exact: bool = True
@@ -89,6 +99,9 @@ class Decomposition:
         size = check_resize(size, mode)
         contrib = self.contribution(layer)
         lead = 2 if self.per_class else 1
+        if isinstance(contrib, tuple):
+            raise ValueError(f"layer {layer!r} is a tuple of {len(contrib)} tensors (several inputs): no single "
+                             f"map; sum one of them over its channels, e.g. contribution({layer!r})[0].sum({lead})")
         if contrib.dim() < lead + 3:
             raise ValueError(f"layer {layer!r} has contributions of shape {tuple(contrib.shape)}: no spatial map "
                              f"(need {'B x k x ' if self.per_class else 'B x '}C x H x W)")
@@ -105,17 +118,20 @@ class Decomposition:
         """``sum_i w_i h_i`` at one layer, ``(B, [k])``: the part of the score the layer's units explain (the rest
         is ``bias[layer]``)."""
         lead = 2 if self.per_class else 1
-        return self.contribution(layer).flatten(lead).sum(-1)
+        contrib = self.contribution(layer)
+        parts = contrib if isinstance(contrib, tuple) else (contrib,)
+        return sum(c.reshape(*c.shape[:lead], -1).sum(-1) for c in parts)
 
-    def contribution(self, layer: str) -> torch.Tensor:
-        """``w * h`` at one layer, with a clear error for a layer that was not decomposed."""
+    def contribution(self, layer: str) -> Parts:
+        """``w * h`` at one layer (a tuple for several inputs), with a clear error for a layer that was not
+        decomposed."""
         return self._get(self.contributions, layer)
 
-    def activation(self, layer: str) -> torch.Tensor:
+    def activation(self, layer: str) -> Parts:
         """The layer tensor ``h`` (as the layer handed it on), ``(B, ...)``: no class axis."""
         return self._get(self.activations, layer)
 
-    def gradient(self, layer: str) -> torch.Tensor:
+    def gradient(self, layer: str) -> Parts:
         """``w`` at one layer (needs ``keep_gradients=True``), ``(B, [k,] ...)``."""
         if self.gradients is None:
             raise ValueError("gradients were not kept: decompose(..., keep_gradients=True)")
@@ -127,9 +143,12 @@ class Decomposition:
             raise ValueError("this decomposition has one class per example (no class axis): nothing to select")
         if isinstance(j, bool) or not isinstance(j, int) or not -self.classes <= j < self.classes:
             raise ValueError(f"j must be an int in [0, {self.classes - 1}] (k = {self.classes} classes), got {j!r}")
-        gradients = None if self.gradients is None else {n: g[:, j] for n, g in self.gradients.items()}
+        def pick(t: Parts) -> Parts:
+            return tuple(p[:, j] for p in t) if isinstance(t, tuple) else t[:, j]
+
+        gradients = None if self.gradients is None else {n: pick(g) for n, g in self.gradients.items()}
         contributions = (LazyContributions(gradients, self.activations, False) if gradients is not None
-                         else {n: c[:, j] for n, c in self.contributions.items()})
+                         else {n: pick(c) for n, c in self.contributions.items()})
         return Decomposition(list(self.layers), self.score[:, j], self.target[:, j], self.logits, contributions,
                              {n: b[:, j] for n, b in self.bias.items()}, self.activations, gradients,
                              self.reference, False, self.exact, list(self.notes))
@@ -149,12 +168,14 @@ class Decomposition:
         shown = self.layers[:12]
         width = max(len(n) for n in shown) if shown else 0
         for name in shown:
-            lines.append(f"  {name:<{width}}  h {tuple(self.activations[name].shape)}, bias {_brief(self.bias[name])}")
+            h = self.activations[name]
+            shape = [tuple(p.shape) for p in h] if isinstance(h, tuple) else tuple(h.shape)
+            lines.append(f"  {name:<{width}}  h {shape}, bias {_brief(self.bias[name])}")
         if len(self.layers) > len(shown):
             lines.append(f"  ... and {len(self.layers) - len(shown)} more layers")
         return "\n".join(lines)
 
-    def _get(self, table: Mapping[str, torch.Tensor], layer: str) -> torch.Tensor:
+    def _get(self, table: Mapping[str, Parts], layer: str) -> Parts:
         if layer not in table:
             raise KeyError(f"layer {layer!r} was not decomposed; decomposed layers: {self.layers}")
         return table[layer]
@@ -200,6 +221,11 @@ def resize_maps(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bi
 # ------------------------------------------------------------------------------------------ the passes
 
 
+def _per_example(t: torch.Tensor) -> torch.Tensor:
+    """The sum over every axis but the batch axis (pairwise summation in the working dtype); ``(B,)`` stays."""
+    return t.reshape(t.shape[0], -1).sum(-1)
+
+
 class Reader:
     """What a call keeps from the passes of :func:`run_passes`. This one keeps, per layer, the totals
     ``sum_i w_i h_i`` ``(B, k)`` only (so ``bias = score - totals``); subclasses keep more, or watch the forward.
@@ -207,9 +233,10 @@ class Reader:
 
     audit: AuditReport | None = None
 
-    def watch(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], x: torch.Tensor
+    def watch(self, model: nn.Module, modules: dict[str, nn.Module], specs: list[LayerSpec], x: Parts
               ) -> contextlib.AbstractContextManager:
-        """A context entered around the forward pass only (after the layer capture's hooks)."""
+        """A context entered around the forward pass only (after the layer capture's hooks); ``x`` is the batch (a
+        tuple for several inputs)."""
         return contextlib.nullcontext()
 
     def begin(self, layers: list[LayerPass], k: int) -> None:
@@ -225,7 +252,7 @@ class Reader:
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         """``w = d score_j / d h`` at one layer (per raw pixel for ``reference="raw"``)."""
-        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)  # pairwise summation in the working dtype
+        layer.totals[:, j] = _per_example(w * layer.value)  # pairwise summation in the working dtype
 
 
 class KeepContributions(Reader):
@@ -239,7 +266,7 @@ class KeepContributions(Reader):
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         contrib = torch.mul(w, layer.value, out=layer.stored[:, j])
-        layer.totals[:, j] = contrib.flatten(1).sum(-1)
+        layer.totals[:, j] = _per_example(contrib)
 
 
 class KeepGradients(KeepContributions):
@@ -247,11 +274,12 @@ class KeepGradients(KeepContributions):
 
     def read(self, j: int, layer: LayerPass, w: torch.Tensor) -> None:
         layer.stored[:, j] = w
-        layer.totals[:, j] = (w * layer.value).flatten(1).sum(-1)
+        layer.totals[:, j] = _per_example(w * layer.value)
 
 
-def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader) -> None:
-    """One backward pass per class; the reader gets each layer's gradient."""
+def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader, unused_zero: bool = False) -> None:
+    """One backward pass per class; the reader gets each layer's gradient. A layer the score does not reach is an
+    error, or with ``unused_zero`` gets a zero gradient (its whole score lands in the bias) and a warning."""
     k = scores.shape[1]
     if not scores.requires_grad:
         raise ValueError("the scores do not depend on the inputs through autograd: forward() runs under "
@@ -259,30 +287,42 @@ def _backward(scores: torch.Tensor, layers: list[LayerPass], reader: Reader) -> 
     reader.begin(layers, k)
     nodes = [layer.node for layer in layers]
     edges = reader.edges()
+    unused: list[str] = []
     for j in range(k):
         # Examples are independent in eval mode, so the gradient of the batch sum is per-example.
         grads = torch.autograd.grad(scores[:, j].sum(), nodes + edges, retain_graph=j < k - 1, allow_unused=True)
         reader.read_edges(j, grads[len(nodes):])
         for layer, g in zip(layers, grads[:len(nodes)], strict=True):
-            if g is None:
+            if g is None and unused_zero:
+                g = torch.zeros_like(layer.node)
+                name = layer.name if layer.part is None else f"{layer.name}[{layer.part}]"
+                unused += [name] if name not in unused else []
+            elif g is None:
                 raise ValueError(
                     f"the score does not depend on layer {layer.name!r} through autograd: forward() cuts it off "
                     "(detach(), .data, torch.no_grad() or a branch that does not reach the output). The whole score "
                     "would land in the bias. Remove the cut, or decompose at a layer after it."
                 )
             reader.read(j, layer, g if layer.scale is None else g / layer.scale)
+    if unused:
+        warnings.warn(f"the score does not depend on layer(s) {unused} through autograd (an output the model computes "
+                      "but does not use, or a cut): their contributions are zeros and the bias is the whole score",
+                      UserWarning, stacklevel=3)
 
 
 class LazyContributions(Mapping):
     """``contributions[name] = w * h``, computed when read from the kept gradients and activations, so that a
     decomposition with ``keep_gradients=True`` holds one full-size tensor per layer and class, not two."""
 
-    def __init__(self, gradients: dict[str, torch.Tensor], activations: dict[str, torch.Tensor], per_class: bool):
+    def __init__(self, gradients: dict[str, Parts], activations: dict[str, Parts], per_class: bool):
         self._gradients, self._activations, self._per_class = gradients, activations, per_class
 
-    def __getitem__(self, name: str) -> torch.Tensor:
-        h = self._activations[name]
-        return self._gradients[name] * (h.unsqueeze(1) if self._per_class else h)
+    def __getitem__(self, name: str) -> Parts:
+        def times(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return w * (h.unsqueeze(1) if self._per_class else h)
+
+        w, h = self._gradients[name], self._activations[name]
+        return tuple(map(times, w, h)) if isinstance(w, tuple) else times(w, h)
 
     def __iter__(self):
         return iter(self._gradients)
@@ -291,23 +331,38 @@ class LazyContributions(Mapping):
         return len(self._gradients)
 
 
-def _owned(t: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """``t``, or a copy where it shares memory with the caller's ``inputs`` (an in-place edit of them later must
-    not change the result)."""
-    if t.device == inputs.device and t.untyped_storage().data_ptr() == inputs.untyped_storage().data_ptr():
-        return t.clone()
+def _owned(t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+    """``t``, or a copy where it shares memory with one of the caller's ``inputs`` (an in-place edit of them later
+    must not change the result)."""
+    for x in inputs if isinstance(inputs, tuple) else (inputs,):
+        if t.device == x.device and t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            return t.clone()
     return t
 
 
+def by_layer(passes: list[LayerPass]) -> dict[str, list[LayerPass]]:
+    """The passes grouped by layer name, in order: one pass per layer, or one per tensor of a tuple (``part``)."""
+    groups: dict[str, list[LayerPass]] = {}
+    for p in passes:
+        groups.setdefault(p.name, []).append(p)
+    return groups
+
+
 def _assemble(layers: list[LayerPass], result: Scores, keep_gradients: bool, reference: str,
-              inputs: torch.Tensor) -> Decomposition:
+              inputs: Inputs) -> Decomposition:
     score = result.scores.detach()
-    stored = {layer.name: result.squeeze(layer.stored) for layer in layers}
-    activations = {layer.name: _owned(layer.value, inputs) for layer in layers}
-    bias = {layer.name: result.squeeze(score - layer.totals) for layer in layers}
+    groups = by_layer(layers)
+
+    def pack(group: list[LayerPass], read) -> Parts:
+        values = tuple(read(p) for p in group)
+        return values if group[0].part is not None else values[0]
+
+    stored = {n: pack(g, lambda p: result.squeeze(p.stored)) for n, g in groups.items()}
+    activations = {n: pack(g, lambda p: _owned(p.value, inputs)) for n, g in groups.items()}
+    bias = {n: result.squeeze(score - sum(p.totals for p in g)) for n, g in groups.items()}
     contributions = LazyContributions(stored, activations, result.per_class) if keep_gradients else stored
     return Decomposition(
-        layers=[layer.name for layer in layers],
+        layers=list(groups),
         score=result.squeeze(score),
         target=result.squeeze(result.targets),
         logits=result.logits,
@@ -342,13 +397,19 @@ class Request:
     normalization: Normalization | None = None
     allow_non_affine: bool = False
     strict: bool = False
+    forward_args: tuple = ()  # passed to forward after the inputs; constants of the decomposition
+    several: bool = False  # the caller takes tuples (several inputs, layers that are tuples of tensors)
+    unused_zero: bool = False  # a layer the score does not reach gets zeros and a warning instead of an error
+    # the (B, C) logits and the target in our forms, from the model's output and the target asked
+    read_output: Callable[[object, Target], tuple[torch.Tensor, Target]] = lambda output, target: (logits_of(output),
+                                                                                                   target)
 
 
-def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader: Reader
+def run_passes(model: nn.Module, inputs: Inputs, request: Request, reader: Reader
                ) -> tuple[list[LayerPass], Scores]:
     """The one pass template of every decomposition-like call: the checks, one forward pass (layer capture, and
     whatever ``reader.watch`` adds), one backward pass per class feeding ``reader``, the checks after. Returns the
-    layer passes and the scores."""
+    layer passes (one per layer, or one per tensor where a layer is a tuple: :func:`by_layer`) and the scores."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("the decomposition needs autograd: call it outside torch.inference_mode()")
     model = check_model(model)
@@ -357,44 +418,58 @@ def run_passes(model: nn.Module, inputs: torch.Tensor, request: Request, reader:
     if not specs and not wants_all:
         raise ValueError("no layer asked for: give 'input', a preset ('blocks', 'all') or module names")
     wants_input = any(s.module is None for s in specs)
+    if isinstance(inputs, tuple) and not request.several:
+        raise ValueError("this call takes one input tensor, not a tuple; decompose and layer_biases take several")
     norm = input_normalization(model, request.normalization, request.reference, wants_input)
-    checked = PassAudit.before_pass(model, modules, request.allow_non_affine, request.strict)
-    x = prepare_inputs(model, inputs, wants_input)
+    xs = prepare_inputs(model, inputs, wants_input)
+    if norm is not None and len(xs) > 1:
+        raise ValueError("reference='raw' takes one image batch as inputs, not a tuple: use reference='normalized'")
+    call = Call(len(xs), request.forward_args)
+    checked = PassAudit.before_pass(model, modules, request.allow_non_affine, request.strict, call)
+    x = xs[0]
     if norm is not None:
         check_raw_input(x, norm)
-    check_precision(model_dtype(model, x.dtype), request.strict)
+    check_precision(model_dtype(model, next((t.dtype for t in xs if t.is_floating_point()), x.dtype)),
+                    request.strict)
 
     with (left_as_found(model, modules, x.device), exact_math(x.device), torch.enable_grad(),
           LayerCapture(model, specs, wants_all, modules) as capture):
-        with reader.watch(model, modules, specs, x), checked.watching():
-            # the model gets a copy, so that one that normalises its input in place leaves the leaf x alone
+        with reader.watch(model, modules, specs, xs if isinstance(inputs, tuple) else x), checked.watching():
+            # the model gets copies, so that one that normalises its input in place leaves the leaves alone
             try:
-                output = model(x.clone() if x.requires_grad else x)
+                output = model(*(t.clone() if t.requires_grad else t for t in xs), *request.forward_args)
             except RuntimeError as exc:
-                raise RuntimeError(f"the model could not run on inputs of shape {tuple(x.shape)} ({x.dtype}): "
+                shapes = ", ".join(f"{tuple(t.shape)} ({t.dtype})" for t in xs)
+                raise RuntimeError(f"the model could not run on inputs of shape {shapes}: "
                                    f"{exc}\nCheck the size and channels it expects (224 px RGB for the ImageNet "
                                    "networks, 64 px for the mini zoo).") from exc
         checked.after_pass()
         reader.audit = checked.report
-        logits = logits_of(output)
+        logits, target = request.read_output(output, request.target)
         if wants_all:
             named = {s.name for s in specs}
             specs = specs + [s for s in capture.relu_specs() if s.name not in named]
         if not specs:
             raise ValueError("layers='all' found no activation module (ReLU and kin) in the forward pass")
-        result, in_range = select_scores(request.target, logits)
-        passes = [layer_pass(s, x if s.module is None else capture.tensor(s), norm) for s in specs]
-        _backward(result.scores, passes, reader)
-    check_after_passes(x, result, in_range)  # only now, so that nothing waits on an accelerator before them
+        result, in_range = select_scores(target, logits)
+        passes = [p for s in specs for p in layer_passes(
+            s, (xs if isinstance(inputs, tuple) else x) if s.module is None else capture.tensor(s), norm)]
+        tuples = sorted({p.name for p in passes if p.part is not None})
+        if tuples and not request.several:
+            raise ValueError(f"layer(s) {tuples} return a tuple of tensors: this call takes layers "
+                             "that are one tensor; decompose takes tuples")
+        _backward(result.scores, passes, reader, request.unused_zero)
+    check_after_passes(xs, result, in_range)  # only now, so that nothing waits on an accelerator before them
     return passes, result
 
 
 def decompose(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Inputs,
     target: Target = None,
     layers: str | Sequence[str] | None = None,
     *,
+    additional_forward_args: object = None,
     reference: str = "normalized",
     normalization: Normalization | None = None,
     keep_gradients: bool = False,
@@ -407,12 +482,18 @@ def decompose(
         model: a classifier returning logits ``(B, C)``; piece-wise affine (see :func:`pwawidgets.audit`)
             and in eval mode. Its mode and ``requires_grad`` flags are left as found.
         inputs: ``(B, ...)`` batch of floats, moved to the model's device and dtype; or integer indices for a
-            model that starts with an embedding (then decompose at a layer after it).
+            model that starts with an embedding (then decompose at a layer after it). A tuple of such tensors (one
+            per argument of ``forward``, the same batch size) for a model with several inputs: the ``"input"``
+            contributions are then a tuple in the same order, and their sum over all inputs plus the bias is the
+            score.
         target: class per example: an int, one int per example, a ``(B, k)`` tensor of ``k`` classes each,
             ``"top5"`` (the 5 highest logits of each example, from the same forward pass; any ``"top<k>"``),
             or None for the predicted class. The score is the logit (pre-softmax).
         layers: layer names, preset names (``"blocks"``, ``"all"``) or ``"input"``; None means ``"input"``; see
-            :mod:`pwawidgets.layers`.
+            :mod:`pwawidgets.layers`. A module returning a tuple of tensors gives a tuple of contributions.
+        additional_forward_args: passed to ``forward`` after the inputs, as in Captum: a tuple of arguments, or one
+            object. They are not attributed: they count as constants, so what they add to the score lands in the
+            bias (tensors among them too).
         reference: input space of the ``"input"`` contributions: ``"normalized"`` (the tensor the model
             receives; default) or ``"raw"`` (pixels in [0, 1] before normalisation, which needs
             ``normalization`` or a model carrying a ``preprocessing``: :func:`pwawidgets.preprocessing_of`). The
@@ -423,10 +504,17 @@ def decompose(
             note saying why).
         strict: raise instead of warning when exactness is not guaranteed (fp16/bf16, unverified operations).
     """
-    request = Request(target, layers, reference, normalization, allow_non_affine, strict)
+    request = Request(target, layers, reference, normalization, allow_non_affine, strict,
+                      forward_args(additional_forward_args), several=True)
+    return decompose_request(model, inputs, request, keep_gradients)
+
+
+def decompose_request(model: nn.Module, inputs: Inputs, request: Request, keep_gradients: bool = False
+                      ) -> Decomposition:
+    """:func:`decompose` of a :class:`Request` (for the integrations, which set its other fields)."""
     reader = KeepGradients() if keep_gradients else KeepContributions()
     passes, result = run_passes(model, inputs, request, reader)
-    dec = _assemble(passes, result, keep_gradients, reference, inputs)
+    dec = _assemble(passes, result, keep_gradients, request.reference, inputs)
     _exactness_notes(reader.audit, dec)
     return dec
 
@@ -456,10 +544,11 @@ class LayerBiases:
 
 def layer_biases(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Inputs,
     target: Target = None,
     layers: str | Sequence[str] | None = ("input", "all"),
     *,
+    additional_forward_args: object = None,
     reference: str = "normalized",
     normalization: Normalization | None = None,
 ) -> LayerBiases:
@@ -468,8 +557,12 @@ def layer_biases(
 
     The same forward pass and backward passes as :func:`decompose`; each class's gradients are reduced to
     ``w . h`` at once, so memory is that of the forward pass plus one class's gradients, whatever the number of
-    layers (Fig. 3 over every ReLU of a large network)."""
-    passes, result = run_passes(model, inputs, Request(target, layers, reference, normalization), Reader())
+    layers (Fig. 3 over every ReLU of a large network). ``inputs`` and ``additional_forward_args`` as for
+    :func:`decompose` (several inputs: the bias of ``"input"`` is the score less every input's contributions)."""
+    request = Request(target, layers, reference, normalization, forward_args=forward_args(additional_forward_args),
+                      several=True)
+    passes, result = run_passes(model, inputs, request, Reader())
     scores = result.scores.detach()
-    bias = scores.unsqueeze(-1) - torch.stack([p.totals for p in passes], dim=-1)
-    return LayerBiases([p.name for p in passes], bias, scores, result.targets)
+    groups = by_layer(passes)
+    bias = scores.unsqueeze(-1) - torch.stack([sum(p.totals for p in g) for g in groups.values()], dim=-1)
+    return LayerBiases(list(groups), bias, scores, result.targets)

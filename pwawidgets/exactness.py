@@ -84,6 +84,9 @@ def region_radius(
     if torch.is_inference_mode_enabled():
         raise RuntimeError("region_radius needs forward-mode AD: call it outside torch.inference_mode()")
     model = check_model(model)
+    if isinstance(inputs, tuple):
+        raise ValueError("region_radius takes one input tensor, not a tuple (several model inputs are supported by "
+                         "decompose and layer_biases)")
     if not isinstance(inputs, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("inputs and direction must be tensors")
     arguments.flag("allow_non_affine", allow_non_affine)
@@ -240,6 +243,10 @@ def verify(
     rejects (warned once); the report then says how far it is from affine and lists what the audit found.
     """
     model = check_model(model)
+    if isinstance(inputs, tuple):
+        raise ValueError("verify takes one input tensor, not a tuple: a model with several inputs (or with "
+                         "additional_forward_args) is decomposed by decompose; check it with verify on a module that "
+                         "takes one tensor (wrap the others as constants)")
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}; see pwawidgets.load_image")
     spec = resolve_one(model, layer)

@@ -157,6 +157,12 @@ def _unknown_layer_message(name: str, presets: dict[str, dict[str, str]], module
     return ", ".join(parts) + "."
 
 
+def _tracked(t: torch.Tensor) -> torch.Tensor:
+    if t.requires_grad or not t.is_floating_point() or not torch.is_grad_enabled():
+        return t
+    return t.detach().requires_grad_(True)
+
+
 @dataclass
 class _Record:
     outputs: list[torch.Tensor] = field(default_factory=list)
@@ -205,18 +211,24 @@ class LayerCapture:
         self._handles.clear()
 
     def _hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor: pick another layer")
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+            several = isinstance(output, tuple) and output and all(isinstance(t, torch.Tensor) for t in output)
+            if not isinstance(output, torch.Tensor) and not several:
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor (or a tuple of "
+                                "tensors): pick another layer")
+            # a layer no parameter or input before it makes differentiable (frozen embedding, integer inputs) becomes
+            # a leaf that requires grad, so that the score's gradient reaches it
+            output = tuple(map(_tracked, output)) if several else _tracked(output)
             record = self.records[name]
             self._order.append((name, len(record.outputs)))
             record.outputs.append(output)
-            return output.clone()
+            return tuple(t.clone() for t in output) if several else output.clone()
 
         return hook
 
-    def tensor(self, spec: LayerSpec) -> torch.Tensor:
-        """The captured tensor of one spec, with a clear error if the module ran zero or several times."""
+    def tensor(self, spec: LayerSpec) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The captured tensor (or tuple of tensors) of one spec, with a clear error if the module ran zero or several
+        times."""
         outputs = self.records[spec.module].outputs
         if not outputs:
             raise RuntimeError(f"layer {spec.name!r} (module {spec.module!r}) did not run in the forward pass")

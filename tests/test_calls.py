@@ -7,7 +7,7 @@ from torch import nn
 from pwawidgets.calls import (
     check_raw_input,
     input_normalization,
-    layer_pass,
+    layer_passes,
     logits_of,
     parse_targets,
     prepare_inputs,
@@ -23,7 +23,7 @@ def model():
 
 def test_prepare_inputs_casts_to_the_model_dtype_as_a_fresh_leaf(model):
     x = torch.rand(2, 3)
-    prepared = prepare_inputs(model, x, wants_input=True)
+    (prepared,) = prepare_inputs(model, x, wants_input=True)
     assert prepared.dtype == torch.float64 and prepared.requires_grad and prepared.is_leaf
     assert not x.requires_grad  # the caller's tensor is untouched
     torch.testing.assert_close(prepared.detach(), x.double(), rtol=0, atol=0)
@@ -42,7 +42,7 @@ def test_prepare_inputs_refuses_what_it_cannot_use(model, bad, error, words):
 
 def test_integer_inputs_pass_unless_the_input_layer_is_asked(model):
     tokens = torch.tensor([[1, 2]])
-    assert prepare_inputs(model, tokens, wants_input=False).dtype == torch.int64
+    assert prepare_inputs(model, tokens, wants_input=False)[0].dtype == torch.int64
     with pytest.raises(ValueError, match="after the embedding"):
         prepare_inputs(model, tokens, wants_input=True)
 
@@ -111,8 +111,8 @@ def test_one_class_per_example_is_checked_from_the_target_form():
 def test_layer_pass_at_the_input_in_raw_pixels():
     normalised = torch.tensor([[[[1.0]], [[-1.0]]]])
     norm = ((0.5, 0.25), (0.2, 0.5))
-    at_input = layer_pass(LayerSpec("input", None), normalised, norm)
+    (at_input,) = layer_passes(LayerSpec("input", None), normalised, norm)
     torch.testing.assert_close(at_input.value, torch.tensor([[[[0.7]], [[-0.25]]]]))
     torch.testing.assert_close(at_input.scale.flatten(), torch.tensor([0.2, 0.5]))
-    hidden = layer_pass(LayerSpec("fc", "fc"), normalised, norm)
+    (hidden,) = layer_passes(LayerSpec("fc", "fc"), normalised, norm)
     assert hidden.scale is None and torch.equal(hidden.value, normalised)

@@ -23,6 +23,12 @@ def example(module_name: str) -> dict:
     return namespace
 
 
+def test_captum_example() -> None:
+    ns = example("pwawidgets.integrations.captum")
+    assert ns["attr"].shape == (2, 3, 64, 64) and ns["delta"].abs().max() < 1e-3 and ns["bias"].shape == (2,)
+    assert [b.shape[0] for b in ns["blocks"]] == [2, 2] and ns["smooth"].shape == (2, 3, 64, 64)
+
+
 def test_gradcam_example() -> None:
     ns = example("pwawidgets.integrations.gradcam")
     assert ns["maps"].shape == (2, 64, 64) and ns["maps"].dtype == np.float32
