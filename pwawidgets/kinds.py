@@ -586,8 +586,21 @@ def kind_of_method(name: str) -> Kind | None:
     return kind
 
 
+_KIND_OF_CALL: dict = {}  # fn -> its kind: every forward pass asks this for each of its operations
+
+
 def kind_of_call(fn: Callable) -> Kind | None:
     """The kind of a call as ``__torch_function__`` sees it: a function, or a Tensor method by its name."""
+    try:
+        return _KIND_OF_CALL[fn]
+    except KeyError:
+        kind = _KIND_OF_CALL[fn] = _kind_of_call(fn)
+        return kind
+    except TypeError:  # unhashable
+        return _kind_of_call(fn)
+
+
+def _kind_of_call(fn: Callable) -> Kind | None:
     kind = kind_of_function(fn)
     name = getattr(fn, "__name__", "")
     if kind is None and name and getattr(torch.Tensor, name, None) is fn:
