@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import viz
 
-__all__ = ["CLOSED", "Explorer", "Messages", "close_tree", "guarded", "message_html"]
+__all__ = ["CLOSED", "Explorer", "Messages", "close_tree", "guarded", "message_html", "picture_widget", "side_by_side"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +49,22 @@ def message_html(error: str, note: str = "") -> str:
     if note:
         return f"<div style='{NOTE_STYLE}'>{html.escape(note)}</div>"
     return ""
+
+
+def picture_widget() -> W.Image:
+    """The ``ipywidgets.Image`` an explorer draws its PNG into, sized so that it keeps its aspect ratio everywhere.
+
+    Its natural width, never more than its container's (``max_width``), and the height that goes with it
+    (``height: auto``). ``align_self`` keeps a row or column of the layout from stretching it to its neighbour's
+    height (JupyterLab 4 showed a 454 x 280 picture at 454 x 670 without it).
+    """
+    return W.Image(format="png", layout=W.Layout(width="auto", height="auto", max_width="100%", flex="0 0 auto",
+                                                 align_self="flex-start"))
+
+
+def side_by_side(children: list[W.Widget]) -> W.HBox:
+    """A row that wraps: the controls go under the picture when the window is too narrow for both."""
+    return W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
 
 
 def close_tree(widget: W.Widget) -> None:
