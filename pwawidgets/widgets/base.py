@@ -1,9 +1,11 @@
-"""What every explorer shares: errors shown inside the widget, the message line, the picture as an array, display,
-closing, and a per-thread hold so that control changes made by the explorer itself trigger no callback.
+"""What every explorer shares: errors shown inside the widget, the message line, the picture (an image that keeps
+its aspect ratio, and as an array), display, closing, the parts named in the page, and a per-thread hold so that
+control changes made by the explorer itself trigger no callback.
 
 A subclass builds ``self.state`` (a dataclass deriving from :class:`Messages`), ``self.controls`` (the ipywidgets by
-name), ``self.image`` (the ``ipywidgets.Image`` shown) and ``self.widget`` (the whole layout, holding
-``self.message_widget``), and decorates its callbacks with :func:`guarded`.
+name), ``self.image`` (the ``ipywidgets.Image`` shown, from :func:`picture_widget`), ``self.info`` (the text beside
+it) and ``self.widget`` (the whole layout, holding ``self.message_widget``), and decorates its callbacks with
+:func:`guarded`.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class Explorer:
     state: Messages
     controls: dict[str, W.Widget]
     image: W.Image
+    info: W.HTML
     widget: W.Widget
 
     def __init__(self) -> None:
@@ -163,6 +166,17 @@ class Explorer:
         display(self.widget)
 
     # ------------------------------------------------------------------ for subclasses
+
+    def _name_parts(self, kind: str) -> None:
+        """Name the parts in the page, for styles and browser tests: CSS classes ``pwa-<kind>`` (the layout),
+        ``pwa-<kind>-picture``, ``pwa-<kind>-info``, ``pwa-<kind>-message`` and ``pwa-<kind>-<control>`` (each of
+        ``controls``)."""
+        self.widget.add_class(f"pwa-{kind}")
+        self.image.add_class(f"pwa-{kind}-picture")
+        self.info.add_class(f"pwa-{kind}-info")
+        self.message_widget.add_class(f"pwa-{kind}-message")
+        for name, control in self.controls.items():
+            control.add_class(f"pwa-{kind}-{name}")
 
     def _widgets(self) -> list[W.Widget]:
         """The widgets to close: the layout, plus any widget outside it (e.g. an event source)."""

@@ -226,6 +226,7 @@ class ContributionExplorer(Explorer):
             opacity=opacity,
         )
         self._build_controls(model)
+        self._name_parts("contribution")
         self._connect()
         if layers == [INPUT]:
             self.state.note = ("No preset blocks are known for this model: only the input layer is shown; pass "

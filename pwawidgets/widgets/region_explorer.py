@@ -128,6 +128,7 @@ class RegionExplorer(Explorer):
         self.state.stats["trainings"] += 1
         self._build_figure(figsize, dpi)
         self._build_controls(toy)
+        self._name_parts("region")
         self._install(parts)
         self._connect()
         self._render()
