@@ -3,6 +3,7 @@ Playwright, a slider dragged as a user would, and the rendered size of every pic
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -196,3 +197,25 @@ def aspect_error(size: dict) -> float:
     if min(nw, nh, w, h) <= 0:
         return float("nan")
     return abs((w / h) / (nw / nh) - 1)
+
+
+SCREENSHOT_BYTES = 300_000
+
+
+def save_screenshot(page, path: Path, width: int = 1400, height: int = 900) -> None:
+    """The window as a learner sees it (scrolled to the top), as a PNG of at most :data:`SCREENSHOT_BYTES`
+    (fewer colours if need be). JupyterLab's own toasts (its news prompt) are dismissed first."""
+    from PIL import Image
+
+    page.set_viewport_size({"width": width, "height": height})
+    page.evaluate("() => { document.querySelectorAll('.Toastify__toast').forEach(t => t.remove());"
+                  " window.scrollTo(0, 0); }")
+    page.wait_for_timeout(800)
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    for colours in (256, 128, 64):
+        buffer = io.BytesIO()
+        shot.quantize(colours, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
+        if buffer.tell() <= SCREENSHOT_BYTES:
+            break
+    assert buffer.tell() <= SCREENSHOT_BYTES, f"{path.name}: {buffer.tell()} bytes"
+    path.write_bytes(buffer.getvalue())

@@ -1,10 +1,13 @@
 """The lecture app (``python -m pwawidgets app``: apps/explorer.ipynb served by Voilà) in headless Chromium: it
 renders with no code shown, takes an upload, answers the layer slider and the class list, shows no error, and its
-kernel stays within one Binder session's memory."""
+kernel stays within one Binder session's memory. With ``PWAWIDGETS_SCREENSHOTS=docs/screenshots`` it saves the
+app's screenshot there (see test_aspect_ratio.py)."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,6 +18,7 @@ from browser import (
     picture_sizes,
     picture_src,
     require_browser,
+    save_screenshot,
     voila_app,
     wait_for_new_picture,
 )
@@ -62,6 +66,9 @@ def test_app_renders_takes_an_upload_and_answers_its_controls(tmp_path):
         assert "Where does a ReLU network's score come from?" in text
         assert "import pwawidgets" not in text and "ContributionExplorer(" not in text, "code is shown"
         assert "where the bias at head comes from" in page.evaluate(INFO_JS)
+        if os.environ.get("PWAWIDGETS_SCREENSHOTS"):  # the one docs/front_ends.md and the README show
+            save_screenshot(page, Path(os.environ["PWAWIDGETS_SCREENSHOTS"]) / "voila.png")
+            page.set_viewport_size({"width": 1400, "height": 1000})
 
         # upload a photo through the FileUpload widget (its button opens the file chooser)
         with page.expect_file_chooser() as chooser:

@@ -64,9 +64,12 @@ def picture_widget() -> W.Image:
                                                  align_self="flex-start"))
 
 
-def side_by_side(children: list[W.Widget]) -> W.HBox:
-    """A row that wraps: the controls go under the picture when the window is too narrow for both."""
-    return W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+def side_by_side(picture: W.Widget, controls: W.Widget, controls_width: str) -> W.HBox:
+    """The picture and, beside it, the controls: they take the room left (at least ``controls_width``, their long
+    lines wrap) and go under the picture when the window is too narrow for both."""
+    controls.layout.flex = f"1 1 {controls_width}"
+    controls.layout.min_width = controls_width
+    return W.HBox([picture, controls], layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
 
 
 def close_tree(widget: W.Widget) -> None:

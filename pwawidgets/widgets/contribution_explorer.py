@@ -357,7 +357,7 @@ class ContributionExplorer(Explorer):
         picker = W.HBox([c["sample"], c["path"], c["load"], c["upload"]])
         settings = W.VBox([c["target"], c["class_name"], c["layer"], c["method"], c["sign"], c["threshold"],
                            c["opacity"], c["sources"], self.info])
-        self.widget = W.VBox([picker, side_by_side([self.image, settings]), self.message_widget])
+        self.widget = W.VBox([picker, side_by_side(self.image, settings, "420px"), self.message_widget])
 
     def _connect(self) -> None:
         c = self.controls

@@ -264,7 +264,7 @@ class RegionExplorer(Explorer):
         left = W.VBox([self.image, W.HBox([c["x"], c["y"]]), W.HBox([c["layer"], c["output"]])])
         retrain = W.VBox([W.HTML("<b>Another network</b>"), c["dataset"], c["depth"], c["width"], c["seed"],
                           c["retrain"], c["progress"]])
-        self.widget = W.VBox([side_by_side([left, W.VBox([self.info, retrain])]), self.message_widget])
+        self.widget = W.VBox([side_by_side(left, W.VBox([self.info, retrain]), "300px"), self.message_widget])
         self._events = None
         try:  # clicks on the picture: optional, the sliders do the same
             from ipyevents import Event
