@@ -39,6 +39,16 @@ def test_app_notebook_is_found_and_has_no_outputs():
     assert "best_device()" in "".join("".join(cell["source"]) for cell in code)
 
 
+def test_app_notebook_runs_without_a_browser():
+    """Its code, run as Voilà runs it (one kernel, every cell in turn), shows both explorers and no error."""
+    nbclient, nbformat = pytest.importorskip("nbclient"), pytest.importorskip("nbformat")
+    notebook = nbformat.read(app_notebook(), as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()  # raises on a failing cell
+    shown = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    views = [o for o in shown if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 2 and not [o for o in shown if o.output_type == "error" or o.get("name") == "stderr"], shown
+
+
 @pytest.mark.parametrize("port", ["0", "65536", "eight"])
 def test_app_refuses_a_bad_port(port, capsys):
     assert main(["app", f"--port={port}", "--no-browser"]) == 2
