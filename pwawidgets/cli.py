@@ -9,6 +9,7 @@ status: 0 success, 1 the command ran and failed (weights unavailable, a model th
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -166,10 +167,15 @@ def _app(args: argparse.Namespace) -> int:
         print("the app needs Voilà: pip install -r requirements.txt (or pip install voila)", file=sys.stderr)
         return 1
     command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", "--strip_sources=True"]
+    server = subprocess.Popen(command + (["--no-browser"] if args.no_browser else []), cwd=notebook.parent)
+    previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stopped: Voilà and its kernels too
     try:
-        return subprocess.call(command + (["--no-browser"] if args.no_browser else []), cwd=notebook.parent)
-    except KeyboardInterrupt:  # Ctrl-C: Voilà got it too and stopped
+        return server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached Voilà too: it stops its kernels
+        server.wait()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -------------------------------------------------------------------------------------------------- main

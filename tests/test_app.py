@@ -118,3 +118,10 @@ def test_app_renders_takes_an_upload_and_answers_its_controls(tmp_path):
         rss = _kernel_rss(psutil.Process(server.pid))
         print(f"app kernel memory after upload, layer and class moves: {rss / 1e6:.0f} MB (RSS)")
         assert rss <= MEMORY_LIMIT, f"{rss / 1e6:.0f} MB"
+        spawned = psutil.Process(server.pid).children(recursive=True)  # Voilà and the kernel
+    # stopping the command (SIGTERM) stops Voilà and its kernel: none is left behind
+    _, alive = psutil.wait_procs(spawned, timeout=30)
+    left = [" ".join(p.cmdline()) for p in alive]
+    for process in alive:
+        process.kill()
+    assert left == [], left
