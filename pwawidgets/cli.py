@@ -1,4 +1,4 @@
-"""Command line: ``python -m pwawidgets fetch|audit|course|reproduce``.
+"""Command line: ``python -m pwawidgets fetch|audit|course|app|reproduce``.
 
 Each subcommand is one ``_add_<name>`` function (its arguments) and one ``_<name>`` function (its work, taking
 the parsed arguments and returning the exit status); :data:`SUBCOMMANDS` lists them in help order. Exit
@@ -9,6 +9,7 @@ status: 0 success, 1 the command ran and failed (weights unavailable, a model th
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -124,6 +125,59 @@ def _course(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(start)])
 
 
+# --------------------------------------------------------------------------------------------------- app
+
+DEFAULT_APP_PORT = 8866  # Voilà's own default
+
+
+def app_notebook() -> Path:
+    """The lecture app: the repository's ``apps/explorer.ipynb`` (in a clone or an editable install, not in a
+    wheel, like the course notebooks)."""
+    return Path(__file__).resolve().parent.parent / "apps" / "explorer.ipynb"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port is a whole number from 1 to 65535, got {text!r}")
+    return port
+
+
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("app", help="serve the explorers with Voilà for a lecture: full page, no code shown")
+    parser.add_argument("--port", type=_port, default=DEFAULT_APP_PORT,
+                        help=f"the port to serve on (default {DEFAULT_APP_PORT}; Voilà takes the next free one if "
+                        "it is busy and prints the address)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    parser.set_defaults(run=_app)
+
+
+def _app(args: argparse.Namespace) -> int:
+    notebook = app_notebook()
+    if not notebook.exists():
+        print("the app lives in the repository's apps/ folder: run this from a clone (pip install -e .)",
+              file=sys.stderr)
+        return 1
+    try:
+        import voila  # noqa: F401 -- only to say what is missing
+    except ImportError:
+        print("the app needs Voilà: pip install -r requirements.txt (or pip install voila)", file=sys.stderr)
+        return 1
+    command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", "--strip_sources=True"]
+    server = subprocess.Popen(command + (["--no-browser"] if args.no_browser else []), cwd=notebook.parent)
+    previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stopped: Voilà and its kernels too
+    try:
+        return server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached Voilà too: it stops its kernels
+        server.wait()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +186,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     add_subcommand(sub)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course, _add_reproduce]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course, _add_app,
+                                                                   _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,17 @@ render, and a slider dragged in the browser reaches the kernel and changes the p
 from __future__ import annotations
 
 import pytest
-from browser import chromium_page, jupyter_lab, open_notebook, require_browser, run_command, write_notebook
+from browser import (
+    chromium_page,
+    drag_slider,
+    jupyter_lab,
+    open_notebook,
+    picture_src,
+    require_browser,
+    run_command,
+    wait_for_new_picture,
+    write_notebook,
+)
 
 SETUP = """\
 import pwawidgets as pw
@@ -12,14 +22,10 @@ from pwawidgets.widgets import ContributionExplorer, RegionExplorer
 
 images = pw.data.shapes(2, seed=11).images
 explorer = ContributionExplorer(pw.load_model("mini_vgg"), images[0], layer="conv4")
-for name, control in explorer.controls.items():
-    control.add_class(f"pwa-{name}")
-explorer.image.add_class("pwa-picture")
 explorer"""
 
 REGIONS = """\
 regions = RegionExplorer(steps=300)
-regions.image.add_class("pwa-regions-picture")
 regions"""
 
 REPORT = """\
@@ -28,10 +34,6 @@ print("LAYER=" + explorer.state.layer, "MESSAGE=" + repr(explorer.message))"""
 
 # Errors the front end raises on a plain notebook without any widget (checked by hand), not ours.
 FRONT_END_NOISE = {"notebook7": ("Cannot read properties of undefined (reading 'schema')",)}
-
-
-def _picture_src(page, selector: str) -> str:
-    return page.locator(f"{selector} img, img{selector}").first.get_attribute("src") or ""
 
 
 @pytest.mark.parametrize("front_end", ["jupyterlab", "notebook7"])
@@ -43,28 +45,17 @@ def test_explorers_render_and_respond(front_end, tmp_path):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         open_notebook(page, base, token, "explore.ipynb", front_end)
         run_command(page, "notebook:run-all-cells")
-        page.wait_for_selector(".pwa-picture", timeout=60_000)
-        page.wait_for_selector(".pwa-regions-picture", timeout=60_000)
-        before = _picture_src(page, ".pwa-picture")
+        page.wait_for_selector(".pwa-contribution-picture", timeout=60_000)
+        page.wait_for_selector(".pwa-region-picture", timeout=60_000)
+        before = picture_src(page, ".pwa-contribution-picture")
         assert before.startswith("blob:") or before.startswith("data:"), before
-        assert page.locator(".pwa-regions-picture").first.bounding_box()["width"] > 200
+        assert page.locator(".pwa-region-picture").first.bounding_box()["width"] > 200
         output = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").inner_text()
         assert "LAYER=conv4" in output and "MESSAGE=''" in output, output
 
         # drag the layer slider's handle about one step (of four) to the left, as a user would
-        handle = page.locator(".pwa-layer .noUi-handle").first
-        handle.scroll_into_view_if_needed()
-        box = handle.bounding_box()
-        track = page.locator(".pwa-layer .noUi-target").first.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x - track["width"] / 5, y, steps=5)
-        page.mouse.up()
-        page.wait_for_function(
-            "([sel, old]) => { const i = document.querySelector(sel + ' img') || document.querySelector('img' + sel);"
-            " return i && i.getAttribute('src') !== old; }",
-            arg=[".pwa-picture", before], timeout=30_000)
+        drag_slider(page, ".pwa-contribution-layer", -0.2)
+        wait_for_new_picture(page, ".pwa-contribution-picture", before, timeout_ms=30_000)
         page.locator(".jp-Cell").nth(2).click()
         run_command(page, "notebook:run-cell")
         output = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").inner_text()

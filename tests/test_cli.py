@@ -138,7 +138,7 @@ def test_help_exits_0(capsys):
 def test_subcommands_are_registered_one_function_each():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"fetch", "audit", "course", "reproduce"} and len(cli.SUBCOMMANDS) == 4
+    assert set(sub.choices) == {"fetch", "audit", "course", "app", "reproduce"} and len(cli.SUBCOMMANDS) == 5
 
 
 # ---------------------------------------------------------------------------------------- real process

@@ -1,9 +1,11 @@
-"""What every explorer shares: errors shown inside the widget, the message line, the picture as an array, display,
-closing, and a per-thread hold so that control changes made by the explorer itself trigger no callback.
+"""What every explorer shares: errors shown inside the widget, the message line, the picture (an image that keeps
+its aspect ratio, and as an array), display, closing, the parts named in the page, and a per-thread hold so that
+control changes made by the explorer itself trigger no callback.
 
 A subclass builds ``self.state`` (a dataclass deriving from :class:`Messages`), ``self.controls`` (the ipywidgets by
-name), ``self.image`` (the ``ipywidgets.Image`` shown) and ``self.widget`` (the whole layout, holding
-``self.message_widget``), and decorates its callbacks with :func:`guarded`.
+name), ``self.image`` (the ``ipywidgets.Image`` shown, from :func:`picture_widget`), ``self.info`` (the text beside
+it) and ``self.widget`` (the whole layout, holding ``self.message_widget``), and decorates its callbacks with
+:func:`guarded`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from .. import viz
 
-__all__ = ["CLOSED", "Explorer", "Messages", "close_tree", "guarded", "message_html"]
+__all__ = ["CLOSED", "Explorer", "Messages", "close_tree", "guarded", "message_html", "picture_widget", "side_by_side"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +51,25 @@ def message_html(error: str, note: str = "") -> str:
     if note:
         return f"<div style='{NOTE_STYLE}'>{html.escape(note)}</div>"
     return ""
+
+
+def picture_widget() -> W.Image:
+    """The ``ipywidgets.Image`` an explorer draws its PNG into, sized so that it keeps its aspect ratio everywhere.
+
+    Its natural width, never more than its container's (``max_width``), and the height that goes with it
+    (``height: auto``). ``align_self`` keeps a row or column of the layout from stretching it to its neighbour's
+    height (JupyterLab 4 showed a 454 x 280 picture at 454 x 670 without it).
+    """
+    return W.Image(format="png", layout=W.Layout(width="auto", height="auto", max_width="100%", flex="0 0 auto",
+                                                 align_self="flex-start"))
+
+
+def side_by_side(picture: W.Widget, controls: W.Widget, controls_width: str) -> W.HBox:
+    """The picture and, beside it, the controls: they take the room left (at least ``controls_width``, their long
+    lines wrap) and go under the picture when the window is too narrow for both."""
+    controls.layout.flex = f"1 1 {controls_width}"
+    controls.layout.min_width = controls_width
+    return W.HBox([picture, controls], layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
 
 
 def close_tree(widget: W.Widget) -> None:
@@ -104,6 +125,7 @@ class Explorer:
     state: Messages
     controls: dict[str, W.Widget]
     image: W.Image
+    info: W.HTML
     widget: W.Widget
 
     def __init__(self) -> None:
@@ -147,6 +169,17 @@ class Explorer:
         display(self.widget)
 
     # ------------------------------------------------------------------ for subclasses
+
+    def _name_parts(self, kind: str) -> None:
+        """Name the parts in the page, for styles and browser tests: CSS classes ``pwa-<kind>`` (the layout),
+        ``pwa-<kind>-picture``, ``pwa-<kind>-info``, ``pwa-<kind>-message`` and ``pwa-<kind>-<control>`` (each of
+        ``controls``)."""
+        self.widget.add_class(f"pwa-{kind}")
+        self.image.add_class(f"pwa-{kind}-picture")
+        self.info.add_class(f"pwa-{kind}-info")
+        self.message_widget.add_class(f"pwa-{kind}-message")
+        for name, control in self.controls.items():
+            control.add_class(f"pwa-{kind}-{name}")
 
     def _widgets(self) -> list[W.Widget]:
         """The widgets to close: the layout, plus any widget outside it (e.g. an event source)."""

@@ -38,7 +38,7 @@ from ..images import ImageLoadError, display_image
 from ..layers import INPUT
 from ..placement import model_device, model_dtype
 from ..preprocessing import Preprocessing, preprocessing_of
-from .base import Explorer, Messages, guarded
+from .base import Explorer, Messages, guarded, picture_widget, side_by_side
 from .contribution_inputs import (
     Preprocess,
     check_choice,
@@ -226,6 +226,7 @@ class ContributionExplorer(Explorer):
             opacity=opacity,
         )
         self._build_controls(model)
+        self._name_parts("contribution")
         self._connect()
         if layers == [INPUT]:
             self.state.note = ("No preset blocks are known for this model: only the input layer is shown; pass "
@@ -351,12 +352,12 @@ class ContributionExplorer(Explorer):
         for toggle in (c["method"], c["sign"]):
             toggle.style.button_width = "auto"
         self.controls = c
-        self.image = W.Image(format="png")
+        self.image = picture_widget()
         self.info = W.HTML()
         picker = W.HBox([c["sample"], c["path"], c["load"], c["upload"]])
         settings = W.VBox([c["target"], c["class_name"], c["layer"], c["method"], c["sign"], c["threshold"],
                            c["opacity"], c["sources"], self.info])
-        self.widget = W.VBox([picker, W.HBox([self.image, settings]), self.message_widget])
+        self.widget = W.VBox([picker, side_by_side(self.image, settings, "420px"), self.message_widget])
 
     def _connect(self) -> None:
         c = self.controls

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 
 from ..regions import DATASETS, Region, RegionSet, ToyNet, enumerate_layers, region_colors, train_toy
-from .base import CLOSED, Explorer, Messages, guarded
+from .base import CLOSED, Explorer, Messages, guarded, picture_widget, side_by_side
 
 __all__ = ["RegionExplorer", "RegionState", "check_seed"]
 
@@ -128,6 +128,7 @@ class RegionExplorer(Explorer):
         self.state.stats["trainings"] += 1
         self._build_figure(figsize, dpi)
         self._build_controls(toy)
+        self._name_parts("region")
         self._install(parts)
         self._connect()
         self._render()
@@ -258,12 +259,12 @@ class RegionExplorer(Explorer):
             "progress": W.IntProgress(value=0, min=0, max=100, description="training"),
         }
         self.controls = c
-        self.image = W.Image(format="png")
+        self.image = picture_widget()
         self.info = W.HTML()
         left = W.VBox([self.image, W.HBox([c["x"], c["y"]]), W.HBox([c["layer"], c["output"]])])
         retrain = W.VBox([W.HTML("<b>Another network</b>"), c["dataset"], c["depth"], c["width"], c["seed"],
                           c["retrain"], c["progress"]])
-        self.widget = W.VBox([W.HBox([left, W.VBox([self.info, retrain])]), self.message_widget])
+        self.widget = W.VBox([side_by_side(left, W.VBox([self.info, retrain]), "300px"), self.message_widget])
         self._events = None
         try:  # clicks on the picture: optional, the sliders do the same
             from ipyevents import Event
