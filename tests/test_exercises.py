@@ -242,7 +242,8 @@ def spellings(value: float) -> list[re.Pattern]:
         v = abs(value)
         texts |= {f"{v:.2f}", f"{v:.3f}", f"{v:.4f}", f"{v:.6f}", f"{v:.3g}", f"{v:.4g}", f"{v:.6g}",
                   f"{v:.2e}", f"{v:.3e}", f"{100 * v:.1f} %", f"{v:.1%}"}
-        texts = {t for t in texts if len(t.split("e")[0].replace(".", "").replace(" %", "").strip("%").lstrip("0")) >= 3}
+        digits = {t: t.split("e")[0].replace(".", "").replace(" %", "").strip("%").lstrip("0") for t in texts}
+        texts = {t for t in texts if len(digits[t]) >= 3}
     return [re.compile(r"(?<![\d.])" + re.escape(t) + r"(?!\.?\d)") for t in sorted(texts)]
 
 
@@ -320,7 +321,7 @@ def test_stubs_say_not_done_and_solutions_pass(path):
             expected = [v for line in text.splitlines() if line.startswith(MARK)
                         for v in json.loads(line[len(MARK):])]
             stub = exercises_[ident]["exercise"]
-            above = "\n".join(_text(c) for c, o in zip(run.cells, origin) if o is not None and o < stub)
+            above = "\n".join(_text(c) for c, o in zip(run.cells, origin, strict=True) if o is not None and o < stub)
             found = leaks(above, expected)
             assert not found, f"{path.name}: {ident}: an expected value is shown above the exercise: {found}"
         else:

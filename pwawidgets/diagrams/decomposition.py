@@ -49,7 +49,7 @@ def contributions_add_up(decomposition: Decomposition, layer: str, *, index: int
     fig = Figure(figsize=(1.0 + 0.85 * (len(values) + 1), 3.8), layout="constrained")
     ax = fig.subplots()
     total = 0.0
-    for k, (name, value) in enumerate(zip(names, values)):
+    for k, (name, value) in enumerate(zip(names, values, strict=True)):
         colour = "#8172b2" if name == "bias b" else ("#c44e52" if value >= 0 else "#4c72b0")
         ax.bar(k, value, bottom=total, color=colour, edgecolor="k", lw=0.5, gid="step")
         ax.text(k, total + value, f"{value:+.2f}", ha="center", va="bottom" if value >= 0 else "top", fontsize=7)
