@@ -219,7 +219,7 @@ def _split_at(model: nn.Module, inputs: torch.Tensor, layer: str, target: torch.
         logits = net(inputs.detach().double())
     finally:
         handle.remove()
-    score = logits.gather(1, target.view(-1, 1)).squeeze(1)
+    score = logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
     (w,) = torch.autograd.grad(score.sum(), leaf["h"])
     h = leaf["h"].detach()
     return h, w, score.detach() - (w * h).flatten(1).sum(1), score.detach()
