@@ -104,6 +104,14 @@ def test_docs_and_readme_build_model_inputs_the_model_way(path):
     assert not bad, f"{path.name}: {bad}"
 
 
+def _loaded(value: ast.expr) -> ast.expr:
+    """``pw.load_model(...)`` out of ``pw.load_model(...).to(device)`` (and other method calls chained on it)."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and _name(value.func) != "load_model"
+           and isinstance(value.func.value, ast.Call)):
+        value = value.func.value
+    return value
+
+
 def _loading_calls() -> list[tuple[str, str, str]]:
     """``(notebook, call, model name)`` for every ``load_image(..., model=NAME)`` call of the notebooks whose model
     is loaded in the same notebook by ``NAME = pw.load_model("...")``."""
@@ -112,10 +120,13 @@ def _loading_calls() -> list[tuple[str, str, str]]:
         source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
                            for _, cell in _code_cells(path) for line in cell.splitlines())
         tree = ast.parse(source)
-        models = {node.targets[0].id: node.value.args[0].value for node in ast.walk(tree)
-                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                  and isinstance(node.value, ast.Call) and _name(node.value.func) == "load_model"
-                  and node.value.args and isinstance(node.value.args[0], ast.Constant)}
+        models = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                call = _loaded(node.value)
+                if (isinstance(call, ast.Call) and _name(call.func) == "load_model" and call.args
+                        and isinstance(call.args[0], ast.Constant)):
+                    models[node.targets[0].id] = call.args[0].value
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and _name(node.func) == "load_image":
                 model = next((k.value for k in node.keywords if k.arg == "model"), None)

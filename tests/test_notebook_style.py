@@ -11,7 +11,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SECTION = re.compile(r"^## .*\((core|bonus), (\d+) min\)\s*$", re.M)
 TIME = re.compile(r"\*\*Time:\*\*\s*(\d+) min core(?:\s*·\s*(\d+) min bonus)?")
-FREE_HEADINGS = ("## Setup", "## Summary", "## References")
+FREE_HEADINGS = ("## Setup", "## Summary", "## References", "## Before the next notebook")
 
 
 def _read(path: Path):
@@ -44,8 +44,12 @@ def test_opening_sections_and_closing(path):
 
     markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(s.startswith("## Summary") for s in markdown), "a summary"
-    last = nb.cells[-1]
-    assert last.cell_type == "markdown" and last.source.startswith("## References") and "](http" in last.source
+    references, last = nb.cells[-2], nb.cells[-1]
+    assert references.cell_type == "markdown" and references.source.startswith("## References")
+    assert "](http" in references.source, "references with links"
+    # the last cell: shut the kernel down before the next notebook, and why (a Binder session's memory)
+    assert last.cell_type == "markdown" and last.source.startswith("## Before the next notebook"), "closing cell"
+    assert "Shut Down Kernel" in last.source and "2 GB" in last.source and "Binder" in last.source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -56,3 +60,18 @@ def test_no_executable_solution_and_no_saved_error(path):
         first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
         assert not first.lower().startswith("# solution"), "solutions live in markdown <details> blocks"
         assert not any(o.get("output_type") == "error" for o in cell.get("outputs", [])), "saved with an error"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_predict_comes_before_its_cell_and_think_prompts_have_answers(path):
+    """A **Predict:** question ends its markdown cell and the next cell is the code it asks about; one to three
+    **Think!** prompts per notebook, each with its model answer folded in a <details> block of the same cell."""
+    cells = _read(path).cells
+    for i, cell in enumerate(cells):
+        question = re.search(r"^\*\*Predict[:,]", cell.source, re.M) if cell.cell_type == "markdown" else None
+        if question:
+            assert "<details>" not in cell.source[question.start():], f"cell {i}: the answer comes after the run"
+            assert i + 1 < len(cells) and cells[i + 1].cell_type == "code", f"cell {i}: Predict before a code cell"
+    thinks = [c.source for c in cells if c.cell_type == "markdown" and re.search(r"^\*\*Think!\*\*", c.source, re.M)]
+    assert 1 <= len(thinks) <= 3, f"{len(thinks)} Think! prompts"
+    assert all("<details><summary>Model answer</summary>" in s for s in thinks), "each Think! has a model answer"
