@@ -355,7 +355,7 @@ def update_model_column() -> None:
     lines = TEACHING.read_text(encoding="utf-8").split("\n")
     start = lines.index("## The 2-hour path")
     table = [k for k in range(start, len(lines)) if lines[k].startswith("|")][2:2 + len(rows)]
-    for k, row in zip(table, rows):
+    for k, row in zip(table, rows, strict=True):
         if row.is_notebook:
             cells = _split_row(lines[k])
             cells[2] = f" {row_timing(rows, row, read_notebook(row.notebook)).minutes:.1f} "

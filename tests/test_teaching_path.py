@@ -8,6 +8,7 @@ only the Setup cells and the cells the path names, in the path's order. To rebui
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -39,7 +40,24 @@ def _clock(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def rows() -> list[tp.Row]:
-    return tp.read_path()
+    try:
+        return tp.read_path()
+    except tp.PathError as error:
+        message = str(error)
+    pytest.fail(f"{message}. {FIX}", pytrace=False)
+
+
+def _cells(row: tp.Row) -> list[int]:
+    try:
+        return tp.row_cells(row, tp.read_notebook(row.notebook))
+    except tp.PathError as error:
+        message = str(error)
+    pytest.fail(f"{message}\n{FIX}", pytrace=False)
+
+
+def _timing(rows: list[tp.Row], row: tp.Row) -> tp.Timing:
+    _cells(row)
+    return tp.row_timing(rows, row, tp.read_notebook(row.notebook))
 
 
 def test_table_names_real_cells(rows):
@@ -68,7 +86,7 @@ def test_each_row_covers_its_model_and_the_path_keeps_its_slack(rows):
         if not row.is_notebook:
             modelled += row.minutes  # opening, breaks, wrap-up: as stated
             continue
-        timing = tp.row_timing(rows, row, tp.read_notebook(row.notebook))
+        timing = _timing(rows, row)
         modelled += timing.minutes
         if row.model != f"{timing.minutes:.1f}":
             problems.append(f"{row.label()}: the model gives {timing.minutes:.1f} min ({timing.describe()}); "
@@ -90,17 +108,16 @@ def test_each_notebook_once_and_in_cell_order(rows):
     assert len(order) == len(set(order)), f"the path returns to a notebook after leaving it ({order}): its " \
                                           f"kernel was shut down, so keep each notebook's rows together. {FIX}"
     for name in order:
-        nb = tp.read_notebook(name)
         seen = -1
         for row in (r for r in rows if r.notebook == name):
-            cells = tp.row_cells(row, nb)
+            cells = _cells(row)
             assert cells[0] > seen, f"{row.label()}: goes back above a cell an earlier row ran. {FIX}"
             seen = cells[-1]
 
 
 def test_kernel_shut_down_at_every_notebook_switch(rows):
     notebook_rows = [k for k, row in enumerate(rows) if row.is_notebook]
-    for before, after in zip(notebook_rows, notebook_rows[1:]):
+    for before, after in itertools.pairwise(notebook_rows):
         old, new = rows[before], rows[after]
         if old.notebook == new.notebook:
             continue
@@ -115,7 +132,7 @@ def test_path_ends_on_the_fidelity_and_robustness_verdicts(rows):
     assert order[-2:] == list(VERDICTS), f"the path must end with {list(VERDICTS)}, not {order[-2:]}. {FIX}"
     for name, markers in VERDICTS.items():
         nb = tp.read_notebook(name)
-        ran = {index for index, row in tp.path_cells(rows, name) if row is not None}
+        ran = {index for row in rows if row.notebook == name for index in _cells(row)}
         verdicts = [i for i, c in enumerate(nb.cells)
                     if c.cell_type == "markdown" and any(m in c.source for m in markers)]
         assert verdicts, f"{name} has no markdown cell with {markers[0]!r}: the notebook must state its verdict " \
@@ -137,22 +154,25 @@ def test_path_runs_on_its_own_cells(name):
     from nbclient.exceptions import CellExecutionError
 
     rows = tp.read_path()
+    for row in rows:
+        if row.notebook == name:
+            _cells(row)
     subset, chosen = tp.path_notebook(rows, name)
     client = NotebookClient(subset, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(tp.NOTEBOOKS)}})
     try:
         client.execute()
+        return
     except CellExecutionError:
-        k = next(k for k, cell in enumerate(subset.cells) if cell.cell_type == "code"
-                 and any(o.get("output_type") == "error" for o in cell.get("outputs", [])))
-        error = next(o for o in subset.cells[k].outputs if o.get("output_type") == "error")
-        index, row = chosen[k]
-        nb = tp.read_notebook(name)
-        if row is None:
-            where = f"{name}, Setup (cell {index} of the notebook)"
-        else:
-            number = tp.sections(nb)[row.section].index(index) + 1
-            where = f"{row.label()}, cell {number} of its section"
-        pytest.fail(f"{where} fails when only the path's cells run: {error['ename']}: {error['evalue']}. A cell "
-                    f"the path skips defines what it needs: add that cell to this row or an earlier one. {FIX}",
-                    pytrace=False)
+        pass
+    k = next(k for k, cell in enumerate(subset.cells) if cell.cell_type == "code"
+             and any(o.get("output_type") == "error" for o in cell.get("outputs", [])))
+    error = next(o for o in subset.cells[k].outputs if o.get("output_type") == "error")
+    index, row = chosen[k]
+    if row is None:
+        where = f"{name}, Setup (cell {index} of the notebook)"
+    else:
+        number = tp.sections(tp.read_notebook(name))[row.section].index(index) + 1
+        where = f"{row.label()}, cell {number} of its section"
+    pytest.fail(f"{where} fails when only the path's cells run: {error['ename']}: {error['evalue']}. A cell the "
+                f"path skips defines what it needs: add that cell to this row or an earlier one. {FIX}", pytrace=False)
