@@ -1,15 +1,19 @@
-"""The 2-hour path of docs/teaching.md: every row names real cells, fits the reading-and-doing model, and runs.
+"""The 2-hour path of docs/teaching.md: every row names real cells, fits the reading-and-doing model, and runs;
+and Binder shuts a notebook's kernel down when the notebook is closed.
 
 The table is read by benchmarks/teaching_path.py (its docstring gives the notation). The static checks take a second;
 ``test_path_runs_on_its_own_cells`` (marker ``path``) executes each notebook of the path in a fresh kernel, running
-only the Setup cells and the cells the path names, in the path's order. To rebuild the table's "model" column:
-``python benchmarks/teaching_path.py``.
+only the Setup cells and the cells the path names, in the path's order. To rewrite the table's "model" column after
+the notebooks change: ``python benchmarks/teaching_path.py --update``.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -176,3 +180,45 @@ def test_path_runs_on_its_own_cells(name):
         where = f"{row.label()}, cell {number} of its section"
     pytest.fail(f"{where} fails when only the path's cells run: {error['ename']}: {error['evalue']}. A cell the "
                 f"path skips defines what it needs: add that cell to this row or an earlier one. {FIX}", pytrace=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binder: closing a notebook shuts its kernel down (JupyterLab's settings overrides, copied by binder/postBuild)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_binder_overrides_are_real_settings_of_the_installed_jupyterlab():
+    import jsonschema
+
+    overrides = json.loads((ROOT / "binder" / "overrides.json").read_text(encoding="utf-8"))
+    schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["kernelShutdown"] is True
+    for plugin, settings in overrides.items():
+        extension, _, name = plugin.partition(":")
+        path = schemas / extension / f"{name}.json"
+        assert path.exists(), f"binder/overrides.json: no schema {path} for {plugin!r} in the installed JupyterLab"
+        properties = json.loads(path.read_text(encoding="utf-8"))["properties"]
+        for key, value in settings.items():
+            assert key in properties, f"binder/overrides.json: {plugin!r} has no setting {key!r} (JupyterLab " \
+                                      "would add it silently and ignore it)"
+            jsonschema.validate(value, properties[key])
+            assert value != properties[key]["default"], f"{plugin} {key}: the override equals the default"
+
+
+def test_binder_postbuild_puts_the_overrides_where_jupyterlab_reads_them(tmp_path):
+    from jupyterlab.commands import get_app_dir
+
+    assert Path(get_app_dir()) == Path(sys.prefix) / "share" / "jupyter" / "lab", "JupyterLab's app directory " \
+        "is not <sys.prefix>/share/jupyter/lab here (JUPYTERLAB_DIR set?)"
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    prefix = tmp_path / "prefix"
+    (shims / "pip").write_text("#!/bin/sh\nexit 0\n")  # postBuild's pip install: not needed here
+    (shims / "python").write_text(f"#!/bin/sh\necho {prefix}\n")  # sys.prefix of Binder's environment
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(ROOT / "binder" / "postBuild")], cwd=ROOT, env=env, check=True)
+    copied = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json"  # <app dir>/settings
+    assert copied.read_text(encoding="utf-8") == (ROOT / "binder" / "overrides.json").read_text(encoding="utf-8")
