@@ -193,7 +193,9 @@ def test_binder_overrides_are_real_settings_of_the_installed_jupyterlab():
 
     overrides = json.loads((ROOT / "binder" / "overrides.json").read_text(encoding="utf-8"))
     schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
-    assert overrides["@jupyterlab/notebook-extension:tracker"]["kernelShutdown"] is True
+    tracker = overrides.get("@jupyterlab/notebook-extension:tracker", {})
+    assert tracker.get("kernelShutdown") is True, "binder/overrides.json must set kernelShutdown: true for " \
+                                                  "@jupyterlab/notebook-extension:tracker"
     for plugin, settings in overrides.items():
         extension, _, name = plugin.partition(":")
         path = schemas / extension / f"{name}.json"
