@@ -123,9 +123,9 @@ def path_pairs() -> None:
     cwd = teaching_path.NOTEBOOKS
     print(f"Along the 2-hour path (docs/teaching.md): Setup and path cells only; two kernels alive at once "
           f"(target <= {TARGET_PAIR_MB} MB)\n")
-    print(f"| {'kernels alive':<48} | {'path s':>6} | {'peak MB':>7} | {'sum of peaks MB':>15} "
+    print(f"| {'kernels alive':<54} | {'path s':>6} | {'peak MB':>7} | {'sum of peaks MB':>15} "
           f"| {'both, sampled MB':>16} | {'':<6} |")
-    print(f"| {'-' * 48} | {'-' * 5}: | {'-' * 6}: | {'-' * 14}: | {'-' * 15}: | {'-' * 6} |")
+    print(f"| {'-' * 54} | {'-' * 5}: | {'-' * 6}: | {'-' * 14}: | {'-' * 15}: | {'-' * 6} |")
     sampler = Sampler()
     previous: tuple[str, KernelManager, int] | None = None
     try:
@@ -136,12 +136,12 @@ def path_pairs() -> None:
             seconds = execute(teaching_path.path_notebook(rows, name)[0], km, cwd)
             mine = sampler.peak.get(pid, 0) / MB
             if previous is None:
-                print(f"| {name + ' alone':<48} | {seconds:6.1f} | {mine:7.0f} | {'':>15} | {'':>16} | {'':<6} |",
+                print(f"| {name + ' alone':<54} | {seconds:6.1f} | {mine:7.0f} | {'':>15} | {'':>16} | {'':<6} |",
                       flush=True)
             else:
                 peaks = mine + sampler.peak.get(previous[2], 0) / MB
                 verdict = "ok" if peaks <= TARGET_PAIR_MB else "MISSED"
-                print(f"| {previous[0] + ' (idle) + ' + name:<48} | {seconds:6.1f} | {mine:7.0f} | {peaks:15.0f} "
+                print(f"| {previous[0] + ' (idle) + ' + name:<54} | {seconds:6.1f} | {mine:7.0f} | {peaks:15.0f} "
                       f"| {sampler.together / MB:16.0f} | {verdict:<6} |", flush=True)
                 previous[1].shutdown_kernel(now=True)
             previous = (name, km, pid)
