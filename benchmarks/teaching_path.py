@@ -12,7 +12,9 @@ The path table has the columns ``start | min | model | notebook | section | cell
 notebook row names a notebook (``01_toy_regions``), a section heading exactly as written without its ``## ``, and
 its cells: ``all``, or ranges such as ``1–6``, ``1–3, 7``, ``4–end``, where cell 1 is the heading cell and the
 count goes on through every cell, markdown and code, up to the next ``## `` heading. Anything in parentheses after
-the ranges is a comment. Other rows (opening, break, wrap-up) have ``—`` as their notebook.
+the ranges is a comment; a comment ``(up to Exercise 1)`` is also checked: the cell after the range must start
+with a heading that contains "Exercise 1", so that a cell added above it shows. Other rows (opening, break,
+wrap-up) have ``—`` as their notebook.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ DETAILS = re.compile(r"<details>.*?</details>", re.S)
 LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 TAG = re.compile(r"<[^>]+>")
 RANGE = re.compile(r"^(\d+)(?:\s*[–-]\s*(\d+|end))?$")
+UP_TO = re.compile(r"\(up to ([^)]+)\)")
 
 
 class PathError(ValueError):
@@ -240,7 +243,17 @@ def row_cells(row: Row, nb) -> list[int]:
     except ValueError as error:
         raise PathError(f"{row.label()}: {error}. The section's cells, numbered as the path counts them:\n"
                         f"{describe_section(nb, indices)}") from None
-    return [indices[k] for k in offsets]
+    chosen = [indices[k] for k in offsets]
+    up_to = UP_TO.search(row.cells)
+    if up_to:
+        after = indices[offsets[-1] + 1] if offsets[-1] + 1 < len(indices) else None
+        text = nb.cells[after].source.strip() if after is not None else ""
+        first = text.splitlines()[0] if text else ""
+        if not (first.startswith("#") and up_to.group(1) in first):
+            raise PathError(f"{row.label()}: the cell after these cells does not start with a heading containing "
+                            f"{up_to.group(1)!r}; the section changed. Its cells, numbered as the path counts "
+                            f"them:\n{describe_section(nb, indices)}")
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------------------------
