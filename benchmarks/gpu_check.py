@@ -1,6 +1,9 @@
-"""Exactness on a CUDA GPU, where TF32 is on by default for convolutions.
+"""Exactness on a CUDA GPU, where TF32 is on by default for convolutions; then the whole course on that GPU.
 
-    python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py                    # [1]-[5] on CUDA; on a machine without one, says it skipped
+    python benchmarks/gpu_check.py cpu 64 vgg11       # [1]-[4] on another device, input size, networks
+    python benchmarks/gpu_check.py --course           # [5] only
+    python benchmarks/gpu_check.py --course --dry-run # [5]: the card and the command, without running it
 
 1. float64 on CUDA equals float64 on CPU (VGG-19, ResNet-101, random weights, all block layers).
 2. float32 on CUDA with the caller's TF32 left on: the decomposition turns TF32 off for its own work and puts
@@ -9,17 +12,29 @@
 3. The local affine prediction (verify) in float32 with TF32 on and off.
 4. The sources of the bias (bias_sources) on CUDA: in float64 they sum to decompose's bias and equal the CPU's;
    in float32 with the caller's TF32 on, how far their sum is from the float64 bias.
+5. The course: every notebook through nbval (``python -m pytest --nbval-lax notebooks/``) in a subprocess, on the GPU
+   each notebook's Setup picks (``pw.best_device()``), with the card's name and the wall time. Skipped, and said so,
+   where there is no CUDA GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import torch
 
 import pwawidgets as pw
 from pwawidgets.bias import REMAINDER
 from pwawidgets.layers import resolve_one, substitute
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -130,7 +145,43 @@ def bias_check(cpu, gpu, x, target, device: str, layer: str) -> None:
           f"{float((total - bias).abs().max()) / scale:.1e}")
 
 
-if __name__ == "__main__":
-    import sys
+def course_command(notebooks: Path = ROOT / "notebooks") -> list[str]:
+    """The nbval run of every notebook, with this interpreter, as the test suite runs them (``--nbval-lax``)."""
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--nbval-lax",
+            "--nbval-current-env", str(notebooks)]
 
-    main(*sys.argv[1:2], *[int(a) for a in sys.argv[2:3]], *[tuple(sys.argv[3:])] if sys.argv[3:] else [])
+
+def course_on_gpu(dry_run: bool = False) -> int | None:
+    """[5] The whole course through nbval on the CUDA GPU: its exit status, or None where skipped or a dry run."""
+    command = course_command()
+    if not torch.cuda.is_available():
+        print(f"[5] the course through nbval: skipped, no CUDA GPU on this machine ({shlex.join(command)})")
+        return None
+    card = torch.cuda.get_device_name()
+    print(f"[5] the course through nbval on {card}: {shlex.join(command)}", flush=True)
+    if dry_run:
+        print("    dry run: not started")
+        return None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    status = subprocess.run(command, cwd=ROOT, env=env).returncode
+    outcome = "passed" if status == 0 else f"FAILED (exit status {status})"
+    print(f"[5] the course through nbval on {card}: {outcome} in {time.perf_counter() - start:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("device", nargs="?", default="cuda", help="checks [1]-[4] run on it (default cuda)")
+    parser.add_argument("size", nargs="?", type=int, default=224, help="input size of [1]-[4]")
+    parser.add_argument("names", nargs="*", default=["vgg19", "resnet101"], help="networks of [1]-[4]")
+    parser.add_argument("--course", action="store_true", help="only [5], the course through nbval")
+    parser.add_argument("--dry-run", action="store_true", help="[5]: print the card and the command, run nothing")
+    args = parser.parse_args()
+    if not args.course:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            print("[1]-[4] skipped: no CUDA GPU on this machine")
+        else:
+            main(args.device, args.size, tuple(args.names))
+    status = course_on_gpu(args.dry_run)
+    sys.exit(status or 0)
