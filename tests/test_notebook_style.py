@@ -11,7 +11,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SECTION = re.compile(r"^## .*\((core|bonus), (\d+) min\)\s*$", re.M)
 TIME = re.compile(r"\*\*Time:\*\*\s*(\d+) min core(?:\s*·\s*(\d+) min bonus)?")
-FREE_HEADINGS = ("## Setup", "## Summary", "## References")
+FREE_HEADINGS = ("## Setup", "## Summary", "## References", "## Before the next notebook")
 
 
 def _read(path: Path):
@@ -44,8 +44,12 @@ def test_opening_sections_and_closing(path):
 
     markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(s.startswith("## Summary") for s in markdown), "a summary"
-    last = nb.cells[-1]
-    assert last.cell_type == "markdown" and last.source.startswith("## References") and "](http" in last.source
+    references, last = nb.cells[-2:]
+    assert references.cell_type == "markdown" and references.source.startswith("## References")
+    assert "](http" in references.source
+    # the very last cell: shut the kernel down before the next notebook (two kernels do not fit in Binder's 2 GB)
+    assert last.cell_type == "markdown" and last.source.startswith("## Before the next notebook")
+    assert "Kernel → Shut Down Kernel" in last.source and "2 GB" in last.source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
