@@ -104,23 +104,32 @@ def test_docs_and_readme_build_model_inputs_the_model_way(path):
     assert not bad, f"{path.name}: {bad}"
 
 
+def _loaded(value: ast.expr) -> ast.expr:
+    """``pw.load_model("...")`` out of ``pw.load_model("...").to(device)`` (notebooks move models to their device)."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "to":
+        return value.func.value
+    return value
+
+
 def _loading_calls() -> list[tuple[str, str, str]]:
-    """``(notebook, call, model name)`` for every ``load_image(..., model=NAME)`` call of the notebooks whose model
-    is loaded in the same notebook by ``NAME = pw.load_model("...")``."""
+    """``(notebook, call, model name)`` for every ``load_image(data.sample_photo(...), model=NAME)`` call of the
+    notebooks whose model is loaded in the same notebook by ``NAME = pw.load_model("...")`` (``.to(device)``
+    allowed); calls on files are checked statically, above."""
     out = []
     for path in NOTEBOOKS:
         source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
                            for _, cell in _code_cells(path) for line in cell.splitlines())
         tree = ast.parse(source)
-        models = {node.targets[0].id: node.value.args[0].value for node in ast.walk(tree)
+        models = {node.targets[0].id: _loaded(node.value).args[0].value for node in ast.walk(tree)
                   if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                  and isinstance(node.value, ast.Call) and _name(node.value.func) == "load_model"
-                  and node.value.args and isinstance(node.value.args[0], ast.Constant)}
+                  and isinstance(_loaded(node.value), ast.Call) and _name(_loaded(node.value).func) == "load_model"
+                  and _loaded(node.value).args and isinstance(_loaded(node.value).args[0], ast.Constant)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and _name(node.func) == "load_image":
                 model = next((k.value for k in node.keywords if k.arg == "model"), None)
-                if isinstance(model, ast.Name) and model.id in models:
-                    out.append((path.stem, ast.get_source_segment(source, node), models[model.id]))
+                call = ast.get_source_segment(source, node)
+                if isinstance(model, ast.Name) and model.id in models and "sample_photo(" in call:
+                    out.append((path.stem, call, models[model.id]))
     return out
 
 
