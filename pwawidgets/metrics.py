@@ -105,6 +105,26 @@ def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     return ranks < cells_kept(fraction, ranks[0].numel())
 
 
+def tie_counts(maps: torch.Tensor, fraction: float) -> dict[str, torch.Tensor]:
+    """What ties do to the ``fraction`` most relevant cells of each map, ``(B,)`` int64 each: ``zeros`` (cells equal
+    to 0), ``tied`` (cells whose value another cell of the same map holds) and ``by_tie_rule`` (kept cells whose
+    value a cell left out also holds: the raster order, not the map, chose them)."""
+    fraction = arguments.number("fraction", fraction, 0, 1, low_open=True)
+    flat = as_maps(maps).flatten(1)
+    if flat.is_floating_point() and bool(flat.isnan().any()):
+        raise ValueError("a map holds NaN values: it cannot be ranked")
+    n = cells_kept(fraction, flat.shape[1])
+    values = torch.sort(flat, dim=1, descending=True).values
+    same = values[:, 1:] == values[:, :-1]  # neighbours in the sorted order share a value
+    tied = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    tied[:, 1:] |= same
+    tied[:, :-1] |= same
+    cut = values[:, n - 1:n]  # the smallest value kept
+    kept_at_cut = n - (flat > cut).sum(1)
+    return {"zeros": (flat == 0).sum(1), "tied": tied.sum(1),
+            "by_tie_rule": torch.where((flat == cut).sum(1) > kept_at_cut, kept_at_cut, 0)}
+
+
 def fill_value(fill: Fill = "zero", normalization=None) -> torch.Tensor:
     """The value removed pixels get (:data:`Fill`), float64: a scalar, or ``(C,)`` per channel. ``"black"`` needs
     ``normalization=(mean, std)``."""

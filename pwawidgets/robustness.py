@@ -8,6 +8,7 @@ moves by ``w . delta`` whatever the bias is, so the claim is an empirical one; t
 per image so it can be set against the bias ratio:
 
 - :func:`gaussian`: Gaussian noise of standard deviation ``sigma`` (several draws);
+- :func:`random_sign`: FGSM's step with random signs (the same size in every norm, no aim; several draws);
 - :func:`fgsm` and :func:`pgd`: the signed-gradient step and a few projected steps that *lower the target score*
   (the logit of the class explained), inside an L-infinity ball of radius ``eps``;
 - :func:`radius_along`: how far along a perturbation the input stays in its linear region (float64).
@@ -165,8 +166,33 @@ def gaussian(model: nn.Module, inputs: torch.Tensor, target: Target = None, sigm
     """Gaussian noise of standard deviation ``sigma`` on the input (raw pixel units) or on ``layer`` (fraction of
     its RMS), ``draws`` times per image (seeded: the same noise whatever ``batch_size``). ``target``: one class per
     image (an int, one per image, None for the predicted class); ``layer``: None means ``"input"``."""
-    _check_inputs(inputs, target, batch_size)
     sigma = _check_size("sigma", sigma)
+    return _random_draws("gaussian", sigma, lambda shape, gen, dtype: torch.randn(shape, generator=gen, dtype=dtype),
+                         model, inputs, target, layer, draws, seed, normalization, batch_size)
+
+
+def random_sign(model: nn.Module, inputs: torch.Tensor, target: Target = None, eps: float = 1 / 255,
+                layer: str | None = None, *,
+                draws: int = 4, seed: int = 0, normalization: Normalization | None = None,
+                batch_size: int | None = None) -> Response:
+    """FGSM's step with random signs, ``delta = eps * s`` with ``s`` a seeded random +-1 per entry, ``draws`` times
+    per image: the same size as :func:`fgsm`'s step in every norm, without its aim. The last draw is kept as
+    ``delta``. Arguments as in :func:`gaussian`."""
+    eps = _check_size("eps", eps)
+
+    def signs(shape, gen, dtype):
+        return torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
+
+    return _random_draws("random_sign", eps, signs, model, inputs, target, layer, draws, seed, normalization,
+                         batch_size, keep_delta=True)
+
+
+def _random_draws(kind: str, size: float, sample: Callable, model: nn.Module, inputs: torch.Tensor, target,
+                  layer: str | None, draws: int, seed: int, normalization, batch_size: int | None,
+                  keep_delta: bool = False) -> Response:
+    """``draws`` seeded random perturbations ``size * unit * sample(...)`` per image, drawn for the whole batch at
+    once so that they do not depend on ``batch_size``."""
+    _check_inputs(inputs, target, batch_size)
     arguments.integer("draws", draws, 1)
     arguments.integer("seed", seed, 0)
     total = inputs.shape[0]
@@ -174,14 +200,14 @@ def gaussian(model: nn.Module, inputs: torch.Tensor, target: Target = None, sigm
     def run(xb: torch.Tensor, tb, start: int) -> Response:
         setup = _Setup(model, xb, tb, layer, normalization)
         gen = torch.Generator().manual_seed(seed)
-        scores, flips = [], []
+        scores, flips, delta = [], [], None
         for _ in range(draws):
-            noise = torch.randn((total, *setup.shape[1:]), generator=gen, dtype=setup.clean.dtype)
-            noise = noise[start:start + xb.shape[0]].to(setup.x.device)
-            s, f = setup.score_and_flip(sigma * setup.unit * noise)
+            noise = sample((total, *setup.shape[1:]), gen, setup.clean.dtype)
+            delta = size * setup.unit * noise[start:start + xb.shape[0]].to(setup.x.device)
+            s, f = setup.score_and_flip(delta)
             scores.append(s)
             flips.append(f)
-        return setup.response("gaussian", sigma, scores, flips)
+        return setup.response(kind, size, scores, flips, delta if keep_delta else None)
 
     return _in_batches(run, inputs, target, batch_size)
 

@@ -113,8 +113,9 @@ def _loaded(value: ast.expr) -> ast.expr:
 
 
 def _loading_calls() -> list[tuple[str, str, str]]:
-    """``(notebook, call, model name)`` for every ``load_image(..., model=NAME)`` call of the notebooks whose model
-    is loaded in the same notebook by ``NAME = pw.load_model("...")``."""
+    """``(notebook, call, model name)`` for every ``load_image(data.sample_photo(...), model=NAME)`` call of the
+    notebooks whose model is loaded in the same notebook by ``NAME = pw.load_model("...")`` (``.to(device)``
+    allowed); calls on files are checked statically, above."""
     out = []
     for path in NOTEBOOKS:
         source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
@@ -130,8 +131,9 @@ def _loading_calls() -> list[tuple[str, str, str]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and _name(node.func) == "load_image":
                 model = next((k.value for k in node.keywords if k.arg == "model"), None)
-                if isinstance(model, ast.Name) and model.id in models:
-                    out.append((path.stem, ast.get_source_segment(source, node), models[model.id]))
+                call = ast.get_source_segment(source, node)
+                if isinstance(model, ast.Name) and model.id in models and "sample_photo(" in call:
+                    out.append((path.stem, call, models[model.id]))
     return out
 
 
