@@ -73,7 +73,7 @@ class Sizes:
     road_percentages: tuple[int, ...] = (10, 30, 50)
     patch_size: int = 54
     ig_steps: int = 8
-    batch_size: int = 5
+    batch_size: int = 2
 
 
 def quantus_status() -> tuple[bool, str]:
