@@ -107,13 +107,16 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scaled to [0, 1] per map, as pytorch-grad-cam's ``scale_cam_image`` does."""
+    maps = maps - maps.flatten(1).min(1).values[:, None, None]
+    return maps / (1e-7 + maps.flatten(1).max(1).values[:, None, None])
+
+
 def _hirescam(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """HiResCAM as pytorch-grad-cam publishes it, from the block's ``sum_k w_k h_k``: clipped at 0, min-max scaled
-    per image, then resized bilinearly."""
-    cam = cells.clamp_min(0)
-    cam = cam - cam.flatten(1).min(1).values[:, None, None]
-    cam = cam / (1e-7 + cam.flatten(1).max(1).values[:, None, None])
-    return to_image_grid(cam, size)
+    """HiResCAM as pytorch-grad-cam publishes it, from the block's ``sum_k w_k h_k``: clipped at 0, scaled to [0, 1]
+    per image, resized bilinearly, and scaled to [0, 1] again (its average over target layers)."""
+    return _unit(to_image_grid(_unit(cells.clamp_min(0)), size))
 
 
 def attributions(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer: str,
@@ -244,8 +247,11 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, maps
     and ROAD the same noise for all of them (a paired comparison; the caller's NumPy random state is kept).
     ROAD has no baseline: a map that is the same under two references is scored once.
     """
+    if model_dtype(model) != torch.float32:
+        raise TypeError(f"the model is {model_dtype(model)}: Quantus feeds models float32 tensors (its "
+                        "PyTorchModel), so evaluate a float32 model (model.float())")
     fills = {r: reference_fill(model, r, normalization) for r in maps}
-    x = inputs.detach().cpu().numpy().astype(np.float32 if model_dtype(model) == torch.float32 else np.float64)
+    x = inputs.detach().cpu().numpy().astype(np.float32)
     y = torch.as_tensor(targets).reshape(-1).cpu().numpy()
     for reference, found in maps.items():
         for method, a in found.items():
