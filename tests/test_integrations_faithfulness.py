@@ -134,6 +134,12 @@ def test_integrated_gradients_equal_the_contributions_on_an_affine_model(data) -
 def test_bad_arguments_are_refused_before_any_work(data) -> None:
     x, y = data
     model = tiny(torch.float64)
+    with pytest.raises(ValueError, match="sizes.nr_runs"):
+        ff.Sizes(nr_runs=0)
+    with pytest.raises(ValueError, match="sizes.subset_fraction"):
+        ff.Sizes(subset_fraction=1.5)
+    with pytest.raises(ValueError, match="sizes.road_percentages"):
+        ff.Sizes(road_percentages=(50, 100))
     with pytest.raises(ValueError, match="targets holds 2 classes for 3 images"):
         ff.attributions(model, x, y[:2], "4")
     with pytest.raises(ValueError, match="reference='black'"):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import arguments
 from ..baselines import gradcam_from
 from ..core import decompose
 from ..fidelity import random_map
@@ -74,6 +75,15 @@ class Sizes:
     patch_size: int = 54
     ig_steps: int = 8
     batch_size: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("nr_runs", "flip_steps", "patch_size", "ig_steps", "batch_size"):
+            arguments.integer(f"sizes.{name}", getattr(self, name), 1)
+        arguments.number("sizes.subset_fraction", self.subset_fraction, 0, 1, low_open=True)
+        if not self.road_percentages:
+            raise ValueError("sizes.road_percentages is empty: give at least one percentage in (0, 100)")
+        for p in self.road_percentages:
+            arguments.number("sizes.road_percentages", p, 0, 100, low_open=True, high_open=True)
 
 
 def quantus_status() -> tuple[bool, str]:
