@@ -32,7 +32,8 @@ class SiteBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class SiteReport:
-    """What a build made: the landing page, the notebooks executed and read from the cache, seconds, bytes."""
+    """What a build made: the landing page, the notebooks executed and read from the cache, seconds, bytes, and
+    (``raise_on_error=False``) one line per notebook that failed, keyed by its file name."""
 
     index: Path
     executed: int
@@ -41,13 +42,19 @@ class SiteReport:
     size_bytes: int
     widgets_embedded: bool
     explorer: bool
+    failures: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
 
     def __str__(self) -> str:
         widgets = "saved widget state drawn" if self.widgets_embedded else (
             "widget state not drawn: bash pwawidgets/site/js/install.sh brings the widget manager")
         explorer = "with the static explorer" if self.explorer else "without the static explorer"
+        failed = "".join(f"\nfailed: {line}" for line in self.failures.values())
         return (f"site built in {self.seconds:.0f} s: {self.executed} notebooks executed, {self.cached} from the "
-                f"cache; {self.size_bytes / 2**20:.1f} MB, {explorer}; {widgets}; open {self.index}")
+                f"cache; {self.size_bytes / 2**20:.1f} MB, {explorer}; {widgets}; open {self.index}{failed}")
 
 
 def default_cache() -> Path:
@@ -59,7 +66,7 @@ def folder_size(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def sphinx_settings(cache: Path, explorer: bool, widgets: bool) -> dict[str, Any]:
+def sphinx_settings(cache: Path, explorer: bool, widgets: bool, raise_on_error: bool = True) -> dict[str, Any]:
     """The Sphinx configuration (there is no conf.py: the builder passes these as overrides)."""
     return {
         "project": "pwawidgets",
@@ -77,7 +84,8 @@ def sphinx_settings(cache: Path, explorer: bool, widgets: bool) -> dict[str, Any
         "myst_heading_anchors": 3,
         "nb_execution_mode": "cache",
         "nb_execution_cache_path": str(cache / "jupyter"),
-        "nb_execution_raise_on_error": True,
+        "nb_execution_raise_on_error": raise_on_error,
+        "nb_execution_show_tb": not raise_on_error,
         "nb_execution_timeout": 900,
         "nb_execution_excludepatterns": [],
         "nb_merge_streams": True,
@@ -103,7 +111,13 @@ def failed_cell(notebook: Path, error: BaseException) -> str:
     return "a cell"
 
 
-def explain_failure(error: BaseException, src: Path) -> str:
+def failure_line(notebook: Path, traceback: str) -> str:
+    """One line from an execution traceback: ``notebooks/NAME.ipynb, cell N of M (id ...): Error: message``."""
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    return f"notebooks/{notebook.name}, {failed_cell(notebook, traceback)}: {lines[-1] if lines else 'failed'}"
+
+
+def explain_failure(error: BaseException) -> str:
     """One line for an exception raised by the Sphinx build: the notebook, the cell, and the error."""
     chain, current = [], error
     while current is not None and current not in chain:
@@ -161,12 +175,15 @@ class Tee(io.TextIOBase):
 
 
 def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None, explorer: bool = True,
-          verbose: bool = False) -> SiteReport:
+          raise_on_error: bool = True, verbose: bool = False) -> SiteReport:
     """Build the site into ``out`` and return its :class:`SiteReport` (``report.index`` is the landing page).
 
     ``cache`` keeps the executed notebooks and Sphinx's state between builds (default :func:`default_cache`);
     ``notebooks`` is the folder of ``NN_*.ipynb`` (default: the repository's); ``explorer=False`` builds no
-    ``explorer/`` page. Sphinx's messages go to ``cache/sphinx.log`` (and to the terminal with ``verbose``).
+    ``explorer/`` page. A cell that fails raises a :class:`SiteBuildError` naming the notebook and the cell; with
+    ``raise_on_error=False`` every notebook is executed and the report's ``failures`` names each that failed (the
+    test suite's way: one test per notebook). Sphinx's messages go to ``cache/sphinx.log`` (and to the terminal
+    with ``verbose``).
     """
     out, cache = Path(out), Path(cache) if cache is not None else default_cache()
     notebooks = Path(notebooks) if notebooks is not None else REPO / "notebooks"
@@ -194,15 +211,19 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
     try:
         with patch_docutils(src), docutils_namespace():
             app = Sphinx(str(src), None, str(out), str(cache / "doctrees"), "html",
-                         confoverrides=sphinx_settings(cache, explorer, widgets), status=stream, warning=stream,
-                         parallel=1)
+                         confoverrides=sphinx_settings(cache, explorer, widgets, raise_on_error), status=stream,
+                         warning=stream, parallel=1)
             app.build()
+            failed = [(Path(app.env.doc2path(docname)), data["traceback"] or "")
+                      for docname, meta in getattr(app.env, "nb_metadata", {}).items()
+                      if (data := meta.get("exec_data")) and not data.get("succeeded", True)]
+            failures = {path.name: failure_line(path, traceback) for path, traceback in failed}
         if app.statuscode:
             raise SiteBuildError(f"Sphinx stopped with status {app.statuscode}; see {cache / 'sphinx.log'}")
     except SiteBuildError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the build becomes one line naming its cause
-        raise SiteBuildError(explain_failure(exc, src)) from exc
+        raise SiteBuildError(explain_failure(exc)) from exc
     finally:
         log.close()
     text = (cache / "sphinx.log").read_text(encoding="utf-8")
@@ -210,4 +231,5 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
         static_explorer.build(out / "explorer")
     return SiteReport(index=out / "index.html", executed=text.count("Executed notebook in"),
                       cached=text.count("Using cached notebook"), seconds=time.perf_counter() - start,
-                      size_bytes=folder_size(out), widgets_embedded=widgets, explorer=static_explorer is not None)
+                      size_bytes=folder_size(out), widgets_embedded=widgets, explorer=static_explorer is not None,
+                      failures=failures)

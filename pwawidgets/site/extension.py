@@ -122,9 +122,16 @@ def filter_state(app: Sphinx, env: Any, docnames: list[str], *args: Any) -> None
         entry[1]["body"] = json.dumps(state).replace("</", "<\\/")
 
 
+def failed_before(app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
+    """Notebooks whose last execution failed are read (executed) again, even when unchanged."""
+    return [docname for docname, meta in getattr(env, "nb_metadata", {}).items()
+            if not (meta.get("exec_data") or {}).get("succeeded", True) and docname not in removed]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("pwawidgets_explorer", False, "env", bool)
     app.add_config_value("pwawidgets_widget_js", False, "env", bool)
     app.connect("doctree-read", add_notes)
+    app.connect("env-get-outdated", failed_before)
     app.connect("env-updated", lambda app, env: filter_state(app, env, []))
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
