@@ -7,11 +7,13 @@ cell. The cache folder also keeps Sphinx's sources and doctrees, so that a secon
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import io
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ class SiteReport:
     (``raise_on_error=False``) one line per notebook that failed, keyed by its file name."""
 
     index: Path
+    notebooks: int
     executed: int
     cached: int
     seconds: float
@@ -53,13 +56,37 @@ class SiteReport:
             "widget state not drawn: bash pwawidgets/site/js/install.sh brings the widget manager")
         explorer = "with the static explorer" if self.explorer else "without the static explorer"
         failed = "".join(f"\nfailed: {line}" for line in self.failures.values())
-        return (f"site built in {self.seconds:.0f} s: {self.executed} notebooks executed, {self.cached} from the "
-                f"cache; {self.size_bytes / 2**20:.1f} MB, {explorer}; {widgets}; open {self.index}{failed}")
+        unchanged = self.notebooks - self.executed - self.cached
+        return (f"site built in {self.seconds:.0f} s: {self.notebooks} notebooks, {self.executed} executed, "
+                f"{self.cached} from the execution cache, {unchanged} unchanged since the last build; "
+                f"{self.size_bytes / 2**20:.1f} MB, {explorer}; {widgets}; open {self.index}{failed}")
 
 
 def default_cache() -> Path:
     """``$XDG_CACHE_HOME/pwawidgets/site`` (``~/.cache/pwawidgets/site``)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pwawidgets" / "site"
+
+
+def library_fingerprint() -> str:
+    """A hash of the package's files that notebooks run (everything but ``site/``): executed outputs depend on them."""
+    digest = hashlib.sha256()
+    package = REPO / "pwawidgets"
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.relative_to(package).parts[0] != "site":
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def refresh_cache(cache: Path) -> None:
+    """Drop the executed notebooks and Sphinx's state when the library changed since they were made: the execution
+    cache knows only the notebooks' code, and a figure drawn by older library code would be stale."""
+    stamp, fingerprint = cache / "library.sha256", library_fingerprint()
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return
+    for folder in ("jupyter", "doctrees"):
+        shutil.rmtree(cache / folder, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
 
 
 def folder_size(folder: Path) -> int:
@@ -178,7 +205,8 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
           raise_on_error: bool = True, verbose: bool = False) -> SiteReport:
     """Build the site into ``out`` and return its :class:`SiteReport` (``report.index`` is the landing page).
 
-    ``cache`` keeps the executed notebooks and Sphinx's state between builds (default :func:`default_cache`);
+    ``cache`` keeps the executed notebooks and Sphinx's state between builds (default :func:`default_cache`;
+    emptied when the library's code changed);
     ``notebooks`` is the folder of ``NN_*.ipynb`` (default: the repository's); ``explorer=False`` builds no
     ``explorer/`` page. A cell that fails raises a :class:`SiteBuildError` naming the notebook and the cell; with
     ``raise_on_error=False`` every notebook is executed and the report's ``failures`` names each that failed (the
@@ -200,6 +228,7 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
 
     nocolor()
 
+    refresh_cache(cache)
     src = cache / "src"
     try:
         widgets = stage(src, REPO, notebooks, explorer) is not None
@@ -229,7 +258,8 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
     text = (cache / "sphinx.log").read_text(encoding="utf-8")
     if static_explorer is not None:
         static_explorer.build(out / "explorer")
-    return SiteReport(index=out / "index.html", executed=text.count("Executed notebook in"),
+    count = len(list(notebooks.glob("[0-9][0-9]_*.ipynb")))
+    return SiteReport(index=out / "index.html", notebooks=count, executed=text.count("Executed notebook in"),
                       cached=text.count("Using cached notebook"), seconds=time.perf_counter() - start,
                       size_bytes=folder_size(out), widgets_embedded=widgets, explorer=static_explorer is not None,
                       failures=failures)
