@@ -66,6 +66,7 @@ def test_notebook_runs(site, notebook):
     assert notebook.name not in site.failures, site.failures.get(notebook.name)
     page = (site.index.parent / "notebooks" / f"{notebook.stem}.html").read_text(encoding="utf-8")
     assert "cell_output" in page, f"{notebook.name}: no output on its page"
+    assert "tag_colab-setup" not in page, f"{notebook.name}: the Colab set-up cell is on the site"
 
 
 def test_landing_page_lists_the_course(site):

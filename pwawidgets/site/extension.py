@@ -6,6 +6,7 @@ saved widget state (kept by the execution) as one script per page. A widget whos
 dropdown, button, upload...) needs a kernel to react; after it the page says so, with links to the static explorer
 and to Binder. A progress bar gets no note. The state keeps only the models of ipywidgets' own packages, the ones the
 offline widget manager can draw (a model it cannot load would stop it from drawing the page's other widgets).
+The Colab set-up cell is left out.
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def filter_state(app: Sphinx, env: Any, docnames: list[str], *args: Any) -> None
         entry[1]["body"] = json.dumps(state).replace("</", "<\\/")
 
 
+def drop_colab_cells(app: Sphinx, doctree: nodes.document) -> None:
+    """The cell tagged ``colab-setup`` installs the package in Colab and does nothing elsewhere: not on the site."""
+    for cell in list(doctree.findall(nodes.container)):
+        if "tag_colab-setup" in cell.get("classes", []):
+            cell.parent.remove(cell)
+
+
 def failed_before(app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
     """Notebooks whose last execution failed are read (executed) again, even when unchanged."""
     return [docname for docname, meta in getattr(env, "nb_metadata", {}).items()
@@ -132,6 +140,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("pwawidgets_explorer", False, "env", bool)
     app.add_config_value("pwawidgets_widget_js", False, "env", bool)
     app.connect("doctree-read", add_notes)
+    app.connect("doctree-read", drop_colab_cells)
     app.connect("env-get-outdated", failed_before)
     app.connect("env-updated", lambda app, env: filter_state(app, env, []))
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
