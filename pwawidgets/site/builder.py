@@ -258,6 +258,8 @@ def build(out: Path, cache: Path | None = None, *, notebooks: Path | None = None
     text = (cache / "sphinx.log").read_text(encoding="utf-8")
     if static_explorer is not None:
         static_explorer.build(out / "explorer")
+    else:  # an explorer left by an earlier build would be stale and unlinked
+        shutil.rmtree(out / "explorer", ignore_errors=True)
     count = len(list(notebooks.glob("[0-9][0-9]_*.ipynb")))
     return SiteReport(index=out / "index.html", notebooks=count, executed=text.count("Executed notebook in"),
                       cached=text.count("Using cached notebook"), seconds=time.perf_counter() - start,
