@@ -67,26 +67,28 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pwawidgets" / "site"
 
 
-def library_fingerprint() -> str:
-    """A hash of the package's files that notebooks run (everything but ``site/``): executed outputs depend on them."""
+def fingerprint(with_site: bool) -> str:
+    """A hash of the package's files: all of them, or those the notebooks run (everything but ``site/``)."""
     digest = hashlib.sha256()
     package = REPO / "pwawidgets"
     for path in sorted(package.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.relative_to(package).parts[0] != "site":
+        if path.is_file() and "__pycache__" not in path.parts and (
+                with_site or path.relative_to(package).parts[0] != "site"):
             digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
 def refresh_cache(cache: Path) -> None:
-    """Drop the executed notebooks and Sphinx's state when the library changed since they were made: the execution
-    cache knows only the notebooks' code, and a figure drawn by older library code would be stale."""
-    stamp, fingerprint = cache / "library.sha256", library_fingerprint()
-    if stamp.exists() and stamp.read_text() == fingerprint:
-        return
-    for folder in ("jupyter", "doctrees"):
-        shutil.rmtree(cache / folder, ignore_errors=True)
+    """Drop the executed notebooks when the library changed since they were run (the execution cache knows only
+    the notebooks' code: a figure drawn by older library code would be stale), and Sphinx's state when the package
+    changed at all (this builder and its extension included)."""
     cache.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
+    for name, with_site, folders in (("library", False, ("jupyter", "doctrees")), ("package", True, ("doctrees",))):
+        stamp, value = cache / f"{name}.sha256", fingerprint(with_site)
+        if not stamp.exists() or stamp.read_text() != value:
+            for folder in folders:
+                shutil.rmtree(cache / folder, ignore_errors=True)
+            stamp.write_text(value)
 
 
 def folder_size(folder: Path) -> int:
