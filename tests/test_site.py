@@ -22,7 +22,7 @@ pytest.importorskip("myst_nb", reason="the site needs pip install 'pwawidgets[si
 
 from pwawidgets import cli  # noqa: E402
 from pwawidgets.site import SiteBuildError, build  # noqa: E402
-from pwawidgets.site.course import course_entries  # noqa: E402
+from pwawidgets.site.course import course_entries, read_entry  # noqa: E402
 from pwawidgets.site.extension import needs_python  # noqa: E402
 from pwawidgets.site.sources import html_manager_dir  # noqa: E402
 
@@ -67,6 +67,7 @@ def test_notebook_runs(site, notebook):
     page = (site.index.parent / "notebooks" / f"{notebook.stem}.html").read_text(encoding="utf-8")
     assert "cell_output" in page, f"{notebook.name}: no output on its page"
     assert "tag_colab-setup" not in page, f"{notebook.name}: the Colab set-up cell is on the site"
+    assert "Open In Colab" in page and "colab-badge.svg" not in page, "the badge's alt text, not a fetched image"
 
 
 def test_landing_page_lists_the_course(site):
@@ -121,7 +122,7 @@ def test_saved_widget_state_is_embedded(site):
     assert match, "no saved widget state"
     state = json.loads(match.group(1).replace("<\\/", "</"))["state"]
     names = {model["model_name"] for model in state.values()}
-    assert {"ImageModel", "VBoxModel"} <= names or "ImageModel" in names, names
+    assert {"ImageModel", "IntSliderModel"} <= names, names  # the saved picture, and the controls drawn inert
     assert all(model["model_module"].startswith("@jupyter-widgets/") for model in state.values())
     assert '<script src="../_static/widgets/embed.js' in page
     assert (site.index.parent / "_static" / "widgets" / "embed.js").exists()
@@ -138,6 +139,19 @@ def test_needs_python_follows_the_widget_tree():
     }}
     assert needs_python("box", state) and needs_python("row", state)
     assert not needs_python("bar", state) and not needs_python("img", state)
+
+
+def test_course_entry_from_a_title_cell(tmp_path):
+    title = ("# 09 · Something new (bonus)\n\n**Objectives.** By the end you can\n\n1. read a long objective\n"
+             "   that wraps | twice;\n2. and more.\n\n**Time:** 0 min core · 25 min bonus")
+    nbformat.write(new_notebook(cells=[new_markdown_cell(title)]), tmp_path / "09_new.ipynb")
+    entry = read_entry(tmp_path / "09_new.ipynb")
+    assert (entry.number, entry.title, entry.kind, entry.time) == ("09", "Something new", "bonus",
+                                                                    "0 min core · 25 min bonus")
+    assert entry.objective == "read a long objective that wraps | twice"
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# no number")]), tmp_path / "10_bad.ipynb")
+    with pytest.raises(ValueError, match="10_bad.ipynb: its first cell needs"):
+        read_entry(tmp_path / "10_bad.ipynb")
 
 
 # ------------------------------------------------------------------------------------------ a failing notebook

@@ -14,7 +14,7 @@ import nbformat
 
 TITLE = re.compile(r"^#\s+(\d+)\s*·\s*(.+?)\s*$", re.M)
 TIME = re.compile(r"\*\*Time:\*\*\s*(\d+) min core(?:\s*·\s*(\d+) min bonus)?")
-FIRST_OBJECTIVE = re.compile(r"^\s*(?:\d+\.|[-*])\s+(.+?)\s*$", re.M)
+ITEM = re.compile(r"^\s*(?:\d+\.|[-*])\s+", re.M)
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,23 @@ def read_entry(path: Path) -> CourseEntry:
     if title is None or time is None:
         raise ValueError(f"{path.name}: its first cell needs a '# NN · Title' line and a "
                          "'**Time:** N min core · M min bonus' line (docs/notebook_style.md)")
-    after = source.split("Objectives", 1)[1] if "Objectives" in source else ""
-    objective = FIRST_OBJECTIVE.search(after)
     return CourseEntry(path=path, number=title.group(1), title=title.group(2).removesuffix("(bonus)").strip(),
                        core_min=int(time.group(1)), bonus_min=int(time.group(2) or 0),
-                       objective=objective.group(1).rstrip(";.") if objective else "")
+                       objective=first_objective(source))
+
+
+def first_objective(source: str) -> str:
+    """The first item of the Objectives list, its wrapped lines joined ("" when there is none)."""
+    after = source.split("Objectives", 1)[1] if "Objectives" in source else ""
+    item = ITEM.search(after)
+    if item is None:
+        return ""
+    lines = []
+    for line in after[item.end():].splitlines():
+        if not line.strip() or (lines and ITEM.match(line)):
+            break
+        lines.append(line.strip())
+    return " ".join(lines).rstrip(";.")
 
 
 def course_entries(notebooks: Path) -> list[CourseEntry]:

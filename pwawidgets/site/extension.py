@@ -6,7 +6,7 @@ saved widget state (kept by the execution) as one script per page. A widget whos
 dropdown, button, upload...) needs a kernel to react; after it the page says so, with links to the static explorer
 and to Binder. A progress bar gets no note. The state keeps only the models of ipywidgets' own packages, the ones the
 offline widget manager can draw (a model it cannot load would stop it from drawing the page's other widgets).
-The Colab set-up cell is left out.
+The Colab set-up cell is left out, and an image from the web (the Colab badge) is replaced by its alt text.
 """
 
 from __future__ import annotations
@@ -130,6 +130,13 @@ def drop_colab_cells(app: Sphinx, doctree: nodes.document) -> None:
             cell.parent.remove(cell)
 
 
+def no_remote_images(app: Sphinx, doctree: nodes.document) -> None:
+    """An image from the web (the Colab badge) becomes its alt text, so that no page fetches anything when read."""
+    for image in list(doctree.findall(nodes.image)):
+        if image["uri"].startswith(("http://", "https://", "//")):
+            image.parent.replace(image, nodes.inline("", image.get("alt", "") or image["uri"]))
+
+
 def failed_before(app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
     """Notebooks whose last execution failed are read (executed) again, even when unchanged."""
     return [docname for docname, meta in getattr(env, "nb_metadata", {}).items()
@@ -141,6 +148,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("pwawidgets_widget_js", False, "env", bool)
     app.connect("doctree-read", add_notes)
     app.connect("doctree-read", drop_colab_cells)
+    app.connect("doctree-read", no_remote_images)
     app.connect("env-get-outdated", failed_before)
     app.connect("env-updated", lambda app, env: filter_state(app, env, []))
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
