@@ -1,8 +1,9 @@
 """``build``: the course as a static HTML site (Sphinx + MyST-NB, the Furo theme), offline.
 
-Every notebook is executed by MyST-NB with its cache (``nb_execution_mode="cache"``: a notebook runs again only when
-its code cells change); an error in a cell stops the build with a :class:`SiteBuildError` naming the notebook and the
-cell. The cache folder also keeps Sphinx's sources and doctrees, so that a second build rereads only what changed.
+Every notebook is executed by MyST-NB with its cache (``nb_execution_mode="cache"``: a notebook runs again when its
+code cells change, and every notebook when the library's code changes); an error in a cell stops the build with a
+:class:`SiteBuildError` naming the notebook and the cell. The cache folder also keeps Sphinx's sources and doctrees,
+so that a second build rereads only what changed.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def sphinx_settings(cache: Path, explorer: bool, widgets: bool, raise_on_error: 
     }
 
 
-def failed_cell(notebook: Path, error: BaseException) -> str:
-    """``cell N (id ...)`` of the notebook whose source the error quotes, or ``a cell`` when none matches."""
+def failed_cell(notebook: Path, error: BaseException | str) -> str:
+    """``cell N of M (id ...)``: the notebook's code cell whose source the error (or its traceback) quotes, as nbclient
+    writes it; ``a cell`` when none matches."""
     match = CELL_BLOCK.search(str(error))
     if match and notebook.exists():
         source = match.group(1).strip()
