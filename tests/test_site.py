@@ -70,6 +70,12 @@ def test_notebook_runs(site, notebook):
     assert "Open In Colab" in page and "colab-badge.svg" not in page, "the badge's alt text, not a fetched image"
 
 
+def test_links_between_notebooks_resolve(site):
+    """Notebook 04 links to 05 and 06 (``[...](05_fidelity.ipynb)``): on the site, links to their pages."""
+    page = (site.index.parent / "notebooks" / "04_imagenet_networks.html").read_text(encoding="utf-8")
+    assert 'href="05_fidelity.html' in page and 'href="06_bias_and_robustness.html' in page
+
+
 def test_landing_page_lists_the_course(site):
     page = html.unescape(site.index.read_text(encoding="utf-8"))
     for entry in course_entries(REPO / "notebooks"):

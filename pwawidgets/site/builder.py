@@ -120,7 +120,7 @@ def sphinx_settings(cache: Path, explorer: bool, widgets: bool, raise_on_error: 
         "nb_execution_excludepatterns": [],
         "nb_merge_streams": True,
         "nb_ipywidgets_js": {"widgets/embed.js": {}} if widgets else {},
-        "exclude_patterns": ["**/.ipynb_checkpoints", "_site_static"],
+        "exclude_patterns": ["**/.ipynb_checkpoints", "_site_static", "benchmarks"],
         "suppress_warnings": ["myst.header", "misc.highlighting_failure"],
         "autodoc_member_order": "bysource",
         "autodoc_typehints": "description",

@@ -1,10 +1,11 @@
 """The Sphinx source folder of the site, laid out in the cache folder from the repository as it is now.
 
-``src/notebooks`` and ``src/docs`` are links to the repository's folders, so each notebook executes in its own folder
-(a cell may read ``../benchmarks/...``); ``index.md`` (the landing page with the course table) and ``api/`` are
-written from the notebooks and the package; ``_site_static`` holds the offline MathJax and, where found, the
-widget manager that renders saved widget state. Files are rewritten only when their text changes, so that Sphinx's
-incremental build keeps what has not.
+``src/notebooks``, ``src/docs`` and ``src/readme.md`` are copies of the repository's (links would take Sphinx
+outside its source folder, and the notebooks' links to each other with it); ``src/benchmarks`` is a link, since a
+notebook executes in its own folder and a cell may read ``../benchmarks/...``. ``index.md`` (the landing page with
+the course table) and ``api/`` are written from the notebooks and the package; ``_site_static`` holds the offline
+MathJax and, where found, the widget manager that renders saved widget state. Files are rewritten only when their
+text changes, so that Sphinx's incremental build keeps what has not.
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ def link(path: Path, target: Path) -> None:
     elif path.is_dir():
         shutil.rmtree(path)
     path.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def copy_if_changed(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source`` (its time kept, so that Sphinx sees an unchanged file as unchanged)."""
+    if target.is_symlink():
+        target.unlink()
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def mirror(source: Path, target: Path, patterns: tuple[str, ...]) -> None:
+    """``target`` holds a copy of each file of ``source`` (not its subfolders) that matches one of ``patterns``."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = {path.name: path for pattern in patterns for path in source.glob(pattern) if path.is_file()}
+    for path in target.iterdir():
+        if path.name not in wanted:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    for name, path in wanted.items():
+        copy_if_changed(path, target / name)
 
 
 def landing_page(notebooks: Path, explorer: bool, docs: list[str], readme: bool) -> str:
@@ -138,14 +161,16 @@ def copy_static(static: Path, widgets: Path | None) -> None:
 def stage(src: Path, repo: Path, notebooks: Path, explorer: bool) -> Path | None:
     """Lay out the Sphinx sources in ``src``; returns the widget manager's folder (None: not found)."""
     src.mkdir(parents=True, exist_ok=True)
-    link(src / "notebooks", notebooks.resolve())
+    mirror(notebooks, src / "notebooks", ("*.ipynb",))
+    if (repo / "benchmarks").is_dir():
+        link(src / "benchmarks", (repo / "benchmarks").resolve())
     docs_dir = repo / "docs"
     docs = sorted(path.stem for path in docs_dir.glob("*.md")) if docs_dir.is_dir() else []
     if docs:
-        link(src / "docs", docs_dir.resolve())
+        mirror(docs_dir, src / "docs", ("*.md", "*.png", "*.jpg", "*.svg", "*.gif"))
     readme = (repo / "README.md").exists()
     if readme:
-        link(src / "readme.md", (repo / "README.md").resolve())
+        copy_if_changed(repo / "README.md", src / "readme.md")
     write_if_changed(src / "index.md", landing_page(notebooks, explorer, docs, readme))
     for name, text in api_pages().items():
         write_if_changed(src / name, text)
