@@ -134,6 +134,34 @@ def test_saved_widget_state_is_embedded(site):
     assert (site.index.parent / "_static" / "widgets" / "embed.js").exists()
 
 
+def test_page_draws_offline_in_chromium(site):
+    """Notebook 01's page opened from disk: the saved explorer is drawn (picture and sliders), the maths typeset, and
+    nothing is requested from the network."""
+    if html_manager_dir() is None:
+        pytest.skip("the widget manager is not installed: bash pwawidgets/site/js/install.sh")
+    from browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    remote, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else (remote.append(route.request.url), route.abort()))
+        page.goto((site.index.parent / "notebooks" / "01_toy_regions.html").as_uri())
+        page.wait_for_selector(".widget-subarea img", timeout=30_000)
+        page.wait_for_selector("mjx-container", timeout=30_000)
+        widths = page.eval_on_selector_all(".widget-subarea img", "imgs => imgs.map(img => img.naturalWidth)")
+        sliders = page.locator(".widget-subarea .widget-slider").count()
+        browser.close()
+    assert widths and all(width > 0 for width in widths) and sliders >= 3
+    assert not remote, remote
+    assert not errors, errors
+
+
 def test_needs_python_follows_the_widget_tree():
     state = {"state": {
         "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_img", "IPY_MODEL_row"]}},
