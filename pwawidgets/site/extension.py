@@ -92,10 +92,6 @@ def add_notes(app: Sphinx, doctree: nodes.document) -> None:
         if f'type="{VIEW}"' not in raw.astext():
             continue
         view = json.loads(raw.astext().split(">", 1)[1].rsplit("</script>", 1)[0].replace("<\\/", "</"))
-        if isinstance(view, str):  # MyST-NB 1.4 encodes the view twice: the widget manager wants one object
-            view = json.loads(view)
-            raw.clear()
-            raw += nodes.Text(f'<script type="{VIEW}">{json.dumps(view)}</script>')
         if not needs_python(view.get("model_id", ""), state):
             continue
         cell = raw
