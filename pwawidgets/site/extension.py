@@ -104,7 +104,7 @@ def add_notes(app: Sphinx, doctree: nodes.document) -> None:
             cell.parent.insert(cell.parent.index(cell) + 1, note(docname, app.config.pwawidgets_explorer))
 
 
-def filter_state(app: Sphinx, env: Any, docnames: list[str], *args: Any) -> None:
+def filter_state(app: Sphinx, env: Any) -> None:
     """Before pages are written: each page's saved widget state keeps ipywidgets' own models only."""
     for docname, meta in getattr(env, "nb_metadata", {}).items():
         entry = meta.get("js_files", {}).get(STATE_KEY)
@@ -146,5 +146,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("doctree-read", drop_colab_cells)
     app.connect("doctree-read", no_remote_images)
     app.connect("env-get-outdated", failed_before)
-    app.connect("env-updated", lambda app, env: filter_state(app, env, []))
+    app.connect("env-updated", filter_state)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
