@@ -26,7 +26,8 @@ from pwawidgets.site.course import course_entries, read_entry  # noqa: E402
 from pwawidgets.site.extension import needs_python  # noqa: E402
 from pwawidgets.site.sources import html_manager_dir  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:The mapping interface for autodoc options")  # Sphinx's napoleon
+pytestmark = [pytest.mark.filterwarnings("ignore:The mapping interface for autodoc options"),  # napoleon
+              pytest.mark.filterwarnings("ignore:.*MystReferenceResolver.app. is deprecated")]  # MyST 5.2
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
