@@ -1,4 +1,4 @@
-"""Command line: ``python -m pwawidgets fetch|audit|course|app|reproduce``.
+"""Command line: ``python -m pwawidgets fetch|audit|course|app|reproduce|site``.
 
 Each subcommand is one ``_add_<name>`` function (its arguments) and one ``_<name>`` function (its work, taking
 the parsed arguments and returning the exit status); :data:`SUBCOMMANDS` lists them in help order. Exit
@@ -178,6 +178,33 @@ def _app(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+# -------------------------------------------------------------------------------------------------- site
+
+
+def _add_site(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("site", help="build the course as a static HTML site (every notebook executed, "
+                            "searchable, offline; needs pip install 'pwawidgets[site]')")
+    parser.add_argument("--out", required=True, type=Path, help="the folder to write the site into")
+    parser.add_argument("--cache", type=Path, help="the execution cache and Sphinx's state, kept between builds "
+                        "(default: ~/.cache/pwawidgets/site)")
+    parser.add_argument("--no-explorer", dest="explorer", action="store_false",
+                        help="build no static explorer page (explorer/index.html)")
+    parser.add_argument("--verbose", action="store_true", help="print Sphinx's messages as it builds")
+    parser.set_defaults(run=_site)
+
+
+def _site(args: argparse.Namespace) -> int:
+    from .site import SiteBuildError, build
+
+    try:
+        report = build(args.out, args.cache, explorer=args.explorer, verbose=args.verbose)
+    except SiteBuildError as exc:
+        print(f"{PROG} site: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
@@ -187,7 +214,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_fetch, _add_audit, _add_course, _add_app,
-                                                                   _add_reproduce]
+                                                                   _add_reproduce, _add_site]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,13 +132,13 @@ def test_usage_errors_exit_2(capsys, argv):
 def test_help_exits_0(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("fetch", "audit", "course", "reproduce"))
+    assert all(command in out for command in ("fetch", "audit", "course", "reproduce", "site"))
 
 
 def test_subcommands_are_registered_one_function_each():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"fetch", "audit", "course", "app", "reproduce"} and len(cli.SUBCOMMANDS) == 5
+    assert set(sub.choices) == {"fetch", "audit", "course", "app", "reproduce", "site"} and len(cli.SUBCOMMANDS) == 6
 
 
 # ---------------------------------------------------------------------------------------- real process
