@@ -113,6 +113,14 @@ def channel_copies(model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray
     print(f"  features_in_step=2: step 1 flips (channel, pixel) {pairs}, part of a pixel")
 
 
+def road_first_batch() -> None:
+    heading("6. ROAD averages only the first batch")
+    scores = {"percentages": [50], "evaluation_scores": [np.ones((1, 1)), np.zeros((1, 1)), np.zeros((1, 1))]}
+    holder = type("Scores", (), scores)()  # three images by batches of one: the class kept by the first only
+    quantus.ROAD.custom_postprocess(holder)
+    print(f"  ROAD.custom_postprocess over batches [1], [0], [0]: {holder.evaluation_scores} (every image: 0.333)")
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     model = network()
@@ -124,6 +132,7 @@ def main() -> None:
     black(x)
     softmax_defaults()
     channel_copies(model, x, y, a)
+    road_first_batch()
 
 
 if __name__ == "__main__":

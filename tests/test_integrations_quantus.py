@@ -169,6 +169,27 @@ def test_road_runs_on_rgb_and_imputes_the_top_pixels(data) -> None:
     assert set(result) == {25, 50}
 
 
+def test_road_averages_every_batch_not_only_the_first(data) -> None:
+    """Quantus 0.6.0 averages only the first batch; ours counts every image, whatever the batch size."""
+    x, y = data
+    model = tiny(torch.float32)
+    x32 = x.astype(np.float32)
+    a = np.random.default_rng(3).normal(size=(3, 1, SIZE, SIZE))
+    kept = [True, False, False]  # image 0 keeps its class at every percentage, images 1 and 2 lose it
+
+    def keep_or_spoil(arr: np.ndarray, indices: np.ndarray, **kwargs) -> np.ndarray:
+        index = next(i for i in range(3) if np.array_equal(arr, x32[i]))
+        return arr.copy() if kept[index] else np.full_like(arr, 1e3 * (index - 1.5))
+
+    logits = model(torch.from_numpy(x32)).argmax(1).numpy()
+    spoiled = [model(torch.full((1, *x32.shape[1:]), 1e3 * (i - 1.5))).argmax(1).item() for i in range(3)]
+    truth = np.mean([logits[i] == y[i] if kept[i] else spoiled[i] == y[i] for i in range(3)])
+    for batch_size in (1, 2, 3):
+        road = ROAD(percentages=[25, 50], perturb_func=keep_or_spoil, disable_warnings=True)
+        result = road(model, x32, y, a, batch_size=batch_size)
+        assert result == pytest.approx({25: truth, 50: truth}), batch_size
+
+
 def test_defaults_read_logits_and_refuse_quantus_black() -> None:
     assert PixelFlipping.__call__.__kwdefaults__["softmax"] is False
     with pytest.raises(ValueError, match="not black"):
@@ -208,3 +229,7 @@ def test_the_pitfalls_are_still_in_quantus(data) -> None:
     curves = quantus.PixelFlipping(features_in_step=SIZE * SIZE // 2, perturb_baseline=0.0, disable_warnings=True)(
         model, x32[:1], y[:1], a[:1], softmax=False)
     assert len(curves[0]) == 6  # the steps count channel values (3 * 144 / 72), not pixels (144 / 72 = 2)
+    first_only = quantus.ROAD.custom_postprocess  # averages evaluation_scores[0], the first batch, only
+    holder = type("Scores", (), {"percentages": [50], "evaluation_scores": [np.ones((1, 1)), np.zeros((2, 1))]})()
+    first_only(holder)
+    assert holder.evaluation_scores == {50: 1.0}  # every image counted would give 1/3

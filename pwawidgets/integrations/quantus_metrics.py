@@ -115,6 +115,11 @@ class ROAD(_Logits, quantus.ROAD):
             results.append(y_batch == np.argmax(model.predict(x_input), axis=-1))
         return [np.stack(results, axis=1).astype(int)]
 
+    def custom_postprocess(self, **kwargs) -> None:
+        """The accuracy per percentage over every image: Quantus 0.6.0 averages only the first batch's."""
+        per_image = np.concatenate(self.evaluation_scores, axis=0)  # one (B, P) array per batch
+        self.evaluation_scores = dict(zip(self.percentages, per_image.mean(axis=0), strict=True))
+
 
 class Selectivity(_Logits, quantus.Selectivity):
     """Quantus' Selectivity (patches, summed attributions), with a numeric baseline and the AUC of NumPy 2."""
