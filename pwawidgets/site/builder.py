@@ -109,6 +109,7 @@ def sphinx_settings(cache: Path, explorer: bool, widgets: bool, raise_on_error: 
         "html_static_path": ["_site_static"],
         "html_copy_source": False,
         "html_show_sourcelink": False,
+        "smartquotes": False,  # the text as written (the course table, quoted titles and code names)
         "mathjax_path": "mathjax/tex-chtml-full.js",
         "myst_enable_extensions": ["dollarmath", "amsmath", "html_image"],
         "myst_heading_anchors": 3,
