@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pwawidgets"
 ENGINE = {"arguments", "kinds", "region_constants", "placement", "preprocessing", "precision", "audit", "layers",
           "calls", "core", "exactness", "metrics", "baselines", "bias", "robustness", "fidelity"}
 NOT_FOR_THE_ENGINE = {"widgets", "viz", "figures", "models", "model_sources", "images", "data", "zoo",
-                      "efficientnet_lite", "cli", "regions", "diagrams", "exercises", "answers", "datasets", "reproduce",
-                      "integrations"}
+                      "efficientnet_lite", "cli", "regions", "diagrams", "exercises", "answers", "datasets",
+                      "reproduce", "integrations"}
 
 
 def _modules() -> dict[str, Path]:
