@@ -152,7 +152,26 @@ def _packed(attributions: object, delta: object, bias: object, return_convergenc
     return (attributions, *extra) if extra else attributions
 
 
-class PiecewiseAffine(GradientAttribution):
+class _ExactContract:
+    """What both classes answer Captum alike: the delta is the exactness error, and it needs the bias."""
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def compute_convergence_delta(self, *args, **kwargs) -> torch.Tensor:
+        raise ValueError("the delta of this method is score - sum(attributions) - bias, which needs the bias: call "
+                         "attribute(..., return_convergence_delta=True)")
+
+    def attribute_future(self) -> None:
+        raise NotImplementedError("attribute_future is not implemented for this method (as for Captum's gradient "
+                                  "methods): call attribute")
+
+
+class PiecewiseAffine(_ExactContract, GradientAttribution):
     """Exact input contributions ``w * x`` with the bias (see the module's docstring): Captum's ``InputXGradient``
     on a piece-wise affine model, with a convergence delta that is ~0 and the bias on request.
 
@@ -193,23 +212,8 @@ class PiecewiseAffine(GradientAttribution):
         attributions = dec.contribution("input")
         return _packed(attributions, _delta(dec, "input"), dec.bias["input"], return_convergence_delta, return_bias)
 
-    def has_convergence_delta(self) -> bool:
-        return True
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def compute_convergence_delta(self, *args, **kwargs) -> torch.Tensor:
-        raise ValueError("the delta of this method is score - sum(attributions) - bias, which needs the bias: call "
-                         "attribute(..., return_convergence_delta=True)")
-
-    def attribute_future(self) -> None:
-        raise NotImplementedError("attribute_future is not implemented for this method (as for Captum's gradient "
-                                  "methods): call attribute")
-
-
-class LayerPiecewiseAffine(LayerAttribution, GradientAttribution):
+class LayerPiecewiseAffine(_ExactContract, LayerAttribution, GradientAttribution):
     """Exact contributions ``w * h`` at one layer or several, with the bias: Captum's ``LayerGradientXActivation`` on
     a piece-wise affine model, every layer from one forward pass.
 
@@ -264,18 +268,3 @@ class LayerPiecewiseAffine(LayerAttribution, GradientAttribution):
         if isinstance(self.layer, nn.Module):
             return _packed(attributions[0], deltas[0], biases[0], return_convergence_delta, return_bias)
         return _packed(attributions, deltas, biases, return_convergence_delta, return_bias)
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def compute_convergence_delta(self, *args, **kwargs) -> torch.Tensor:
-        raise ValueError("the delta of this method is score - sum(attributions) - bias, which needs the bias: call "
-                         "attribute(..., return_convergence_delta=True)")
-
-    def attribute_future(self) -> None:
-        raise NotImplementedError("attribute_future is not implemented for this method (as for Captum's gradient "
-                                  "methods): call attribute")
