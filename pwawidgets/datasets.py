@@ -29,11 +29,10 @@ from typing import TypeVar
 import numpy as np
 import PIL.Image
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from . import data
-from .images import DEFAULT, ImageWarning, load_with, resolve_preprocessing
+from .images import DEFAULT, ImageWarning, center_crop, load_with, resize_shorter_side, resolve_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 BUNDLED, SHAPES = "bundled", "shapes"
@@ -171,9 +170,9 @@ def voc_root(path: str | os.PathLike, year: str = "2012") -> Path | None:
 
 def _mask(target, size: int, crop: int | None) -> torch.Tensor:
     labels = torch.from_numpy(np.asarray(target, dtype=np.uint8).copy())[None]
-    labels = TF.resize(labels, [size], interpolation=TF.InterpolationMode.NEAREST)
+    labels = resize_shorter_side(labels, size, "nearest")
     if crop is not None:
-        labels = TF.center_crop(labels, [crop, crop])
+        labels = center_crop(labels, crop)
     return (labels > 0) & (labels < 255)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
@@ -207,6 +207,29 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
+def resize_shorter_side(tensor: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """``(C, H, W)`` resized so that its shorter side is ``size``, as torchvision's ``resize`` does it (torch's
+    ``interpolate``, antialiased unless ``"nearest"``). Written on torch alone so that loading an image does not
+    import torchvision, which pulls in ``torch._dynamo`` (about 170 MB of memory)."""
+    height, width = tensor.shape[-2:]
+    new_width, new_height = resized_size(width, height, size)
+    if (new_height, new_width) == (height, width):
+        return tensor
+    smooth = interpolation != "nearest"
+    resized = F.interpolate(tensor[None], size=[new_height, new_width], mode=interpolation,
+                            align_corners=False if smooth else None, antialias=smooth)
+    return resized[0]
+
+
+def center_crop(tensor: torch.Tensor, crop: int) -> torch.Tensor:
+    """The central ``crop`` x ``crop`` of ``(..., H, W)`` (no larger than it), placed as torchvision places it."""
+    height, width = tensor.shape[-2:]
+    if crop > min(height, width):
+        raise ValueError(f"a centre crop of {crop} px does not fit in {height} x {width} px")
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return tensor[..., top:top + crop, left:left + crop]
+
+
 DEFAULT = "default"  # crop=DEFAULT: the model's crop (ImageNet's 224 without a model)
 
 
@@ -252,13 +275,13 @@ def load_with(source: ImageSource, prep: Preprocessing) -> torch.Tensor:
             f"({width * height / 1e6:.0f} megapixels) with its shorter side resized to {prep.size}: its aspect ratio "
             "is too extreme; crop it first (e.g. to the region of interest) or pass a smaller size"
         )
-    tensor = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
-    tensor = TF.resize(tensor, [prep.size], interpolation=TF.InterpolationMode(prep.interpolation), antialias=True)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W), channels last
+    tensor = resize_shorter_side(pixels.to(torch.float32).mul_(1 / 255), prep.size, prep.interpolation)
     if prep.crop is not None:
-        tensor = TF.center_crop(tensor, [prep.crop, prep.crop])
+        tensor = center_crop(tensor, prep.crop)
     tensor = tensor.clamp(0, 1)
     if not prep.raw:
-        tensor = TF.normalize(tensor, list(prep.mean), list(prep.std))
+        tensor = (tensor - torch.tensor(prep.mean)[:, None, None]) / torch.tensor(prep.std)[:, None, None]
     batch = tensor.unsqueeze(0).as_subclass(torch.Tensor)
     batch.preprocessing = prep
     return batch

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from . import efficientnet_lite, zoo
@@ -36,9 +35,21 @@ class UnknownModelError(ValueError):
     """A model name :func:`load_model` does not know; the message lists the names it does."""
 
 
+IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # torchvision's class order, one name a line
+
+
+def _torchvision_models():
+    """``torchvision.models``, imported on first use: importing torchvision pulls in ``torch._dynamo`` (about
+    170 MB of memory), which a session on EfficientNet-Lite0 and the mini zoo never needs."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def torchvision_names() -> list[str]:
     """The classifiers torchvision can build (``torchvision.models.list_models`` of the classification module)."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    models = _torchvision_models()
+    return sorted(models.list_models(module=models))
 
 
 def known_models() -> list[str]:
@@ -62,7 +73,12 @@ def check_model_name(name: object) -> str:
 
 
 def _weights_enum(name: str):
-    return torchvision.models.get_model_weights(check_model_name(name))
+    return _torchvision_models().get_model_weights(check_model_name(name))
+
+
+def _hub_checkpoints() -> Path:
+    """The folder where torchvision caches downloaded weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def weights_cache_path(name: str) -> Path:
@@ -73,11 +89,14 @@ def weights_cache_path(name: str) -> Path:
     if name in _MINI_ZOO:
         return zoo.weights_path(name)
     weights = _weights_enum(name).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return _hub_checkpoints() / os.path.basename(weights.url)
 
 
 def has_cached_weights(name: str) -> bool:
     """True if the pretrained weights of ``name`` are on disk (a non-empty file; the content is not read)."""
+    checkpoints = _hub_checkpoints()
+    if name in PAPER_MODELS and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        return False  # nothing cached at all: no need to import torchvision to learn the file's name
     try:
         path = weights_cache_path(name)
     except ImportError:  # the EfficientNet-Lite0 weights package is not installed
@@ -118,13 +137,14 @@ def best_available_imagenet(preferred: tuple[str, ...] = PAPER_MODELS) -> str:
     return EFFICIENTNET_LITE0
 
 
-def imagenet_categories(name: str = "vgg19") -> list[str]:
-    """The 1000 ImageNet class names, from torchvision's weights metadata (available offline). Every ImageNet
-    network here (EfficientNet-Lite0 included) uses this order."""
-    if name == EFFICIENTNET_LITE0:
-        name = "vgg19"
+def imagenet_categories(name: str | None = None) -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order, which every ImageNet network here uses
+    (EfficientNet-Lite0 included). Without a name, or for EfficientNet-Lite0: the list shipped with pwawidgets (a
+    copy of torchvision's); for a torchvision classifier: its weights' metadata (offline)."""
     if name in _MINI_ZOO:
         raise ValueError(f"{name!r} is not an ImageNet network: its classes are pwawidgets.data.SHAPE_CLASSES")
+    if name is None or name == EFFICIENTNET_LITE0:
+        return IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
     return list(_weights_enum(check_model_name(name)).DEFAULT.meta["categories"])
 
 
@@ -261,7 +281,7 @@ def _build(name: str) -> nn.Module:
         return efficientnet_lite.EfficientNetLite()
     if name in _MINI_ZOO:
         return zoo.build(name)
-    return torchvision.models.get_model(name, weights=None)
+    return _torchvision_models().get_model(name, weights=None)
 
 
 def _load_pretrained(name: str) -> nn.Module:
@@ -284,7 +304,7 @@ def _load_pretrained(name: str) -> nn.Module:
         if cache.stat().st_size == 0:
             raise _corrupt(name, cache, "it is empty (0 bytes), an interrupted download")
         try:
-            return torchvision.models.get_model(name, weights=weights)
+            return _torchvision_models().get_model(name, weights=weights)
         except Exception as exc:  # EOFError, UnpicklingError, RuntimeError: a truncated or damaged file
             raise _corrupt(name, cache, f"loading it failed ({type(exc).__name__}: {exc})") from exc
     return _download_pretrained(name, weights)
@@ -292,7 +312,7 @@ def _load_pretrained(name: str) -> nn.Module:
 
 def _download_pretrained(name: str, weights) -> nn.Module:
     try:
-        return torchvision.models.get_model(name, weights=weights)
+        return _torchvision_models().get_model(name, weights=weights)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
         cache = weights_cache_path(name)
         partial = [p for p in cache.parent.glob(cache.name + "*") if p != cache] if cache.parent.exists() else []

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import urllib.error
 
 import pytest
@@ -65,6 +69,32 @@ def test_unknown_model_name():
 def test_imagenet_categories_offline():
     names = pw.imagenet_categories()
     assert len(names) == 1000 and "bull mastiff" in names and "cauliflower" in names
+    # the shipped list is torchvision's, name for name and in its order
+    for name in ("vgg19", "resnet101"):
+        assert pw.imagenet_categories(name) == names
+    assert names == list(torchvision.models.get_model_weights("vgg19").DEFAULT.meta["categories"])
+
+
+def test_the_offline_course_never_imports_torchvision():
+    """Importing torchvision costs about 170 MB (it pulls in torch._dynamo), on a 2 GB Binder: EfficientNet-Lite0,
+    the mini zoo, images and the decomposition must not need it, and it still comes when a torchvision name does."""
+    script = """
+import sys
+import pwawidgets as pw
+from pwawidgets import data
+from pwawidgets.models import PAPER_MODELS, has_cached_weights
+lite = pw.load_model("efficientnet_lite0")
+x = pw.load_image(data.sample_photo("coffee"), model=lite)
+pw.decompose(lite, x, None, ["blocks"])
+pw.decompose(pw.load_model("mini_resnet"), data.shapes(2, seed=0).images, None, ["blocks"])
+print(lite.class_names[int(lite(x).argmax())], [has_cached_weights(n) for n in PAPER_MODELS])
+print("torchvision" in sys.modules, "torch._dynamo" in sys.modules)
+pw.load_model("vgg19", pretrained=False)
+print("torchvision" in sys.modules)
+"""
+    env = {**os.environ, "TORCH_HOME": tempfile.mkdtemp()}  # no cached weights, as on Binder
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split("\n")[:3] == ["espresso [False, False, False]", "False False", "True"], out.stdout
 
 
 # ------------------------------------------------------------------------------------- EfficientNet-Lite0
