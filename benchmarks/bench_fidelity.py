@@ -7,8 +7,9 @@ The paper's setting: ours and Grad-CAM at one layer (conv4 on VGG-19, stage3 on 
 top-5, one decomposition pass per batch and the masked copies stacked into forward passes. Pretrained weights where
 they are cached, random ones otherwise (speed does not depend on them); random 224 px images already on the device,
 so image decoding is not timed. Prints the wall time of the whole experiment and images/s (target on an H100/H200:
-100 images x 2 methods x 1 layer on VGG-19 in <= 10 s), then batched against one image at a time (every candidate
-once per round, in rotating order, median of per-round ratios: see timing.py).
+100 images x 2 methods x 1 layer on VGG-19 in <= 10 s), then batched against one image at a time and against
+masked images left channels first (every candidate once per round, in rotating order, median of per-round ratios:
+see timing.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,17 @@ def main() -> None:
     scores = ", ".join(f"{r['method']} {r['mean']:.2f}" for r in result.table())
     print(f"  (top-5 intersection on random images, a sanity check only: {scores})")
 
-    rows = {"batched": experiment(batch, chunk), "one image at a time": experiment(1, 1)}
+    def channels_first(run):  # the masked images left in PyTorch's default order, for comparison
+        def call():
+            fd.channels_last, kept = (lambda x: x), fd.channels_last
+            try:
+                return run()
+            finally:
+                fd.channels_last = kept
+        return call
+
+    rows = {"batched": experiment(batch, chunk), "one image at a time": experiment(1, 1),
+            "batched, channels first": channels_first(experiment(batch, chunk))}
     secs, peak = interleaved(rows, device, args.rounds)
     print(f"  {args.rounds} interleaved rounds:")
     for label, values in secs.items():
@@ -78,6 +89,8 @@ def main() -> None:
         print(f"    {label:>20}: {median_ms(values) / 1000:7.2f} s, "
               f"{args.images * 1000 / median_ms(values):7.1f} images/s{extra}")
     print(f"    one at a time / batched: {ratio(secs, 'one image at a time', 'batched'):.2f}x")
+    print(f"    channels first / channels last (pwawidgets.placement.channels_last, CPU only): "
+          f"{ratio(secs, 'batched, channels first', 'batched'):.2f}x")
 
 
 if __name__ == "__main__":

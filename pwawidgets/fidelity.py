@@ -46,7 +46,7 @@ from . import arguments, metrics
 from .baselines import FROM_DECOMPOSITION, METHODS, attribute, from_decomposition
 from .core import decompose
 from .layers import INPUT, LayerCapture, layer_presets, resolve_layers
-from .placement import model_device, model_dtype
+from .placement import channels_last, model_device, model_dtype
 from .precision import exact_math
 from .preprocessing import normalization_of
 
@@ -249,7 +249,8 @@ class _Runner:
     @torch.no_grad()
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         with exact_math(inputs.device):
-            return torch.cat([self.model(inputs[s:s + self.chunk]) for s in range(0, len(inputs), self.chunk)])
+            return torch.cat([self.model(channels_last(inputs[s:s + self.chunk]))
+                              for s in range(0, len(inputs), self.chunk)])
 
     def flush(self) -> None:
         if not self.queue:

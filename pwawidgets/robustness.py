@@ -36,7 +36,7 @@ from .calls import Normalization, Target, check_one_per_example, parse_targets
 from .core import layer_biases
 from .exactness import region_radius
 from .layers import INPUT, LayerSpec, resolve_one, substitute
-from .placement import model_device
+from .placement import channels_last, model_device
 from .precision import exact_math
 from .preprocessing import check_inputs_fit, normalization_of
 
@@ -83,12 +83,12 @@ class _Setup:
         self.x = inputs.detach().clone().to(device)  # a copy: a model may edit its input in place
         kept: list[torch.Tensor] = []
         with torch.no_grad(), exact_math(device):
-            if self.spec.module is None:
-                logits = model(self.x.clone())  # copies: a model may edit its input in place
+            if self.spec.module is None:  # copies: a model may edit its input in place; the layout of every pass
+                logits = model(channels_last(self.x.clone()))
                 value = self.x
             else:
                 with substitute(model, self.spec, lambda o: kept.append(o.detach().clone()) or o):
-                    logits = model(self.x.clone())
+                    logits = model(channels_last(self.x.clone()))
                 value = kept[0]
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValueError("the model must return logits of shape (batch, classes), got "
@@ -107,9 +107,9 @@ class _Setup:
 
     def logits(self, delta: torch.Tensor) -> torch.Tensor:
         if self.spec.module is None:
-            return self.model(self.x + delta)
+            return self.model(channels_last(self.x + delta))
         with substitute(self.model, self.spec, lambda o: o + delta):
-            return self.model(self.x.clone())
+            return self.model(channels_last(self.x.clone()))
 
     def score_and_flip(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad(), exact_math(self.x.device):
@@ -121,7 +121,7 @@ class _Setup:
         with torch.enable_grad(), exact_math(self.x.device):
             score = self.logits(delta).gather(1, self.target[:, None]).sum()
             (grad,) = torch.autograd.grad(score, delta)
-        return grad
+        return grad.contiguous()
 
     def response(self, kind: str, size: float, scores: list, flips: list, delta=None) -> Response:
         return Response(kind, size, self.spec.name, self.target, self.clean, torch.stack(scores, 1),

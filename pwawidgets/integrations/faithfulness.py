@@ -34,7 +34,7 @@ from ..baselines import gradcam_from
 from ..core import decompose
 from ..fidelity import random_map
 from ..metrics import bootstrap_ci, to_image_grid
-from ..placement import model_device, model_dtype
+from ..placement import channels_last, model_device, model_dtype
 from ..preprocessing import preprocessing_of
 from ..robustness import spearman
 
@@ -213,20 +213,23 @@ def _metrics(fill: np.ndarray, shape: tuple[int, ...], sizes: Sizes) -> dict:
     }
 
 
-class _Memo(nn.Module):
-    """The model with its logits kept per input batch (keyed by the batch's bytes): FaithfulnessCorrelation draws
-    the same subsets for every map, so its perturbed images are computed once, not once per map."""
+class _Forward(nn.Module):
+    """The model as Quantus calls it: each batch in channels-last order (faster on a CPU, same values), and with
+    ``memo`` its logits kept per input batch (keyed by the batch's bytes): FaithfulnessCorrelation draws the same
+    subsets for every map, so its perturbed images are computed once, not once per map."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, memo: bool = False) -> None:
         super().__init__()
         self.model = model
         self.training = model.training  # the wrapper's own flag, as Quantus reads it; the model is left as found
-        self.kept: dict[bytes, torch.Tensor] = {}
+        self.kept: dict[bytes, torch.Tensor] | None = {} if memo else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kept is None:
+            return self.model(channels_last(x))
         key = hashlib.blake2b(x.detach().cpu().numpy().tobytes(), digest_size=16).digest() + str(x.shape).encode()
         if key not in self.kept:
-            self.kept[key] = self.model(x)
+            self.kept[key] = self.model(channels_last(x))
         return self.kept[key]
 
 
@@ -275,14 +278,14 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, maps
 
         jobs = tqdm(jobs, desc="maps x metrics x references")
     out: dict[str, dict[tuple[str, str], np.ndarray]] = {r: {} for r in maps}
-    memo = _Memo(model)
+    memo, plain = _Forward(model, memo=True), _Forward(model)
     for reference, name, method in jobs:
         a = maps[reference][method]
         same = [r for r in out if name == "ROAD" and (method, name) in out[r] and np.array_equal(maps[r][method], a)]
         if same:
             out[reference][method, name] = out[same[0]][method, name]
             continue
-        net = memo if name == "FaithfulnessCorrelation" else model
+        net = memo if name == "FaithfulnessCorrelation" else plain
         with _numpy_seed(seed):
             out[reference][method, name] = _per_image(name, metrics[reference][name], net, x, y, a, device,
                                                              sizes.batch_size)
