@@ -246,9 +246,8 @@ class _Runner:
         if sum(len(x) for _, x in self.queue) >= self.chunk:
             self.flush()
 
-    @torch.no_grad()
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
-        with exact_math(inputs.device):
+        with torch.inference_mode(), exact_math(inputs.device):  # logits only, read here: no autograd at all
             return torch.cat([self.model(channels_last(inputs[s:s + self.chunk]))
                               for s in range(0, len(inputs), self.chunk)])
 

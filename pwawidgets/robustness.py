@@ -112,8 +112,9 @@ class _Setup:
             return self.model(channels_last(self.x.clone()))
 
     def score_and_flip(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), exact_math(self.x.device):
+        with torch.inference_mode(), exact_math(self.x.device):
             logits = self.logits(delta)
+        # read outside inference mode: what is handed back is an ordinary tensor
         return logits.gather(1, self.target[:, None])[:, 0], logits.argmax(1) != self.prediction
 
     def gradient(self, delta: torch.Tensor) -> torch.Tensor:

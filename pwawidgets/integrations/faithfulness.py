@@ -214,9 +214,9 @@ def _metrics(fill: np.ndarray, shape: tuple[int, ...], sizes: Sizes) -> dict:
 
 
 class _Forward(nn.Module):
-    """The model as Quantus calls it: each batch in channels-last order (faster on a CPU, same values), and with
-    ``memo`` its logits kept per input batch (keyed by the batch's bytes): FaithfulnessCorrelation draws the same
-    subsets for every map, so its perturbed images are computed once, not once per map."""
+    """The model as Quantus calls it: in inference mode, each batch in channels-last order (faster on a CPU, same
+    values), and with ``memo`` its logits kept per input batch (keyed by the batch's bytes): FaithfulnessCorrelation
+    draws the same subsets for every map, so its perturbed images are computed once, not once per map."""
 
     def __init__(self, model: nn.Module, memo: bool = False) -> None:
         super().__init__()
@@ -226,11 +226,15 @@ class _Forward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kept is None:
-            return self.model(channels_last(x))
+            return self._logits(x)
         key = hashlib.blake2b(x.detach().cpu().numpy().tobytes(), digest_size=16).digest() + str(x.shape).encode()
         if key not in self.kept:
-            self.kept[key] = self.model(channels_last(x))
+            self.kept[key] = self._logits(x)
         return self.kept[key]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # these metrics read logits only
+            return self.model(channels_last(x))
 
 
 def _per_image(name: str, metric, model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, device: str,
