@@ -12,6 +12,8 @@ matplotlib; no download): :data:`PHOTOS` records the source of each and what Eff
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -236,7 +238,8 @@ class Photo(NamedTuple):
 
     ``package`` and ``origin`` say where it comes from (for citations); ``imagenet`` lists the ImageNet
     classes that are a sensible reading of it; ``lite0`` is EfficientNet-Lite0's top-1 class and probability
-    (``load_image(photo, model=model)``: resize 256, centre crop 224, measured with CPU float32).
+    (``load_image(photo, model=model)``: resize 256, centre crop 224, measured with CPU float32); ``file`` is the
+    image file inside the package, the one ``origin`` reads.
     """
 
     package: str
@@ -244,38 +247,46 @@ class Photo(NamedTuple):
     description: str
     imagenet: tuple[str, ...]
     lite0: tuple[str, float]
+    file: str
 
 
 PHOTOS: dict[str, Photo] = {
     # offered as samples: EfficientNet-Lite0's top-1 class is in ``imagenet``
     "chelsea": Photo("scikit-image", "skimage.data.chelsea()", "Chelsea the cat, a tabby (300 x 451)",
-                     ("tiger cat", "Egyptian cat", "tabby"), ("tiger cat", 0.387)),  # Egyptian cat .372, tabby .166
+                     ("tiger cat", "Egyptian cat", "tabby"), ("tiger cat", 0.387),  # Egyptian cat .372, tabby .166
+                     "skimage/data/chelsea.png"),
     "coffee": Photo("scikit-image", "skimage.data.coffee()", "a cup of coffee on a saucer (400 x 600)",
-                    ("espresso", "cup", "coffee mug"), ("espresso", 0.953)),
+                    ("espresso", "cup", "coffee mug"), ("espresso", 0.953), "skimage/data/coffee.png"),
     "rocket": Photo("scikit-image", "skimage.data.rocket()", "a Falcon 9 rocket on its launch pad (427 x 640)",
-                    ("missile", "projectile", "space shuttle"), ("missile", 0.313)),  # projectile .228
+                    ("missile", "projectile", "space shuttle"), ("missile", 0.313),  # projectile .228
+                    "skimage/data/rocket.jpg"),
     "motorcycle": Photo("scikit-image", "skimage.data.stereo_motorcycle()[0]",
                         "a motorcycle, left view of a stereo pair (500 x 741)",
-                        ("moped", "motor scooter", "crash helmet"), ("moped", 0.571)),  # motor scooter .121
+                        ("moped", "motor scooter", "crash helmet"), ("moped", 0.571),  # motor scooter .121
+                        "skimage/data/motorcycle_left.png"),
     "camera": Photo("scikit-image", "skimage.data.camera()",
                     "the cameraman: a man behind a camera on a tripod, grey-scale (512 x 512)",
-                    ("tripod", "reflex camera", "Polaroid camera"), ("tripod", 0.943)),
+                    ("tripod", "reflex camera", "Polaroid camera"), ("tripod", 0.943), "skimage/data/camera.png"),
     "china": Photo("scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')",
                    "a Chinese temple tower above a lake, CC BY 2.0 danielbuechele (427 x 640)",
-                   ("palace", "bell cote", "pagoda", "monastery"), ("palace", 0.372)),  # bell cote .209
+                   ("palace", "bell cote", "pagoda", "monastery"), ("palace", 0.372),  # bell cote .209
+                   "sklearn/datasets/images/china.jpg"),
     "flower": Photo("scikit-learn", "sklearn.datasets.load_sample_image('flower.jpg')",
                     "an orange dahlia (not an ImageNet class), CC BY 2.0 vultilion (427 x 640)",
-                    ("daisy",), ("daisy", 0.271)),
+                    ("daisy",), ("daisy", 0.271), "sklearn/datasets/images/flower.jpg"),
     # loadable, not offered: EfficientNet-Lite0 reads them wrongly (no matching ImageNet class, or motion blur)
     "astronaut": Photo("scikit-image", "skimage.data.astronaut()",
                        "portrait of astronaut Eileen Collins in a space suit, US flag behind (512 x 512)",
-                       (), ("bobsled", 0.135)),  # football helmet .110, go-kart .065
+                       (), ("bobsled", 0.135),  # football helmet .110, go-kart .065
+                       "skimage/data/astronaut.png"),
     "clock": Photo("scikit-image", "skimage.data.clock()",
                    "a wall clock, motion-blurred, grey-scale (300 x 400)",
-                   ("wall clock", "analog clock"), ("bubble", 0.540)),  # wall clock only third, .030
+                   ("wall clock", "analog clock"), ("bubble", 0.540),  # wall clock only third, .030
+                   "skimage/data/clock_motion.png"),
     "grace_hopper": Photo("matplotlib", "matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
                           "Rear Admiral Grace Hopper in US Navy uniform (600 x 512)",
-                          ("military uniform",), ("academic gown", 0.261)),  # mortarboard .206, uniform .122
+                          ("military uniform",), ("academic gown", 0.261),  # mortarboard .206, uniform .122
+                          "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
 }
 """Every photo :func:`sample_photo` loads. Also examined, not listed (EfficientNet-Lite0 top-1): scikit-image's
 coins (bubble .13), moon (nematode .33), page (brass .09), text (maze .35), hubble_deep_field (flatworm .16),
@@ -310,16 +321,18 @@ def sample_photo(name: str) -> np.ndarray:
 
 
 def _read_photo(name: str, package: str) -> np.ndarray:
-    if package == "scikit-image":
-        from skimage import data as skdata
-
-        return skdata.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skdata, name)()
-    if package == "scikit-learn":
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(f"{name}.jpg")
-    from matplotlib import cbook
+    """The photo's file read straight from the installed package, which is found without importing it: importing
+    scikit-learn (pandas comes with it) or scikit-image's readers (SciPy) only to read a file would cost a kernel
+    about 90 and 60 MB. The pixels equal those of ``origin`` (tested)."""
     from PIL import Image
 
-    with Image.open(cbook.get_sample_data(f"{name}.jpg", asfileobj=False)) as image:
+    module, _, inside = PHOTOS[name].file.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"no module named {module!r}")
+    path = Path(spec.submodule_search_locations[0]) / inside
+    if not path.is_file():
+        raise FileNotFoundError(f"sample photo {name!r}: {path} is missing from the installed {package}; reinstall it "
+                                f"(pip install --force-reinstall {package})")
+    with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))

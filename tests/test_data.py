@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +162,33 @@ def test_unknown_sample_photo_lists_names() -> None:
         sample_photo("lena")
     assert "lena" in str(info.value)
     assert all(name in str(info.value) for name in data.PHOTOS)
+
+
+def _by_origin(name: str) -> np.ndarray:
+    """The photo as its ``origin`` reads it: the package's own loader, stacked to RGB like sample_photo."""
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data as skdata
+    from sklearn.datasets import load_sample_image
+
+    loaders = {"motorcycle": lambda: skdata.stereo_motorcycle()[0],
+               "china": lambda: load_sample_image("china.jpg"), "flower": lambda: load_sample_image("flower.jpg"),
+               "grace_hopper": lambda: np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg",
+                                                                                   asfileobj=False)).convert("RGB"))}
+    image = loaders.get(name, lambda: getattr(skdata, name)())()
+    return np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+
+
+def test_photos_read_from_files_equal_the_packages_own_loaders() -> None:
+    script = ("import sys\nfrom pwawidgets import data\n[data.sample_photo(n) for n in data.PHOTOS]\n"
+              "print(sorted(m for m in ('sklearn', 'skimage', 'scipy', 'pandas') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"  # read without importing the packages (about 150 MB in a kernel)
+    for name in data.PHOTOS:
+        assert np.array_equal(sample_photo(name), _by_origin(name)), name
+
+
+def test_a_missing_photo_file_says_what_to_do(monkeypatch) -> None:
+    monkeypatch.setitem(data.PHOTOS, "chelsea", data.PHOTOS["chelsea"]._replace(file="skimage/data/gone.png"))
+    with pytest.raises(FileNotFoundError, match="gone.png is missing from the installed scikit-image; reinstall"):
+        sample_photo("chelsea")
