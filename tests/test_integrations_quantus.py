@@ -13,7 +13,14 @@ from torch import nn
 quantus = pytest.importorskip("quantus")
 
 from pwawidgets.integrations.quantus import CompletenessWithBias, explain  # noqa: E402
-from pwawidgets.integrations.quantus_metrics import ROAD, PixelFlipping, Selectivity, auc, black  # noqa: E402
+from pwawidgets.integrations.quantus_metrics import (  # noqa: E402
+    ROAD,
+    PixelFlipping,
+    Selectivity,
+    auc,
+    black,
+    noisy_linear_imputation,
+)
 
 SIZE = 12
 
@@ -167,6 +174,23 @@ def test_road_runs_on_rgb_and_imputes_the_top_pixels(data) -> None:
     for k, (p, i) in enumerate([(p, i) for p in (25, 50) for i in range(3)]):
         np.testing.assert_array_equal(seen[k], tops[i][: SIZE * SIZE * p // 100])
     assert set(result) == {25, 50}
+
+
+@pytest.mark.parametrize(("shape", "fraction"), [((3, 40, 40), 0.5), ((3, 17, 23), 0.3), ((1, 9, 9), 1.0)])
+def test_noisy_linear_imputation_equals_quantus(shape, fraction) -> None:
+    """The same linear system and noise as Quantus' function, to the bit; ROAD uses it unless told otherwise."""
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_nli
+
+    rng = np.random.default_rng(5)
+    arr = rng.normal(size=shape).astype(np.float32)
+    pixels = rng.permutation(shape[1] * shape[2])[: int(shape[1] * shape[2] * fraction)]
+    np.random.seed(11)
+    expected = quantus_nli(arr=arr, indices=pixels)
+    np.random.seed(11)
+    found = noisy_linear_imputation(arr=arr, indices=pixels)
+    assert found.dtype == expected.dtype and np.array_equal(found, expected)
+    assert not np.array_equal(found, arr)  # the pixels were imputed
+    assert ROAD(percentages=[50], disable_warnings=True).perturb_func.func is noisy_linear_imputation
 
 
 def test_road_averages_every_batch_not_only_the_first(data) -> None:

@@ -101,9 +101,54 @@ class PixelFlipping(_Logits, quantus.PixelFlipping):
         return auc(curves).tolist() if self.return_auc_per_sample else curves.tolist()
 
 
+_NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((0, -1), 1 / 6),
+               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))  # ROAD's weights of the 8 neighbours
+
+
+def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01, **kwargs) -> np.ndarray:
+    """Quantus' ``noisy_linear_imputation`` (ROAD's): each pixel of ``indices`` (flat ``H * W`` indices of a
+    ``(C, H, W)`` image) becomes the weighted mean of its 8 neighbours, solved as one sparse linear system, plus
+    Gaussian noise. The same system and the same draws from NumPy's global generator, so the same result (tested);
+    assembled at once instead of entry by entry, which took most of ROAD's time."""
+    from quantus.helpers.utils import offset_coordinates
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    indices = np.asarray(indices)
+    flat = arr.reshape(arr.shape[0], -1)
+    n = len(indices)
+    free = np.zeros(flat.shape[1], dtype=bool)
+    free[indices] = True
+    variable = np.zeros(flat.shape[1], dtype=int)
+    variable[indices] = np.arange(n)
+    rows, cols, weights = [np.arange(n)], [np.arange(n)], []
+    rhs = np.zeros((n, arr.shape[0]))
+    neighbours = np.ones(n)
+    for offset, weight in _NEIGHBOURS:
+        coords, valid = offset_coordinates(indices, offset, arr.shape)
+        ids = np.flatnonzero(valid)
+        known = ~free[coords]
+        rhs[ids[known]] -= weight * flat[:, coords[known]].T
+        rows.append(ids[~known])
+        cols.append(variable[coords[~known]])
+        weights.append(np.full(int((~known).sum()), weight))
+        neighbours[~valid] -= weight
+    values = np.concatenate([-neighbours, *weights])
+    system = coo_matrix((values, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
+    solved = np.transpose(spsolve(system, rhs))
+    out = np.copy(flat)
+    out[:, indices] = solved + noise * np.random.randn(*solved.shape)
+    return out.reshape(arr.shape)
+
+
 class ROAD(_Logits, quantus.ROAD):
     """Quantus' ROAD on pixels: the top ``p`` % of pixels (by the attribution summed over channels) are imputed,
-    every channel, by its noisy linear imputation; works on RGB input."""
+    every channel, by its noisy linear imputation (:func:`noisy_linear_imputation`, Quantus' own assembled
+    faster); works on RGB input."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("perturb_func", noisy_linear_imputation)
+        super().__init__(*args, **kwargs)
 
     def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
         order = pixel_order(a_batch)
