@@ -210,7 +210,7 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 def resize_shorter_side(tensor: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """``(C, H, W)`` resized so that its shorter side is ``size``, as torchvision's ``resize`` does it (torch's
     ``interpolate``, antialiased unless ``"nearest"``). Written on torch alone so that loading an image does not
-    import torchvision, which pulls in ``torch._dynamo`` (about 170 MB of memory)."""
+    import torchvision, which pulls in PyTorch's compiler stack (about 170 MB of memory)."""
     height, width = tensor.shape[-2:]
     new_width, new_height = resized_size(width, height, size)
     if (new_height, new_width) == (height, width):

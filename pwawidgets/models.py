@@ -39,7 +39,7 @@ IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # torchvisi
 
 
 def _torchvision_models():
-    """``torchvision.models``, imported on first use: importing torchvision pulls in ``torch._dynamo`` (about
+    """``torchvision.models``, imported on first use: importing torchvision pulls in PyTorch's compiler stack (about
     170 MB of memory), which a session on EfficientNet-Lite0 and the mini zoo never needs."""
     import torchvision.models
 
